@@ -1,0 +1,162 @@
+"""The command line: ``pypi-proxy serve | stats`` (``python -m proxy`` works the same)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from proxy import __version__
+from proxy.errors import SettingsError
+from proxy.settings import ENV_PREFIX, Settings, load_settings
+
+log = logging.getLogger("proxy")
+
+
+class _QuietAbort(logging.Filter):
+    """A transfer cut short on purpose (bad upstream bytes) is logged by us, not as a crash."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from proxy.fill import FillFailed
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, FillFailed)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs full request URLs, which may carry the upstream's credentials.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").addFilter(_QuietAbort())
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML settings file (see config.yaml)")
+    parser.add_argument("--cache-dir", dest="cache_dir", help="where pages and files are kept")
+    parser.add_argument(
+        "--upstream", help="the upstream's simple index URL, like pip's --index-url"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pypi-proxy", description="A caching pull-through proxy for the Python package index."
+    )
+    parser.add_argument("--version", action="version", version=f"pypi-proxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    _common(serve)
+    serve.add_argument("--host")
+    serve.add_argument("--port")
+    serve.add_argument(
+        "--offline",
+        action="store_const",
+        const=True,
+        default=None,
+        help="never contact the upstream; serve only what the cache holds",
+    )
+    serve.add_argument(
+        "--index-ttl", dest="index_ttl", help="seconds a page is served before it is revalidated"
+    )
+    serve.add_argument("--admin-token", dest="admin_token")
+    serve.add_argument("--workers", help="worker processes sharing the cache")
+    serve.add_argument(
+        "--max-cache-size",
+        dest="max_cache_size",
+        help="cap on cached file bytes, e.g. 50G; least recently used go first",
+    )
+
+    stats = commands.add_parser("stats", help="print the cache's figures as JSON")
+    _common(stats)
+    return parser
+
+
+def _settings(args: argparse.Namespace, keys: Sequence[str]) -> Settings:
+    overrides = {key: getattr(args, key, None) for key in keys}
+    config = args.config
+    if config is None and os.environ.get(ENV_PREFIX + "CONFIG"):
+        config = Path(os.environ[ENV_PREFIX + "CONFIG"])
+    return load_settings(config, os.environ, overrides)
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from proxy.web.app import SETTINGS_ENV, create_app, settings_to_env
+
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        "proxy_headers": False,
+        "server_header": False,
+        "log_config": None,
+        "timeout_graceful_shutdown": 10,
+    }
+    log.info(
+        "pypi-proxy %s listening on http://%s:%d/simple/", __version__, settings.host, settings.port
+    )
+    if settings.workers > 1:
+        os.environ[SETTINGS_ENV] = settings_to_env(settings)
+        uvicorn.run("proxy.web.app:app_from_env", factory=True, workers=settings.workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)
+    return 0
+
+
+def _stats(settings: Settings) -> int:
+    from proxy.stats import Stats, summary
+    from proxy.storage import Storage
+
+    if not settings.cache_dir.is_dir():
+        print(f"pypi-proxy: no cache at {settings.cache_dir}", file=sys.stderr)
+        return 1
+    storage = Storage(settings.cache_dir)
+    try:
+        data = summary(
+            Stats().totals(storage), storage.totals(), {"cache_dir": str(settings.cache_dir)}
+        )
+    finally:
+        storage.close()
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            settings = _settings(
+                args,
+                [
+                    "cache_dir",
+                    "upstream",
+                    "host",
+                    "port",
+                    "offline",
+                    "index_ttl",
+                    "admin_token",
+                    "workers",
+                    "max_cache_size",
+                ],
+            )
+            setup_logging(settings.log_level)
+            return _serve(settings)
+        settings = _settings(args, ["cache_dir", "upstream"])
+        setup_logging(settings.log_level)
+        return _stats(settings)
+    except SettingsError as exc:
+        print(f"pypi-proxy: {exc}", file=sys.stderr)
+        return 2

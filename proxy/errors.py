@@ -1,0 +1,40 @@
+"""The project's exceptions.
+
+ProxyError
+ +-- SettingsError          a setting is missing or invalid (names the key)
+ +-- NotFound               the project or file does not exist (upstream said so, or offline)
+ +-- UpstreamError          the upstream could not be used
+ |    +-- UpstreamUnavailable   connection refused or reset, timeout, 5xx after retries
+ |    +-- UpstreamBadResponse   an answer we cannot use: unparsable page, unexpected status
+ +-- IntegrityError         downloaded bytes do not match the hash the index promised
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    pass
+
+
+class SettingsError(ProxyError):
+    pass
+
+
+class NotFound(ProxyError):
+    pass
+
+
+class UpstreamError(ProxyError):
+    pass
+
+
+class UpstreamUnavailable(UpstreamError):
+    pass
+
+
+class UpstreamBadResponse(UpstreamError):
+    pass
+
+
+class IntegrityError(ProxyError):
+    pass

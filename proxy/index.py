@@ -1,0 +1,246 @@
+"""Cache-or-fetch for index pages: the project pages and the root listing.
+
+A fresh page is a dictionary lookup. A stale or missing one is fetched from the upstream (one
+request per project however many clients ask at once), revalidated with its ETag, never
+replaced by a page with an older serial, and served stale if the upstream fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+
+from proxy.errors import NotFound, UpstreamError
+from proxy.memcache import MemoryLRU
+from proxy.models import PageRecord, ProjectListing, ProjectPage, RootRecord
+from proxy.parse import parse_project_html, parse_project_json, parse_root_html, parse_root_json
+from proxy.render import render_project, render_root
+from proxy.stats import Stats
+from proxy.storage import ROOT_KEY, Storage
+from proxy.upstream import Fetched, Upstream
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _record_size(rendered_sizes: int) -> int:
+    # The parsed page costs about as much memory as its JSON; count it twice over to be safe.
+    return rendered_sizes * 3
+
+
+class IndexService:
+    def __init__(
+        self,
+        storage: Storage,
+        upstream: Upstream | None,
+        stats: Stats,
+        *,
+        ttl: float,
+        negative_ttl: float,
+        memory_bytes: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._storage = storage
+        self._upstream = upstream  # None: offline, never ask
+        self._stats = stats
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._clock = clock
+        self._memory: MemoryLRU[PageRecord | RootRecord] = MemoryLRU(memory_bytes)
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+
+    @property
+    def offline(self) -> bool:
+        return self._upstream is None
+
+    def _fresh(self, fetched_at: float) -> bool:
+        return self._clock() - fetched_at < self._ttl
+
+    def _remember(self, key: str, record: PageRecord | RootRecord) -> None:
+        r = record.rendered
+        self._memory.put(key, record, _record_size(len(r.json.raw) + len(r.html.raw)))
+
+    async def _shared(self, key: str, make: Callable[[], Awaitable[T]]) -> T:
+        """Run ``make`` once for all concurrent callers asking for ``key``."""
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._inflight[key] = future
+            try:
+                result = await make()
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: waiters may be none
+                raise
+            else:
+                future.set_result(result)
+                return result
+            finally:
+                del self._inflight[key]
+        result = await asyncio.shield(future)
+        return result
+
+    async def project(self, project: str, *, allow_stale: bool = False) -> PageRecord:
+        """The record for a normalized project name; raises NotFound or UpstreamError.
+
+        ``allow_stale`` (used by file requests) takes any stored page without revalidating.
+        """
+        record = self._memory.get(project)
+        if isinstance(record, PageRecord) and (allow_stale or self._fresh(record.fetched_at)):
+            if not allow_stale:
+                self._stats.add("page_hits")
+            return record
+        stored = await anyio.to_thread.run_sync(self._storage.load_page, project)
+        if stored is not None and (record is None or stored.fetched_at >= record.fetched_at):
+            record = stored
+            self._remember(project, stored)
+        current = record if isinstance(record, PageRecord) else None
+        if current is not None and (allow_stale or self.offline or self._fresh(current.fetched_at)):
+            if not allow_stale:
+                self._stats.add("page_hits")
+            return current
+        if self._upstream is None:
+            raise NotFound(f"{project} is not in this mirror, and the proxy is offline")
+        if current is None and await anyio.to_thread.run_sync(self._storage.is_missing, project):
+            raise NotFound(f"the upstream has no project {project} (remembered)")
+        return await self._shared(project, lambda: self._refresh_project(project, current))
+
+    async def _refresh_project(self, project: str, current: PageRecord | None) -> PageRecord:
+        assert self._upstream is not None
+        self._stats.add("page_misses")
+        try:
+            fetched = await self._upstream.get_page(
+                project + "/", current.upstream_etag if current else None
+            )
+        except NotFound:
+            await anyio.to_thread.run_sync(self._forget, project)
+            raise
+        except UpstreamError as exc:
+            self._stats.add("upstream_errors")
+            if current is None:
+                raise
+            self._stats.add("page_stale")
+            log.warning("serving stale %s: %s", project, exc)
+            return current
+        now = self._clock()
+        if fetched is None:
+            assert current is not None
+            self._stats.add("page_revalidated")
+            current.fetched_at = now
+            await anyio.to_thread.run_sync(self._storage.save_page, current)
+            return current
+        page = await anyio.to_thread.run_sync(_parse_project, fetched, project)
+        if current is not None and _older(page.serial, current.page.serial):
+            # A stale copy (a CDN edge that lags): keep ours rather than go backwards.
+            log.warning(
+                "upstream sent %s at serial %s, older than stored %s; keeping stored",
+                project,
+                page.serial,
+                current.page.serial,
+            )
+            current.fetched_at = now
+            return current
+        rendered = await anyio.to_thread.run_sync(render_project, page, project)
+        record = PageRecord(
+            project=project,
+            page=page,
+            rendered=rendered,
+            fetched_at=now,
+            upstream_etag=fetched.etag,
+        )
+        await anyio.to_thread.run_sync(self._storage.save_page, record)
+        self._remember(project, record)
+        return record
+
+    def _forget(self, project: str) -> None:
+        self._memory.pop(project)
+        self._storage.delete_page(project)
+        self._storage.mark_missing(project, self._negative_ttl)
+
+    def forget(self, project: str) -> None:
+        """Drop a project's page from memory (after another component changed it on disk)."""
+        self._memory.pop(project)
+
+    async def root(self) -> RootRecord:
+        record = self._memory.get(ROOT_KEY)
+        if isinstance(record, RootRecord) and (self.offline or self._fresh(record.fetched_at)):
+            self._stats.add("page_hits")
+            return record
+        stored = await anyio.to_thread.run_sync(self._storage.load_root)
+        if stored is not None:
+            self._remember(ROOT_KEY, stored)
+            if self.offline or self._fresh(stored.fetched_at):
+                self._stats.add("page_hits")
+                return stored
+        if self._upstream is None:
+            return await anyio.to_thread.run_sync(self._offline_root)
+        return await self._shared(ROOT_KEY, lambda: self._refresh_root(stored))
+
+    def _offline_root(self) -> RootRecord:
+        # Offline with no stored root: list what the mirror holds.
+        names = sorted(self._storage.page_projects())
+        listing = ProjectListing(projects=tuple((n, None) for n in names))
+        return RootRecord(listing=listing, rendered=render_root(listing), fetched_at=self._clock())
+
+    async def _refresh_root(self, current: RootRecord | None) -> RootRecord:
+        assert self._upstream is not None
+        self._stats.add("page_misses")
+        try:
+            fetched = await self._upstream.get_page("", current.upstream_etag if current else None)
+        except (UpstreamError, NotFound) as exc:
+            self._stats.add("upstream_errors")
+            if current is None:
+                raise UpstreamError(str(exc)) from exc
+            self._stats.add("page_stale")
+            log.warning("serving stale root index: %s", exc)
+            return current
+        now = self._clock()
+        if fetched is None:
+            assert current is not None
+            current.fetched_at = now
+            await anyio.to_thread.run_sync(self._storage.save_root, current)
+            return current
+        listing = await anyio.to_thread.run_sync(_parse_root, fetched)
+        rendered = await anyio.to_thread.run_sync(render_root, listing)
+        record = RootRecord(
+            listing=listing, rendered=rendered, fetched_at=now, upstream_etag=fetched.etag
+        )
+        await anyio.to_thread.run_sync(self._storage.save_root, record)
+        self._remember(ROOT_KEY, record)
+        return record
+
+
+def _older(new: int | None, old: int | None) -> bool:
+    return new is not None and old is not None and new < old
+
+
+def _parse_project(fetched: Fetched, project: str) -> ProjectPage:
+    if fetched.is_json:
+        page = parse_project_json(fetched.body, fetched.url)
+    else:
+        page = parse_project_html(fetched.body, fetched.url, project)
+    serial = fetched.serial if fetched.serial is not None else page.serial
+    name = page.name or project
+    if serial != page.serial or name != page.name:
+        page = ProjectPage(
+            name=name,
+            files=page.files,
+            api_version=page.api_version,
+            serial=serial,
+            versions=page.versions,
+            project_status=page.project_status,
+            extra=page.extra,
+        )
+    return page
+
+
+def _parse_root(fetched: Fetched) -> ProjectListing:
+    listing = parse_root_json(fetched.body) if fetched.is_json else parse_root_html(fetched.body)
+    if listing.serial is None and fetched.serial is not None:
+        listing = ProjectListing(listing.projects, listing.api_version, fetched.serial)
+    return listing

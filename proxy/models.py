@@ -1,0 +1,104 @@
+"""Value objects for the simple API, independent of how a page was received or is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+JSON_V1 = "application/vnd.pypi.simple.v1+json"
+HTML_V1 = "application/vnd.pypi.simple.v1+html"
+TEXT_HTML = "text/html"
+
+
+@dataclass(frozen=True, slots=True)
+class DistFile:
+    """One file of a project as the index lists it. ``url`` is the upstream's absolute URL."""
+
+    filename: str
+    url: str
+    hashes: Mapping[str, str] = field(default_factory=dict)
+    requires_python: str | None = None
+    yanked: bool | str = False
+    # PEP 658/714: False, True (no hash known) or a hashes mapping.
+    core_metadata: bool | Mapping[str, str] = False
+    size: int | None = None
+    upload_time: str | None = None
+    provenance: str | None = None
+    gpg_sig: bool | None = None
+    # JSON keys this version does not model, passed through unchanged.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str | None:
+        return self.hashes.get("sha256")
+
+    @property
+    def has_metadata(self) -> bool:
+        return self.core_metadata is not False
+
+    @property
+    def metadata_sha256(self) -> str | None:
+        if isinstance(self.core_metadata, Mapping):
+            return self.core_metadata.get("sha256")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectPage:
+    name: str
+    files: tuple[DistFile, ...]
+    api_version: str = "1.1"
+    serial: int | None = None
+    versions: tuple[str, ...] | None = None
+    project_status: Mapping[str, str] | None = None
+    # Top-level JSON keys not modelled (tracks, alternate-locations, ...), passed through.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectListing:
+    """The root index: project names as the upstream spells them, with serials when known."""
+
+    projects: tuple[tuple[str, int | None], ...]
+    api_version: str = "1.1"
+    serial: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """One pre-rendered representation: raw and gzip bytes and its entity tag (without quotes)."""
+
+    raw: bytes
+    gz: bytes
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    json: Body
+    html: Body
+
+
+@dataclass(slots=True)
+class PageRecord:
+    """What the cache keeps for one project: the page, how fresh it is, and its rendered bytes."""
+
+    project: str
+    page: ProjectPage
+    rendered: Rendered
+    fetched_at: float
+    upstream_etag: str | None = None
+    by_filename: dict[str, DistFile] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.by_filename:
+            self.by_filename = {f.filename: f for f in self.page.files}
+
+
+@dataclass(slots=True)
+class RootRecord:
+    listing: ProjectListing
+    rendered: Rendered
+    fetched_at: float
+    upstream_etag: str | None = None

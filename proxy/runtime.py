@@ -1,0 +1,127 @@
+"""The per-process parts, made once (in the app's lifespan or a command) and passed around."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+
+from proxy.evict import evict, over_cap
+from proxy.fill import Filler
+from proxy.index import IndexService
+from proxy.settings import Settings
+from proxy.stats import Stats
+from proxy.storage import FILES_BYTES, Storage
+from proxy.upstream import Upstream, make_http_client, redact
+
+log = logging.getLogger(__name__)
+FLUSH_EVERY = 2.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    storage: Storage
+    stats: Stats
+    index: IndexService
+    upstream: Upstream | None
+    filler: Filler | None
+    http: httpx.AsyncClient | None
+    _evicting: bool = False
+    _flusher: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Runtime:
+        storage = await anyio.to_thread.run_sync(_open_storage, settings.cache_dir)
+        stats = Stats()
+        http: httpx.AsyncClient | None = None
+        upstream: Upstream | None = None
+        if not settings.offline:
+            http = make_http_client(settings)
+            upstream = Upstream(http, settings.upstream, retries=settings.retries)
+        index = IndexService(
+            storage,
+            upstream,
+            stats,
+            ttl=settings.index_ttl,
+            negative_ttl=settings.negative_ttl,
+            memory_bytes=settings.memory_cache_size,
+        )
+        runtime = cls(settings, storage, stats, index, upstream, None, http)
+        if upstream is not None:
+            runtime.filler = Filler(
+                storage,
+                upstream,
+                on_fetched=lambda n: stats.add("bytes_fetched", n),
+                on_corrupt=lambda: stats.add("integrity_errors"),
+                on_committed=lambda _path, _n: runtime.after_fill(),
+                remote_timeout=settings.connect_timeout + settings.read_timeout,
+            )
+        runtime._flusher = asyncio.create_task(runtime._flush_forever())
+        log.info(
+            "cache %s, upstream %s%s",
+            settings.cache_dir,
+            redact(settings.upstream),
+            " (offline)" if settings.offline else "",
+        )
+        return runtime
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        if self.filler is not None:
+            with anyio.move_on_after(10):
+                await self.filler.wait_all()
+            await self.filler.cancel_all()
+        if self.http is not None:
+            await self.http.aclose()
+        await anyio.to_thread.run_sync(self.stats.flush, self.storage)
+        self.storage.close()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            try:
+                await anyio.to_thread.run_sync(self.stats.flush, self.storage)
+            except Exception:
+                log.exception("could not save counters")
+
+    def after_fill(self) -> None:
+        """A file was added: evict in the background if the cache went over its cap."""
+        cap = self.settings.max_cache_size
+        if cap is None or self._evicting:
+            return
+        self._evicting = True
+
+        async def run() -> None:
+            try:
+                if await anyio.to_thread.run_sync(over_cap, self.storage, cap):
+                    done = await anyio.to_thread.run_sync(evict, self.storage, cap)
+                    self.stats.add("evicted_files", done.files)
+                    self.stats.add("evicted_bytes", done.bytes)
+            finally:
+                self._evicting = False
+
+        task = asyncio.create_task(run())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _open_storage(cache_dir: Path) -> Storage:
+    storage = Storage(cache_dir)
+    swept = storage.sweep_tmp()
+    if swept:
+        log.info("removed %d partial downloads left by an earlier run", swept)
+    if FILES_BYTES not in storage.index:
+        storage.recount()
+    return storage

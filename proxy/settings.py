@@ -1,0 +1,210 @@
+"""Settings: built-in defaults, then the YAML file, then PYPI_PROXY_* variables, then flags.
+
+Nothing here runs at import time; ``load_settings`` is called once by the command line and the
+result is passed to whatever needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pypi_simple import PYPI_SIMPLE_ENDPOINT
+
+from proxy.errors import SettingsError
+
+ENV_PREFIX = "PYPI_PROXY_"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pypi-proxy"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    upstream: str = PYPI_SIMPLE_ENDPOINT
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    offline: bool = False
+    index_ttl: float = 600.0
+    negative_ttl: float = 60.0
+    max_cache_size: int | None = None
+    memory_cache_size: int = 256 * 1024**2
+    workers: int = 1
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    retries: int = 2
+    ca_bundle: str | None = None
+    user_agent: str | None = None
+    admin_token: str | None = None
+    log_level: str = "info"
+    access_log: bool = False
+
+    @property
+    def upstream_base(self) -> str:
+        """The upstream's origin plus any path before ``/simple/`` (where /pypi lives)."""
+        path = urlsplit(self.upstream).path.rstrip("/")
+        base = self.upstream.rstrip("/")
+        if path.endswith("/simple"):
+            base = base[: -len("/simple")]
+        return base
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int(low: int, high: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("expected a whole number")
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+        if not low <= number <= high:
+            raise ValueError(f"expected a number from {low} to {high}")
+        return number
+
+    return convert
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number of seconds")
+    number = float(value)
+    if number < 0 or number != number:
+        raise ValueError("expected a number of seconds >= 0")
+    return number
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from ``123``, ``"500M"``, ``"10GB"`` or ``"2GiB"`` (binary units throughout)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.match(str(value))
+    if match is None:
+        raise ValueError("expected a size such as 500M or 10G")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def wrapped(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null")):
+            return None
+        return convert(value)
+
+    return wrapped
+
+
+def _upstream(value: Any) -> str:
+    url = str(value).strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL of a simple index, such as https://host/simple/")
+    return url if url.endswith("/") else url + "/"
+
+
+def _log_level(value: Any) -> str:
+    level = str(value).strip().lower()
+    if level not in ("critical", "error", "warning", "info", "debug"):
+        raise ValueError("expected one of critical, error, warning, info, debug")
+    return level
+
+
+def _text(value: Any) -> str:
+    return str(value)
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "host": _text,
+    "port": _int(0, 65535),
+    "upstream": _upstream,
+    "cache_dir": lambda v: Path(str(v)).expanduser(),
+    "offline": _bool,
+    "index_ttl": _seconds,
+    "negative_ttl": _seconds,
+    "max_cache_size": _optional(parse_size),
+    "memory_cache_size": parse_size,
+    "workers": _int(1, 64),
+    "connect_timeout": _seconds,
+    "read_timeout": _seconds,
+    "retries": _int(0, 10),
+    "ca_bundle": _optional(_text),
+    "user_agent": _optional(_text),
+    "admin_token": _optional(_text),
+    "log_level": _log_level,
+    "access_log": _bool,
+}
+assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {path} must hold a mapping of settings")
+    return data
+
+
+def _apply(values: dict[str, Any], source: Mapping[str, Any], where: str) -> None:
+    for key, raw in source.items():
+        name = str(key).replace("-", "_")
+        convert = _CONVERTERS.get(name)
+        if convert is None:
+            raise SettingsError(f"unknown setting {key!r} in {where}")
+        if raw is None:  # YAML null: the built-in default
+            values.pop(name, None)
+            continue
+        try:
+            values[name] = convert(raw)
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(
+                f"invalid setting {name!r} in {where}: {exc} (got {raw!r})"
+            ) from None
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge the sources in order; a bad key or value raises SettingsError naming it."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        _apply(values, _read_yaml(config_file), f"config file {config_file}")
+    env = os.environ if environ is None else environ
+    from_env = {
+        k[len(ENV_PREFIX) :].lower(): v
+        for k, v in env.items()
+        if k.startswith(ENV_PREFIX) and k != ENV_PREFIX + "CONFIG"
+    }
+    _apply(values, from_env, "environment (PYPI_PROXY_*)")
+    _apply(values, {k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
+    return Settings(**values)

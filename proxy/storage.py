@@ -1,0 +1,210 @@
+"""The cache directory: page records in diskcache, package files as plain content-addressed files.
+
+    <cache>/index/   diskcache: page records, the root listing, negative entries, counters
+    <cache>/files/   ab/<sha256>/<filename>: a path proves its content; a static server could
+                     serve this tree as it is
+    <cache>/tmp/     partial downloads and their locks, renamed into files/ only when verified
+    <cache>/state/   prefetch state and other bookkeeping
+
+diskcache is synchronous; async callers run these methods in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from proxy.models import PageRecord, RootRecord
+from proxy.names import is_safe_filename, is_sha256
+
+_PAGE = "page:"
+_MISSING = "missing:"
+_URLHASH = "urlhash:"
+_PIN = "pin:"
+ROOT_KEY = "root"
+FILES_COUNT = "count:files"
+FILES_BYTES = "count:bytes"
+PROJECTS_COUNT = "count:projects"
+
+
+class Storage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.files_dir = root / "files"
+        self.tmp_dir = root / "tmp"
+        self.state_dir = root / "state"
+        for directory in (self.files_dir, self.tmp_dir, self.state_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        # Pages must never be culled by diskcache's own size limit: eviction is ours to decide.
+        self.index = diskcache.Cache(
+            str(root / "index"), size_limit=2**62, eviction_policy="none", timeout=60
+        )
+
+    def close(self) -> None:
+        self.index.close()
+
+    # -- pages -------------------------------------------------------------------------------
+
+    def load_page(self, project: str) -> PageRecord | None:
+        record = self.index.get(_PAGE + project)
+        return record if isinstance(record, PageRecord) else None
+
+    def save_page(self, record: PageRecord) -> None:
+        key = _PAGE + record.project
+        if self.index.add(key, record):
+            self.index.incr(PROJECTS_COUNT)
+        else:
+            self.index.set(key, record)
+        self.index.delete(_MISSING + record.project)
+
+    def delete_page(self, project: str) -> None:
+        if self.index.delete(_PAGE + project):
+            self.index.decr(PROJECTS_COUNT)
+
+    def page_projects(self) -> list[str]:
+        return [k[len(_PAGE) :] for k in self.index.iterkeys() if str(k).startswith(_PAGE)]
+
+    def load_root(self) -> RootRecord | None:
+        record = self.index.get(ROOT_KEY)
+        return record if isinstance(record, RootRecord) else None
+
+    def save_root(self, record: RootRecord) -> None:
+        self.index.set(ROOT_KEY, record)
+
+    def mark_missing(self, project: str, ttl: float) -> None:
+        if ttl > 0:
+            self.index.set(_MISSING + project, True, expire=ttl)
+
+    def is_missing(self, project: str) -> bool:
+        return bool(self.index.get(_MISSING + project, False))
+
+    # -- files -------------------------------------------------------------------------------
+
+    def file_path(self, sha256: str, filename: str) -> Path:
+        if not is_sha256(sha256) or not is_safe_filename(filename):
+            raise ValueError("not a storable file")
+        return self.files_dir / sha256[:2] / sha256 / filename
+
+    def stat_file(self, sha256: str, filename: str) -> os.stat_result | None:
+        try:
+            return os.stat(self.file_path(sha256, filename))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def hash_for_url(self, url: str) -> str | None:
+        """The sha256 found when a file the index gave no hash for was downloaded."""
+        value = self.index.get(_URLHASH + url)
+        return value if isinstance(value, str) else None
+
+    def remember_hash(self, url: str, sha256: str) -> None:
+        self.index.set(_URLHASH + url, sha256)
+
+    def commit(self, part: Path, sha256: str, filename: str) -> Path:
+        """Move a verified download into files/ atomically; the counters follow."""
+        final = self.file_path(sha256, filename)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        existed = final.exists()
+        size = part.stat().st_size
+        os.replace(part, final)
+        if not existed:
+            self.index.incr(FILES_COUNT)
+            self.index.incr(FILES_BYTES, size)
+        return final
+
+    def remove_file(self, path: Path) -> int:
+        """Delete one stored file; the bytes freed (0 if it was already gone)."""
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+        self.index.decr(FILES_COUNT)
+        self.index.decr(FILES_BYTES, size)
+        return size
+
+    def is_pinned(self, sha256: str) -> bool:
+        return _PIN + sha256 in self.index
+
+    def pin(self, sha256: str) -> None:
+        self.index.set(_PIN + sha256, True)
+
+    def unpin(self, sha256: str) -> None:
+        self.index.delete(_PIN + sha256)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "projects": int(self.index.get(PROJECTS_COUNT, 0)),
+            "files": int(self.index.get(FILES_COUNT, 0)),
+            "bytes": int(self.index.get(FILES_BYTES, 0)),
+        }
+
+    def iter_files(self) -> list[tuple[Path, os.stat_result]]:
+        found: list[tuple[Path, os.stat_result]] = []
+        for prefix in os.scandir(self.files_dir):
+            if not prefix.is_dir():
+                continue
+            for digest in os.scandir(prefix.path):
+                if not digest.is_dir():
+                    continue
+                for entry in os.scandir(digest.path):
+                    if entry.is_file():
+                        found.append((Path(entry.path), entry.stat()))
+        return found
+
+    def recount(self) -> None:
+        """Rebuild the file counters from disk (first start, or after an unclean stop)."""
+        files = self.iter_files()
+        with self.index.transact():
+            self.index.set(FILES_COUNT, len(files))
+            self.index.set(FILES_BYTES, sum(st.st_size for _p, st in files))
+            self.index.set(PROJECTS_COUNT, len(self.page_projects()))
+
+    def sweep_tmp(self) -> int:
+        """Remove partial downloads nobody is writing (left by a crash); returns how many."""
+        removed = 0
+        for entry in os.scandir(self.tmp_dir):
+            if not entry.name.endswith(".part"):
+                continue
+            lock_path = self.tmp_dir / (entry.name.split(".", 1)[0] + ".lock")
+            if _locked_elsewhere(lock_path):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+        return removed
+
+    def touch(self, path: Path, now: float | None = None) -> None:
+        """Record an access (atime, which survives restarts) for least-recently-used eviction."""
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            os.utime(path, (now if now is not None else time.time(), st.st_mtime))
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        return self.index.get("state:" + key, default)
+
+    def set_state(self, key: str, value: Any) -> None:
+        self.index.set("state:" + key, value)
+
+
+def _locked_elsewhere(lock_path: Path) -> bool:
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -1,0 +1,1 @@
+"""The ASGI layer: the only part of the proxy that knows about starlette."""

@@ -1,0 +1,57 @@
+"""The ASGI application: routes, and the lifespan that makes and closes the per-process parts."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from proxy.runtime import Runtime
+from proxy.settings import Settings
+from proxy.web import files, ops, pages
+
+SETTINGS_ENV = "PYPIPROXY_WORKER_SETTINGS"
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        runtime = await Runtime.open(settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    routes = [
+        Route("/", ops.status_page, methods=["GET", "HEAD"]),
+        Route("/health", ops.health, methods=["GET", "HEAD"]),
+        Route("/stats", ops.stats, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/robots.txt", ops.robots, methods=["GET"]),
+        Route("/simple", pages.root_redirect, methods=["GET", "HEAD"]),
+        Route("/simple/", pages.root, methods=["GET", "HEAD"]),
+        Route("/simple/{project}", pages.project, methods=["GET", "HEAD"]),
+        Route("/simple/{project}/", pages.project, methods=["GET", "HEAD"]),
+        Route("/files/{project}/{filename}", files.serve_file, methods=["GET", "HEAD"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def settings_to_env(settings: Settings) -> str:
+    data = asdict(settings)
+    data["cache_dir"] = str(settings.cache_dir)
+    return json.dumps(data)
+
+
+def app_from_env() -> Starlette:
+    """Factory for worker processes: the parent passes its merged settings in the environment."""
+    data = json.loads(os.environ[SETTINGS_ENV])
+    data["cache_dir"] = Path(data["cache_dir"])
+    return create_app(Settings(**data))

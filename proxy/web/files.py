@@ -1,0 +1,90 @@
+"""Package files and PEP 658 metadata: from disk when cached, else streamed while cached."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from proxy.errors import NotFound, UpstreamError
+from proxy.files import locate
+from proxy.fill import FillFailed, read_progress
+from proxy.names import is_safe_filename, is_valid_project_name, normalize
+from proxy.runtime import Runtime
+from proxy.web.responses import FileResponse, StreamResponse, error
+
+TOUCH_EVERY = 600.0  # seconds between atime updates of one file
+_touched: dict[Path, float] = {}
+
+
+def _touch(runtime: Runtime, path: Path) -> None:
+    now = time.time()
+    if now - _touched.get(path, 0.0) > TOUCH_EVERY:
+        if len(_touched) > 100_000:
+            _touched.clear()
+        _touched[path] = now
+        runtime.storage.touch(path, now)
+
+
+def _hit(request: Request, runtime: Runtime, path: Path, sha256: str) -> ASGIApp:
+    runtime.stats.add("file_hits")
+    _touch(runtime, path)
+    return FileResponse(
+        path,
+        os.stat(path),
+        etag=sha256,
+        method=request.method,
+        range_header=request.headers.get("range"),
+        if_range=request.headers.get("if-range"),
+        on_sent=lambda n: runtime.stats.add("bytes_served", n),
+    )
+
+
+async def serve_file(request: Request) -> Response | ASGIApp:
+    runtime: Runtime = request.app.state.runtime
+    runtime.stats.add("requests")
+    project: str = request.path_params["project"]
+    filename: str = request.path_params["filename"]
+    if not is_valid_project_name(project) or not is_safe_filename(filename):
+        return error(400, "not a valid project or file name")
+    project = normalize(project)
+    try:
+        located = await locate(runtime.index, runtime.storage, project, filename)
+    except NotFound as exc:
+        runtime.stats.add("not_found")
+        return error(404, str(exc))
+    except UpstreamError as exc:
+        return error(502, f"the upstream index is unavailable: {exc}")
+    if located.path is not None and located.sha256 is not None:
+        return _hit(request, runtime, located.path, located.sha256)
+    if runtime.filler is None:
+        runtime.stats.add("not_found")
+        return error(404, f"{filename} is not in this mirror, and the proxy is offline")
+    runtime.stats.add("file_misses")
+    progress = runtime.filler.start(located.target)
+    await progress.wait_ready()
+    if progress.done and progress.error:
+        if progress.not_found:
+            return error(404, f"the upstream has no {filename}")
+        runtime.stats.add("upstream_errors")
+        return error(502, f"could not fetch {filename} from the upstream: {progress.error}")
+    if request.method == "HEAD" or request.headers.get("range") is not None:
+        # Range readers get bytes from the verified file; wait for the fill to finish.
+        try:
+            async for _ in read_progress(progress):
+                pass
+        except FillFailed as exc:
+            return error(502, f"could not fetch {filename} from the upstream: {exc}")
+        if progress.final is None:
+            return error(502, f"could not fetch {filename} from the upstream")
+        return _hit(request, runtime, progress.final, progress.final.parent.name)
+    return StreamResponse(
+        read_progress(progress),
+        total=progress.total,
+        etag=located.target.sha256,
+        on_sent=lambda n: runtime.stats.add("bytes_served", n),
+    )

@@ -1,0 +1,196 @@
+"""Responses the proxy sends: stored page bytes, files from disk (with Range), growing downloads."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from email.utils import formatdate
+from pathlib import Path
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from proxy.models import TEXT_HTML, Body
+from proxy.ranges import ByteRange, Unsatisfiable, if_range_allows, parse_range
+
+FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+CHUNK = 1024 * 1024
+INLINE_READ = 64 * 1024  # smaller reads are not worth a thread hop
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+
+
+def wants_gzip(accept_encoding: str | None) -> bool:
+    if not accept_encoding:
+        return False
+    for part in accept_encoding.lower().split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip() in ("gzip", "*"):
+            q = params.strip()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*":
+            return True
+        tag = tag.removeprefix("W/").strip('"').removesuffix("-gz")
+        if tag == etag:
+            return True
+    return False
+
+
+def page_response(
+    request: Request, body: Body, media_type: str, max_age: int, serial: int | None
+) -> Response:
+    """A simple-API page from stored bytes: gzip when accepted, 304 on a matching ETag."""
+    gz = wants_gzip(request.headers.get("accept-encoding"))
+    etag = f'"{body.etag}-gz"' if gz else f'"{body.etag}"'
+    headers = {
+        "ETag": etag,
+        "Vary": "Accept, Accept-Encoding",
+        "Cache-Control": f"max-age={max_age}, public",
+    }
+    if serial is not None:
+        headers["X-PyPI-Last-Serial"] = str(serial)
+    if _etag_matches(request.headers.get("if-none-match"), body.etag):
+        return Response(status_code=304, headers=headers)
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+    content_type = f"{media_type}; charset=utf-8" if media_type == TEXT_HTML else media_type
+    content = (body.gz if gz else body.raw) if request.method != "HEAD" else b""
+    response = Response(content, headers=headers, media_type=None)
+    response.headers["Content-Type"] = content_type
+    if request.method == "HEAD":
+        response.headers["Content-Length"] = str(len(body.gz if gz else body.raw))
+    return response
+
+
+class FileResponse:
+    """A stored file: HEAD, Range (one range), If-Range; read in large chunks."""
+
+    def __init__(
+        self,
+        path: Path,
+        stat: os.stat_result,
+        *,
+        etag: str,
+        method: str,
+        range_header: str | None,
+        if_range: str | None,
+        on_sent: Callable[[int], None],
+    ) -> None:
+        self.path = path
+        self.size = stat.st_size
+        self.etag = f'"{etag}"'
+        self.last_modified = formatdate(stat.st_mtime, usegmt=True)
+        self.head = method == "HEAD"
+        self.on_sent = on_sent
+        self.status = 200
+        self.range: ByteRange | None = None
+        if range_header is not None and if_range_allows(if_range, self.etag, self.last_modified):
+            try:
+                self.range = parse_range(range_header, self.size)
+            except Unsatisfiable:
+                self.status = 416
+        if self.range is not None:
+            self.status = 206
+
+    def _headers(self, length: int) -> list[tuple[bytes, bytes]]:
+        headers = [
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", str(length).encode()),
+            (b"accept-ranges", b"bytes"),
+            (b"etag", self.etag.encode()),
+            (b"last-modified", self.last_modified.encode()),
+            (b"cache-control", FILE_CACHE_CONTROL.encode()),
+        ]
+        if self.range is not None:
+            r = self.range
+            headers.append((b"content-range", f"bytes {r.start}-{r.end}/{self.size}".encode()))
+        return headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.status == 416:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 416,
+                    "headers": [
+                        (b"content-range", f"bytes */{self.size}".encode()),
+                        (b"content-length", b"0"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        start, length = (self.range.start, self.range.length) if self.range else (0, self.size)
+        await send(
+            {"type": "http.response.start", "status": self.status, "headers": self._headers(length)}
+        )
+        if self.head or length == 0:
+            await send({"type": "http.response.body", "body": b""})
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            sent = 0
+            while sent < length:
+                want = min(CHUNK, length - sent)
+                if want <= INLINE_READ:
+                    chunk = os.pread(fd, want, start + sent)
+                else:
+                    chunk = await anyio.to_thread.run_sync(os.pread, fd, want, start + sent)
+                if not chunk:
+                    raise OSError("file shrank while being sent")
+                sent += len(chunk)
+                await send(
+                    {"type": "http.response.body", "body": chunk, "more_body": sent < length}
+                )
+        finally:
+            os.close(fd)
+            self.on_sent(sent)
+
+
+class StreamResponse:
+    """A download in progress. Raising mid-body makes the server cut the connection, so a
+    client can tell a failed transfer from a complete one."""
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        total: int | None,
+        etag: str | None,
+        on_sent: Callable[[int], None],
+    ) -> None:
+        self.chunks = chunks
+        self.total = total
+        self.etag = etag
+        self.on_sent = on_sent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [
+            (b"content-type", b"application/octet-stream"),
+            (b"cache-control", FILE_CACHE_CONTROL.encode()),
+        ]
+        if self.total is not None:
+            headers.append((b"content-length", str(self.total).encode()))
+        if self.etag is not None:
+            headers.append((b"etag", f'"{self.etag}"'.encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        sent = 0
+        try:
+            async for chunk in self.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent += len(chunk)
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            self.on_sent(sent)

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import json
+
+from proxy.models import DistFile, ProjectListing, ProjectPage
+from proxy.parse import parse_project_html, parse_project_json, parse_root_html, parse_root_json
+from proxy.render import file_href, render_project, render_root, root_html
+
+PAGE_URL = "https://index.test/simple/demo/"
+SHA = "a" * 64
+META_SHA = "b" * 64
+
+UPSTREAM_JSON = {
+    "meta": {"api-version": "1.4", "_last-serial": 42},
+    "name": "demo",
+    "versions": ["1.0", "2.0+local"],
+    "project-status": {"status": "archived", "reason": "moved"},
+    "alternate-locations": ["https://elsewhere.test/"],
+    "files": [
+        {
+            "filename": "demo-1.0.tar.gz",
+            "url": "https://files.test/demo-1.0.tar.gz",
+            "hashes": {"sha256": SHA},
+            "requires-python": ">=3.8",
+            "yanked": "broken build",
+            "size": 123,
+            "upload-time": "2024-01-01T00:00:00.000000Z",
+            "provenance": "https://index.test/integrity/demo/1.0/demo-1.0.tar.gz/provenance",
+        },
+        {
+            "filename": "demo-2.0+local-py3-none-any.whl",
+            "url": "../../files/demo-2.0%2Blocal-py3-none-any.whl",
+            "hashes": {"sha256": SHA},
+            "dist-info-metadata": {"sha256": META_SHA},
+            "yanked": False,
+            "size": 456,
+            "gpg-sig": False,
+            "x-custom": 1,
+        },
+        {"filename": "evil.whl", "url": "file:///etc/passwd", "hashes": {}},
+        {"filename": "../evil.whl", "url": "https://files.test/evil.whl", "hashes": {}},
+        {"filename": "js.whl", "url": "javascript:alert(1)", "hashes": {}},
+        "not a file",
+    ],
+}
+
+
+def test_parse_project_json__keeps_every_field_and_drops_unsafe_links() -> None:
+    page = parse_project_json(json.dumps(UPSTREAM_JSON).encode(), PAGE_URL)
+    assert page.serial == 42
+    assert page.api_version == "1.4"
+    assert page.versions == ("1.0", "2.0+local")
+    assert page.project_status == {"status": "archived", "reason": "moved"}
+    assert page.extra == {"alternate-locations": ["https://elsewhere.test/"]}
+    assert [f.filename for f in page.files] == ["demo-1.0.tar.gz", "demo-2.0+local-py3-none-any.whl"]
+    sdist, wheel = page.files
+    assert sdist.yanked == "broken build"
+    assert sdist.requires_python == ">=3.8"
+    assert sdist.size == 123 and sdist.upload_time == "2024-01-01T00:00:00.000000Z"
+    assert sdist.provenance is not None
+    assert wheel.url == "https://index.test/files/demo-2.0%2Blocal-py3-none-any.whl"
+    assert wheel.core_metadata == {"sha256": META_SHA}
+    assert wheel.gpg_sig is False
+    assert wheel.extra == {"x-custom": 1}
+
+
+def test_render_project_json__rewrites_urls_and_never_emits_dist_info_metadata() -> None:
+    page = parse_project_json(json.dumps(UPSTREAM_JSON).encode(), PAGE_URL)
+    rendered = render_project(page, "demo")
+    data = json.loads(rendered.json.raw)
+    assert data["meta"] == {"api-version": "1.4", "_last-serial": 42}
+    assert data["project-status"] == {"status": "archived", "reason": "moved"}
+    assert data["alternate-locations"] == ["https://elsewhere.test/"]
+    sdist, wheel = data["files"]
+    assert sdist["url"] == "../../files/demo/demo-1.0.tar.gz"
+    assert sdist["yanked"] == "broken build"
+    assert sdist["requires-python"] == ">=3.8"
+    assert wheel["url"] == "../../files/demo/demo-2.0%2Blocal-py3-none-any.whl"
+    assert wheel["core-metadata"] == {"sha256": META_SHA}
+    assert wheel["x-custom"] == 1
+    assert b"dist-info-metadata" not in rendered.json.raw
+    assert b"files.test" not in rendered.json.raw
+
+
+def test_html_round_trip__keeps_what_clients_read() -> None:
+    page = parse_project_json(json.dumps(UPSTREAM_JSON).encode(), PAGE_URL)
+    html = render_project(page, "demo").html.raw
+    again = parse_project_html(html, "http://proxy.test/simple/demo/", "demo")
+    assert again.api_version == "1.4"
+    assert again.project_status == {"status": "archived", "reason": "moved"}
+    sdist, wheel = again.files
+    assert sdist.url == "http://proxy.test/files/demo/demo-1.0.tar.gz"
+    assert sdist.sha256 == SHA
+    assert sdist.requires_python == ">=3.8"
+    assert sdist.yanked == "broken build"
+    assert wheel.filename == "demo-2.0+local-py3-none-any.whl"
+    assert wheel.core_metadata == {"sha256": META_SHA}
+    assert wheel.yanked is False
+
+
+def test_parse_project_html__pep503_page() -> None:
+    html = b"""<!DOCTYPE html><html><head>
+    <meta name="pypi:repository-version" content="1.1"></head><body>
+    <a href="https://files.test/p/demo-1.0.tar.gz#sha256=%s" data-requires-python="&gt;=3.7"
+       data-yanked="">demo-1.0.tar.gz</a>
+    <a href="/p/demo-1.1-py3-none-any.whl#sha256=%s" data-dist-info-metadata="true">demo-1.1-py3-none-any.whl</a>
+    <a href="ftp://files.test/x.whl">x.whl</a>
+    <a>no href</a>
+    </body></html>""" % (SHA.encode(), SHA.encode())
+    page = parse_project_html(html, PAGE_URL, "demo")
+    assert page.api_version == "1.1"
+    assert page.versions == ("1.0", "1.1")
+    sdist, wheel = page.files
+    assert sdist.requires_python == ">=3.7"
+    assert sdist.yanked is True
+    assert sdist.hashes == {"sha256": SHA}
+    assert wheel.url == "https://index.test/p/demo-1.1-py3-none-any.whl"
+    assert wheel.core_metadata is True
+
+
+def test_root__json_and_html() -> None:
+    body = json.dumps(
+        {"meta": {"api-version": "1.1", "_last-serial": 7},
+         "projects": [{"name": "Demo_Pkg", "_last-serial": 3}, {"name": "other"}, {"x": 1}]}
+    ).encode()
+    listing = parse_root_json(body)
+    assert listing.serial == 7
+    assert listing.projects == (("Demo_Pkg", 3), ("other", None))
+    html = root_html(listing)
+    assert b'<a href="demo-pkg/">Demo_Pkg</a>' in html
+    assert parse_root_html(html).projects == (("Demo_Pkg", None), ("other", None))
+    rendered = render_root(listing)
+    assert json.loads(rendered.json.raw)["projects"][0] == {"name": "Demo_Pkg", "_last-serial": 3}
+
+
+def test_rendered_bodies__gzip_and_stable_etag() -> None:
+    import gzip
+
+    page = ProjectPage(name="demo", files=(DistFile("demo-1.0.tar.gz", "https://f.test/x"),))
+    first, second = render_project(page, "demo"), render_project(page, "demo")
+    assert gzip.decompress(first.json.gz) == first.json.raw
+    assert first.json.etag == second.json.etag != first.html.etag
+    assert render_root(ProjectListing(projects=())).html.raw.startswith(b"<!DOCTYPE html>")
+
+
+def test_file_href__percent_encodes() -> None:
+    assert file_href("demo", "demo-1.0+a b.whl") == "../../files/demo/demo-1.0%2Ba%20b.whl"
