@@ -40,6 +40,13 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
+def strip_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return redact(url).replace("***@", "", 1)
+
+
 def user_agent(settings: Settings) -> str:
     return (
         settings.user_agent
@@ -84,7 +91,9 @@ class Upstream:
         self, client: httpx.AsyncClient, index_url: str, *, retries: int = 2, backoff: float = 0.25
     ) -> None:
         self._client = client
-        self._index_url = index_url
+        # Credentials travel only as an Authorization header, never inside a URL that httpx
+        # could log or put in an exception.
+        self._index_url = strip_credentials(index_url)
         self._public_index = redact(index_url)
         parts = urlsplit(index_url)
         self._host = parts.hostname
@@ -103,12 +112,6 @@ class Upstream:
     def _auth_for(self, url: str) -> httpx.BasicAuth | None:
         # Credentials go to the index's own host only, as pip does.
         return self._auth if urlsplit(url).hostname == self._host else None
-
-    def _strip(self, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.username is None and parts.password is None:
-            return url
-        return redact(url).replace("***@", "", 1)
 
     async def _sleep_before_retry(self, attempt: int, response: httpx.Response | None) -> None:
         delay = self._backoff * (2**attempt)
@@ -142,7 +145,7 @@ class Upstream:
                         content_type=response.headers.get("content-type", "").lower(),
                         etag=response.headers.get("etag"),
                         serial=_serial_header(response),
-                        url=self._strip(str(response.url)),
+                        url=strip_credentials(str(response.url)),
                     )
                 if status in (404, 410):
                     raise NotFound(f"upstream has no {shown}")
@@ -157,6 +160,7 @@ class Upstream:
     async def stream_file(self, url: str) -> AsyncIterator[httpx.Response]:
         """An open 200 response for a file; retried until its body starts, never after."""
         shown = redact(url)
+        url = strip_credentials(url)
         last_error = "no attempt made"
         for attempt in range(self._retries + 1):
             response: httpx.Response | None = None

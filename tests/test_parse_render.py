@@ -52,7 +52,10 @@ def test_parse_project_json__keeps_every_field_and_drops_unsafe_links() -> None:
     assert page.versions == ("1.0", "2.0+local")
     assert page.project_status == {"status": "archived", "reason": "moved"}
     assert page.extra == {"alternate-locations": ["https://elsewhere.test/"]}
-    assert [f.filename for f in page.files] == ["demo-1.0.tar.gz", "demo-2.0+local-py3-none-any.whl"]
+    assert [f.filename for f in page.files] == [
+        "demo-1.0.tar.gz",
+        "demo-2.0+local-py3-none-any.whl",
+    ]
     sdist, wheel = page.files
     assert sdist.yanked == "broken build"
     assert sdist.requires_python == ">=3.8"
@@ -103,7 +106,8 @@ def test_parse_project_html__pep503_page() -> None:
     <meta name="pypi:repository-version" content="1.1"></head><body>
     <a href="https://files.test/p/demo-1.0.tar.gz#sha256=%s" data-requires-python="&gt;=3.7"
        data-yanked="">demo-1.0.tar.gz</a>
-    <a href="/p/demo-1.1-py3-none-any.whl#sha256=%s" data-dist-info-metadata="true">demo-1.1-py3-none-any.whl</a>
+    <a href="/p/demo-1.1-py3-none-any.whl#sha256=%s"
+       data-dist-info-metadata="true">demo-1.1-py3-none-any.whl</a>
     <a href="ftp://files.test/x.whl">x.whl</a>
     <a>no href</a>
     </body></html>""" % (SHA.encode(), SHA.encode())
@@ -120,8 +124,10 @@ def test_parse_project_html__pep503_page() -> None:
 
 def test_root__json_and_html() -> None:
     body = json.dumps(
-        {"meta": {"api-version": "1.1", "_last-serial": 7},
-         "projects": [{"name": "Demo_Pkg", "_last-serial": 3}, {"name": "other"}, {"x": 1}]}
+        {
+            "meta": {"api-version": "1.1", "_last-serial": 7},
+            "projects": [{"name": "Demo_Pkg", "_last-serial": 3}, {"name": "other"}, {"x": 1}],
+        }
     ).encode()
     listing = parse_root_json(body)
     assert listing.serial == 7

@@ -25,8 +25,17 @@ def test_parse_range__single_ranges(header: str | None, expected: ByteRange | No
 
 @pytest.mark.parametrize(
     "header",
-    ["bytes=100-", "bytes=200-300", "bytes=-0", "bytes=9-3", "bytes=a-b", "bytes=", "bytes=--1",
-     "bytes=1", "bytes=" + "9" * 2000],
+    [
+        "bytes=100-",
+        "bytes=200-300",
+        "bytes=-0",
+        "bytes=9-3",
+        "bytes=a-b",
+        "bytes=",
+        "bytes=--1",
+        "bytes=1",
+        "bytes=" + "9" * 2000,
+    ],
 )
 def test_parse_range__unsatisfiable_or_malformed(header: str) -> None:
     with pytest.raises(Unsatisfiable):

@@ -57,7 +57,7 @@ def test_invalid_yaml_file__clear_error(tmp_path: Path) -> None:
 
 
 def test_env_names_the_key() -> None:
-    with pytest.raises(SettingsError, match="'workers'.*environment"):
+    with pytest.raises(SettingsError, match=r"'workers'.*environment"):
         load_settings(None, {"PYPI_PROXY_WORKERS": "zero"}, {})
 
 

@@ -1,0 +1,33 @@
+# One venv, made on first use; every target installs what it needs itself.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## Run the proxy on 127.0.0.1:8080 with the public index upstream (flags: make serve ARGS="--port 9000")
+serve: $(STAMP)
+	$(BIN)/pypi-proxy serve $(ARGS)
+
+## Format check, lint, types, then the whole test suite (the same command CI runs)
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## Hot-cache throughput against the local fake upstream, next to proxpi
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from proxy.errors import NotFound, UpstreamBadResponse, UpstreamUnavailable
+from proxy.upstream import PAGE_ACCEPT, Upstream, redact
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make(
+    handler: httpx.MockTransport, index: str = "https://u:secret@index.test/simple/"
+) -> Upstream:
+    client = httpx.AsyncClient(transport=handler)
+    return Upstream(client, index, retries=2, backoff=0.001)
+
+
+async def test_get_page__sends_accept_etag_and_credentials() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200,
+            content=b"{}",
+            headers={
+                "content-type": "application/vnd.pypi.simple.v1+json",
+                "etag": '"e1"',
+                "x-pypi-last-serial": "12",
+            },
+        )
+
+    upstream = make(httpx.MockTransport(handler))
+    fetched = await upstream.get_page("demo/", etag='"e0"')
+    assert (
+        fetched is not None and fetched.is_json and fetched.serial == 12 and fetched.etag == '"e1"'
+    )
+    assert "secret" not in fetched.url
+    request = seen[0]
+    assert request.headers["accept"] == PAGE_ACCEPT
+    assert request.headers["if-none-match"] == '"e0"'
+    assert request.headers["authorization"].startswith("Basic ")
+
+
+async def test_get_page__304_is_none() -> None:
+    upstream = make(httpx.MockTransport(lambda r: httpx.Response(304)))
+    assert await upstream.get_page("demo/", etag='"x"') is None
+
+
+async def test_get_page__404_is_not_found() -> None:
+    upstream = make(httpx.MockTransport(lambda r: httpx.Response(404)))
+    with pytest.raises(NotFound):
+        await upstream.get_page("demo/")
+
+
+async def test_get_page__retries_5xx_then_succeeds() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(503) if len(calls) < 3 else httpx.Response(200, content=b"<html>")
+
+    upstream = make(httpx.MockTransport(handler))
+    assert await upstream.get_page("demo/") is not None
+    assert len(calls) == 3
+
+
+async def test_get_page__gives_up_with_redacted_message() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    upstream = make(httpx.MockTransport(handler))
+    with pytest.raises(UpstreamUnavailable) as info:
+        await upstream.get_page("demo/")
+    assert "secret" not in str(info.value)
+    assert "***@index.test" in str(info.value)
+
+
+async def test_get_page__unexpected_status_is_bad_response() -> None:
+    upstream = make(httpx.MockTransport(lambda r: httpx.Response(403)))
+    with pytest.raises(UpstreamBadResponse):
+        await upstream.get_page("demo/")
+
+
+async def test_stream_file__credentials_only_for_index_host() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"data")
+
+    upstream = make(httpx.MockTransport(handler))
+    async with upstream.stream_file("https://files.test/x.whl") as response:
+        assert await response.aread() == b"data"
+    async with upstream.stream_file("https://index.test/files/x.whl") as response:
+        await response.aread()
+    assert "authorization" not in seen[0].headers
+    assert "authorization" in seen[1].headers
+
+
+def test_redact() -> None:
+    assert redact("https://u:p@h.test:8443/simple/") == "https://***@h.test:8443/simple/"
+    assert redact("https://h.test/simple/") == "https://h.test/simple/"
