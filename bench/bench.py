@@ -151,6 +151,7 @@ def start_nginx(docroot: Path, workers: int) -> tuple[subprocess.Popen[bytes], s
     port = free_port()
     conf = docroot.parent / "nginx.conf"
     conf.write_text(f"""
+user root;
 worker_processes {workers};
 daemon off;
 pid {docroot.parent}/nginx.pid;
@@ -202,6 +203,7 @@ def main() -> int:
     skip = set(filter(None, args.skip.split(",")))
     fake, files = build_upstream()
     work = Path(tempfile.mkdtemp(prefix="pypi-proxy-bench-"))
+    work.chmod(0o755)  # nginx workers must read the static tree
     results: dict[str, dict[str, float]] = {}
     try:
         servers: dict[str, tuple[subprocess.Popen[bytes], str, dict[str, str]]] = {}

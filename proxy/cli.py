@@ -117,7 +117,7 @@ def _serve(settings: Settings) -> int:
 
 
 def _stats(settings: Settings) -> int:
-    from proxy.stats import Stats, summary
+    from proxy.stats import summary, totals
     from proxy.storage import Storage
 
     if not settings.cache_dir.is_dir():
@@ -125,9 +125,7 @@ def _stats(settings: Settings) -> int:
         return 1
     storage = Storage(settings.cache_dir)
     try:
-        data = summary(
-            Stats().totals(storage), storage.totals(), {"cache_dir": str(settings.cache_dir)}
-        )
+        data = summary(totals(storage), storage.totals(), {"cache_dir": str(settings.cache_dir)})
     finally:
         storage.close()
     print(json.dumps(data, indent=2))

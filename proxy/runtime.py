@@ -15,7 +15,7 @@ from proxy.evict import evict, over_cap
 from proxy.fill import Filler
 from proxy.index import IndexService
 from proxy.settings import Settings
-from proxy.stats import Stats
+from proxy.stats import Stats, write
 from proxy.storage import FILES_BYTES, Storage
 from proxy.upstream import Upstream, make_http_client, redact
 
@@ -82,14 +82,14 @@ class Runtime:
             await self.filler.cancel_all()
         if self.http is not None:
             await self.http.aclose()
-        await anyio.to_thread.run_sync(self.stats.flush, self.storage)
+        await anyio.to_thread.run_sync(write, self.storage, self.stats.take())
         self.storage.close()
 
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_EVERY)
             try:
-                await anyio.to_thread.run_sync(self.stats.flush, self.storage)
+                await anyio.to_thread.run_sync(write, self.storage, self.stats.take())
             except Exception:
                 log.exception("could not save counters")
 

@@ -39,16 +39,24 @@ class Stats:
     def add(self, name: str, amount: int = 1) -> None:
         self.pending[name] += amount
 
-    def flush(self, storage: Storage) -> None:
-        """Move this process's counts into the shared totals (call off the event loop)."""
+    def take(self) -> Counter[str]:
+        """This process's counts since the last take (call on the event loop, which counts)."""
         pending, self.pending = self.pending, Counter()
-        for name, amount in pending.items():
-            if amount:
-                storage.index.incr(_KEY + name, amount)
+        return pending
 
-    def totals(self, storage: Storage) -> dict[str, int]:
-        self.flush(storage)
-        return {name: int(storage.index.get(_KEY + name, 0)) for name in COUNTERS}
+
+def write(storage: Storage, pending: Counter[str]) -> None:
+    """Add counts to the shared totals (blocking: call off the event loop)."""
+    for name, amount in pending.items():
+        if amount:
+            storage.index.incr(_KEY + name, amount)
+
+
+def totals(storage: Storage, pending: Counter[str] | None = None) -> dict[str, int]:
+    """The shared totals, after adding ``pending`` (blocking)."""
+    if pending:
+        write(storage, pending)
+    return {name: int(storage.index.get(_KEY + name, 0)) for name in COUNTERS}
 
 
 def summary(totals: dict[str, int], cache: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
         headers={"User-Agent": user_agent(settings)},
         follow_redirects=True,
         verify=verify,
-        trust_env=False,
+        trust_env=True,  # HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE, as operators expect
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from html import escape
 from typing import Any
 
@@ -12,15 +13,14 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 
 from proxy import __version__
 from proxy.runtime import Runtime
-from proxy.stats import summary
+from proxy.stats import summary, totals
 from proxy.upstream import redact
 
 
-def _collect(runtime: Runtime) -> dict[str, Any]:
-    totals = runtime.stats.totals(runtime.storage)
+def _collect(runtime: Runtime, pending: Counter[str]) -> dict[str, Any]:
     cache = runtime.storage.totals()
     return summary(
-        totals,
+        totals(runtime.storage, pending),
         cache,
         {
             "upstream": redact(runtime.settings.upstream),
@@ -34,7 +34,7 @@ def _collect(runtime: Runtime) -> dict[str, Any]:
 
 async def stats(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    data = await anyio.to_thread.run_sync(_collect, runtime)
+    data = await anyio.to_thread.run_sync(_collect, runtime, runtime.stats.take())
     return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
 
@@ -59,7 +59,7 @@ def _flatten(prefix: str, data: dict[str, Any], out: list[tuple[str, float]]) ->
 
 async def metrics(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    data = await anyio.to_thread.run_sync(_collect, runtime)
+    data = await anyio.to_thread.run_sync(_collect, runtime, runtime.stats.take())
     rows: list[tuple[str, float]] = []
     _flatten("pypi_proxy", data, rows)
     lines = []
@@ -96,7 +96,7 @@ def _status_html(data: dict[str, Any], base: str) -> str:
 
 async def status_page(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    data = await anyio.to_thread.run_sync(_collect, runtime)
+    data = await anyio.to_thread.run_sync(_collect, runtime, runtime.stats.take())
     return HTMLResponse(_status_html(data, str(request.base_url)))
 
 
