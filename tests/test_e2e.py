@@ -140,3 +140,48 @@ def test_default_upstream__real_index(tmp_path: Path) -> None:
     with SubprocessProxy(cache_dir=tmp_path / "cache") as proxy:
         result = pip_download(proxy.url + "/simple/", tmp_path / "d", "six", tmp=tmp_path)
         assert result.returncode == 0, result.stderr + proxy.log()
+
+
+def test_workers__concurrent_misses_across_processes_download_once(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.wheels import make_wheel
+
+    big = make_wheel("big", "1.0", payload_size=4 * 1024 * 1024)
+    upstream.add_dist("big", big)
+    path = f"/files/big/{big.filename}"
+    with SubprocessProxy(
+        "--upstream", upstream.simple_url, "--workers", "2", cache_dir=tmp_path / "cache"
+    ) as proxy:
+        for _ in range(4):  # let both workers see the page
+            httpx.get(proxy.url + "/simple/big/")
+        upstream.delay = 0.5
+
+        def fetch(_: int) -> bytes:
+            with httpx.Client() as client:  # one connection each: spread over the workers
+                return client.get(proxy.url + path, timeout=60).content
+
+        with ThreadPoolExecutor(16) as pool:
+            bodies = list(pool.map(fetch, range(16)))
+        assert all(body == big.content for body in bodies)
+        assert upstream.count(path) == 1, proxy.log()
+
+
+def test_stats_command__prints_cache_figures(tmp_path: Path, upstream: FakeUpstream) -> None:
+    import json
+
+    cache = tmp_path / "cache"
+    with SubprocessProxy("--upstream", upstream.simple_url, cache_dir=cache) as proxy:
+        httpx.get(proxy.url + "/files/demo/demo-1.0-py3-none-any.whl")
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "stats", "--cache-dir", str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["cache"]["files"] == 1
+    assert data["files"]["misses"] == 1
