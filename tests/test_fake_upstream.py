@@ -76,6 +76,7 @@ def test_json_api_and_xmlrpc(fake: FakeUpstream) -> None:
         assert rpc.list_packages_with_serial() == {"demo": fake.serial}
         fake.xmlrpc_page_size = 1
         rows = rpc.changelog_since_serial(0)
+        assert isinstance(rows, list)
         assert len(rows) == 1
         assert rows[0][0] == "demo"
         fake.xmlrpc_refuse = True
