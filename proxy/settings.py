@@ -29,6 +29,31 @@ def default_cache_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class PrefetchSettings:
+    """The ``prefetch:`` section: what the mirror holds and how it keeps up with the upstream."""
+
+    enabled: bool = False
+    interval: float = 3600.0
+    cron: str | None = None
+    projects: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
+    method: str = "auto"
+    workers: int = 8
+    xmlrpc_url: str | None = None
+    platforms: tuple[str, ...] = ()
+    python_versions: tuple[str, ...] = ()
+    packagetypes: tuple[str, ...] = ()
+    prereleases: bool = True
+    latest_versions: int | None = None
+    max_file_size: int | None = None
+    max_attempts: int = 3
+
+    @property
+    def selective(self) -> bool:
+        return bool(self.projects or self.requirements)
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -48,6 +73,7 @@ class Settings:
     admin_token: str | None = None
     log_level: str = "info"
     access_log: bool = False
+    prefetch: PrefetchSettings = field(default_factory=PrefetchSettings)
 
     @property
     def upstream_base(self) -> str:
@@ -57,6 +83,10 @@ class Settings:
         if path.endswith("/simple"):
             base = base[: -len("/simple")]
         return base
+
+    @property
+    def xmlrpc_url(self) -> str:
+        return self.prefetch.xmlrpc_url or self.upstream_base + "/pypi"
 
 
 def _bool(value: Any) -> bool:
@@ -134,6 +164,60 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items: list[Any] = [v for v in re.split(r"[,\s]+", value) if v]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError("expected a list (or a comma-separated string)")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return text
+
+    return convert
+
+
+def _packagetypes(value: Any) -> tuple[str, ...]:
+    kinds = _names(value)
+    for kind in kinds:
+        if kind not in ("sdist", "wheel"):
+            raise ValueError("expected a list of sdist and/or wheel")
+    return kinds
+
+
+def _cron(value: Any) -> str:
+    text = str(value).strip()
+    if len(text.split()) != 5:
+        raise ValueError("expected a five-field cron expression such as '0 3 * * *'")
+    return text
+
+
+_PREFETCH_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "enabled": _bool,
+    "interval": _seconds,
+    "cron": _optional(_cron),
+    "projects": _names,
+    "requirements": _names,
+    "method": _choice("auto", "xmlrpc", "json-root", "per-project"),
+    "workers": _int(1, 256),
+    "xmlrpc_url": _optional(_upstream),
+    "platforms": _names,
+    "python_versions": _names,
+    "packagetypes": _packagetypes,
+    "prereleases": _bool,
+    "latest_versions": _optional(_int(1, 1_000_000)),
+    "max_file_size": _optional(parse_size),
+    "max_attempts": _int(1, 100),
+}
+assert set(_PREFETCH_CONVERTERS) == {f.name for f in dataclasses.fields(PrefetchSettings)}
+
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "host": _text,
     "port": _int(0, 65535),
@@ -153,6 +237,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "admin_token": _optional(_text),
     "log_level": _log_level,
     "access_log": _bool,
+    "prefetch": lambda v: v,  # merged key by key in _apply_prefetch
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}
 
@@ -173,9 +258,36 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _apply_prefetch(values: dict[str, Any], source: Any, where: str) -> None:
+    if not isinstance(source, Mapping):
+        raise SettingsError(f"invalid setting 'prefetch' in {where}: expected a mapping")
+    section: dict[str, Any] = values.setdefault("prefetch", {})
+    for key, raw in source.items():
+        name = str(key).replace("-", "_")
+        convert = _PREFETCH_CONVERTERS.get(name)
+        if convert is None:
+            raise SettingsError(f"unknown setting 'prefetch.{key}' in {where}")
+        if raw is None:
+            section.pop(name, None)
+            continue
+        try:
+            section[name] = convert(raw)
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(
+                f"invalid setting 'prefetch.{name}' in {where}: {exc} (got {raw!r})"
+            ) from None
+
+
 def _apply(values: dict[str, Any], source: Mapping[str, Any], where: str) -> None:
     for key, raw in source.items():
         name = str(key).replace("-", "_")
+        if name == "prefetch":
+            if raw is not None:
+                _apply_prefetch(values, raw, where)
+            continue
+        if name.startswith("prefetch__"):
+            _apply_prefetch(values, {name[len("prefetch__") :]: raw}, where)
+            continue
         convert = _CONVERTERS.get(name)
         if convert is None:
             raise SettingsError(f"unknown setting {key!r} in {where}")
@@ -207,4 +319,5 @@ def load_settings(
     }
     _apply(values, from_env, "environment (PYPI_PROXY_*)")
     _apply(values, {k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
+    values["prefetch"] = PrefetchSettings(**values.get("prefetch", {}))
     return Settings(**values)

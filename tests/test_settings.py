@@ -81,6 +81,29 @@ def test_example_config_documents_every_key() -> None:
     import yaml
 
     example = Path(__file__).parent.parent / "config.yaml"
+    from proxy.settings import PrefetchSettings
+
     data = yaml.safe_load(example.read_text())
     assert set(data) == {f.name for f in dataclasses.fields(Settings)}
-    load_settings(example, {}, {})
+    assert set(data["prefetch"]) == {f.name for f in dataclasses.fields(PrefetchSettings)}
+    assert load_settings(example, {}, {}) == load_settings(None, {}, {})
+
+
+def test_prefetch_section__yaml_env_and_errors(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "prefetch:\n  enabled: true\n  projects: [requests, numpy]\n  platforms: any\n"
+    )
+    env = {"PYPI_PROXY_PREFETCH__WORKERS": "3", "PYPI_PROXY_PREFETCH__PACKAGETYPES": "wheel"}
+    settings = load_settings(config, env, {})
+    assert settings.prefetch.enabled is True
+    assert settings.prefetch.projects == ("requests", "numpy")
+    assert settings.prefetch.platforms == ("any",)
+    assert settings.prefetch.workers == 3
+    assert settings.prefetch.packagetypes == ("wheel",)
+    with pytest.raises(SettingsError, match=r"'prefetch\.method'"):
+        load_settings(None, {"PYPI_PROXY_PREFETCH__METHOD": "telepathy"}, {})
+    with pytest.raises(SettingsError, match=r"'prefetch\.colour'"):
+        load_settings(None, {}, {"prefetch": {"colour": "red"}})
+    with pytest.raises(SettingsError, match=r"'prefetch\.cron'"):
+        load_settings(None, {}, {"prefetch": {"cron": "every day"}})

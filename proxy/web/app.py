@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from proxy.runtime import Runtime
-from proxy.settings import Settings
+from proxy.settings import PrefetchSettings, Settings
 from proxy.web import files, ops, pages
 
 SETTINGS_ENV = "PYPIPROXY_WORKER_SETTINGS"
@@ -54,4 +55,8 @@ def app_from_env() -> Starlette:
     """Factory for worker processes: the parent passes its merged settings in the environment."""
     data = json.loads(os.environ[SETTINGS_ENV])
     data["cache_dir"] = Path(data["cache_dir"])
+    prefetch: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in data["prefetch"].items()
+    }
+    data["prefetch"] = PrefetchSettings(**prefetch)
     return create_app(Settings(**data))
