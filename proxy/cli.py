@@ -77,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="cap on cached file bytes, e.g. 50G; least recently used go first",
     )
 
+    prefetch = commands.add_parser(
+        "prefetch", help="one pass of the mirror: fetch what changed upstream, for offline use"
+    )
+    _common(prefetch)
+    prefetch.add_argument(
+        "--project",
+        dest="projects",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="mirror this project (repeatable); default: the config's selection, else everything",
+    )
+
     stats = commands.add_parser("stats", help="print the cache's figures as JSON")
     _common(stats)
     return parser
@@ -90,10 +103,20 @@ def _settings(args: argparse.Namespace, keys: Sequence[str]) -> Settings:
     return load_settings(config, os.environ, overrides)
 
 
+# The composition root may name the prefetcher; the core never imports it.
+PREFETCH_SERVICE = "prefetch.service:prefetch_service"
+
+
 def _serve(settings: Settings) -> int:
     import uvicorn
 
-    from proxy.web.app import SETTINGS_ENV, create_app, settings_to_env
+    from proxy.web.app import (
+        SERVICES_ENV,
+        SETTINGS_ENV,
+        create_app,
+        load_services,
+        settings_to_env,
+    )
 
     common: dict[str, Any] = {
         "host": settings.host,
@@ -110,13 +133,15 @@ def _serve(settings: Settings) -> int:
     )
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = settings_to_env(settings)
+        os.environ[SERVICES_ENV] = PREFETCH_SERVICE
         uvicorn.run("proxy.web.app:app_from_env", factory=True, workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(create_app(settings, load_services(PREFETCH_SERVICE)), **common)
     return 0
 
 
 def _stats(settings: Settings) -> int:
+    from prefetch.runner import status
     from proxy.stats import summary, totals
     from proxy.storage import Storage
 
@@ -125,7 +150,11 @@ def _stats(settings: Settings) -> int:
         return 1
     storage = Storage(settings.cache_dir)
     try:
-        data = summary(totals(storage), storage.totals(), {"cache_dir": str(settings.cache_dir)})
+        data = summary(
+            totals(storage),
+            storage.totals(),
+            {"cache_dir": str(settings.cache_dir), "prefetch": status(settings.cache_dir)},
+        )
     finally:
         storage.close()
     print(json.dumps(data, indent=2))
@@ -154,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings)
         settings = _settings(args, ["cache_dir", "upstream"])
         setup_logging(settings.log_level)
+        if args.command == "prefetch":
+            from prefetch.command import run
+
+            return run(settings, args.projects)
         return _stats(settings)
     except SettingsError as exc:
         print(f"pypi-proxy: {exc}", file=sys.stderr)

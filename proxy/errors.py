@@ -38,3 +38,7 @@ class UpstreamBadResponse(UpstreamError):
 
 class IntegrityError(ProxyError):
     pass
+
+
+class StalePage(UpstreamError):
+    pass

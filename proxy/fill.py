@@ -181,6 +181,13 @@ async def read_progress(progress: Progress) -> AsyncIterator[bytes]:
         os.close(fd)
 
 
+async def wait_done(progress: Progress) -> None:
+    """Wait until a fill ended (either way); readers are not needed for it to go on."""
+    await progress.wait_ready()
+    while not progress.done:
+        await progress.refresh()
+
+
 class Filler:
     """Starts and shares downloads; one per process."""
 

@@ -8,6 +8,7 @@ replaced by a page with an older serial, and served stale if the upstream fails.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,10 +16,16 @@ from typing import Any, TypeVar
 
 import anyio
 
-from proxy.errors import NotFound, UpstreamError
+from proxy.errors import NotFound, StalePage, UpstreamError
 from proxy.memcache import MemoryLRU
-from proxy.models import PageRecord, ProjectListing, ProjectPage, RootRecord
-from proxy.parse import parse_project_html, parse_project_json, parse_root_html, parse_root_json
+from proxy.models import PageRecord, ProjectListing, ProjectPage, Rendered, RootRecord
+from proxy.parse import (
+    parse_project_html,
+    parse_project_json,
+    parse_root_html,
+    parse_root_json,
+    versions_from,
+)
 from proxy.render import render_project, render_root
 from proxy.stats import Stats
 from proxy.storage import ROOT_KEY, Storage
@@ -53,6 +60,7 @@ class IndexService:
         self._clock = clock
         self._memory: MemoryLRU[PageRecord | RootRecord] = MemoryLRU(memory_bytes)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._held: MemoryLRU[tuple[float, Rendered]] = MemoryLRU(memory_bytes // 4)
 
     @property
     def offline(self) -> bool:
@@ -111,14 +119,10 @@ class IndexService:
         return await self._shared(project, lambda: self._refresh_project(project, current))
 
     async def _refresh_project(self, project: str, current: PageRecord | None) -> PageRecord:
-        assert self._upstream is not None
         self._stats.add("page_misses")
         try:
-            fetched = await self._upstream.get_page(
-                project + "/", current.upstream_etag if current else None
-            )
+            return await self.fetch_project(project, current)
         except NotFound:
-            await anyio.to_thread.run_sync(self._forget, project)
             raise
         except UpstreamError as exc:
             self._stats.add("upstream_errors")
@@ -127,14 +131,41 @@ class IndexService:
             self._stats.add("page_stale")
             log.warning("serving stale %s: %s", project, exc)
             return current
+
+    async def stored_project(self, project: str) -> PageRecord | None:
+        return await anyio.to_thread.run_sync(self._storage.load_page, project)
+
+    async def fetch_project(
+        self, project: str, current: PageRecord | None, *, min_serial: int | None = None
+    ) -> PageRecord:
+        """Ask the upstream for a project's page now (conditionally) and store it.
+
+        With ``min_serial`` (the prefetcher knows a change happened), a page older than that
+        raises StalePage instead of being accepted. NotFound removes the stored page.
+        """
+        if self._upstream is None:
+            raise NotFound(f"{project}: the proxy is offline")
+        try:
+            fetched = await self._upstream.get_page(
+                project + "/", current.upstream_etag if current else None
+            )
+        except NotFound:
+            await anyio.to_thread.run_sync(self._forget, project)
+            raise
         now = self._clock()
         if fetched is None:
-            assert current is not None
+            if current is None:
+                raise UpstreamError(f"upstream answered 304 for {project} without a condition")
+            if _older(current.page.serial, min_serial):
+                raise StalePage(f"{project}: upstream still has serial {current.page.serial}")
             self._stats.add("page_revalidated")
             current.fetched_at = now
             await anyio.to_thread.run_sync(self._storage.save_page, current)
+            self._remember(project, current)
             return current
         page = await anyio.to_thread.run_sync(_parse_project, fetched, project)
+        if _older(page.serial, min_serial):
+            raise StalePage(f"{project}: upstream sent serial {page.serial}, expected {min_serial}")
         if current is not None and _older(page.serial, current.page.serial):
             # A stale copy (a CDN edge that lags): keep ours rather than go backwards.
             log.warning(
@@ -156,6 +187,35 @@ class IndexService:
         await anyio.to_thread.run_sync(self._storage.save_page, record)
         self._remember(project, record)
         return record
+
+    async def held_view(self, record: PageRecord) -> Rendered:
+        """The page as offline clients must see it: only files the cache can serve, so that
+        pip and uv never pick a file they cannot get."""
+        cached = self._held.get(record.project)
+        if cached is not None and cached[0] == record.fetched_at:
+            return cached[1]
+        rendered = await anyio.to_thread.run_sync(self._render_held, record)
+        size = len(rendered.json.raw) + len(rendered.html.raw)
+        self._held.put(record.project, (record.fetched_at, rendered), size * 2)
+        return rendered
+
+    def _held_sha(self, sha256: str | None, url: str, filename: str) -> bool:
+        sha = sha256 or self._storage.hash_for_url(url)
+        return sha is not None and self._storage.stat_file(sha, filename) is not None
+
+    def _render_held(self, record: PageRecord) -> Rendered:
+        files = []
+        for f in record.page.files:
+            if not self._held_sha(f.sha256, f.url, f.filename):
+                continue
+            if f.has_metadata and not self._held_sha(
+                f.metadata_sha256, f.url + ".metadata", f.filename + ".metadata"
+            ):
+                f = dataclasses.replace(f, core_metadata=False)
+            files.append(f)
+        kept = tuple(files)
+        page = dataclasses.replace(record.page, files=kept, versions=versions_from(kept))
+        return render_project(page, record.project)
 
     def _forget(self, project: str) -> None:
         self._memory.pop(project)

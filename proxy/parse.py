@@ -66,7 +66,7 @@ def version_of(filename: str) -> str | None:
         return None
 
 
-def _versions_from(files: tuple[DistFile, ...]) -> tuple[str, ...]:
+def versions_from(files: tuple[DistFile, ...]) -> tuple[str, ...]:
     found = {v for f in files if (v := version_of(f.filename)) is not None}
     return tuple(sorted(found))
 
@@ -107,7 +107,7 @@ def parse_project_json(body: bytes, page_url: str) -> ProjectPage:
         versions=(
             tuple(str(v) for v in versions)
             if isinstance(versions, list)
-            else _versions_from(tuple(files))
+            else versions_from(tuple(files))
         ),
         project_status=(
             {str(k): str(v) for k, v in status.items()} if isinstance(status, Mapping) else None
@@ -248,7 +248,7 @@ def parse_project_html(body: bytes, page_url: str, name: str = "") -> ProjectPag
         files=page_files,
         api_version=version,
         serial=None,
-        versions=_versions_from(page_files),
+        versions=versions_from(page_files),
         project_status=project_status,
         extra=extra,
     )

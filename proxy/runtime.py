@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -32,6 +34,10 @@ class Runtime:
     upstream: Upstream | None
     filler: Filler | None
     http: httpx.AsyncClient | None
+    # Added by optional services (the prefetcher) without the core knowing them:
+    # figures for /stats (blocking callables) and admin actions.
+    extra_stats: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
+    actions: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
     _evicting: bool = False
     _flusher: asyncio.Task[None] | None = None
 

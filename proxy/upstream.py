@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -156,18 +156,35 @@ class Upstream:
                 await self._sleep_before_retry(attempt, response)
         raise UpstreamUnavailable(last_error)
 
-    @asynccontextmanager
-    async def stream_file(self, url: str) -> AsyncIterator[httpx.Response]:
+    def stream_file(self, url: str) -> AbstractAsyncContextManager[httpx.Response]:
         """An open 200 response for a file; retried until its body starts, never after."""
+        return self.stream(url, {"Accept-Encoding": "identity"})
+
+    def stream_page(
+        self, path: str, accept: str = PAGE_ACCEPT
+    ) -> AbstractAsyncContextManager[httpx.Response]:
+        """An open 200 response for ``<index>/<path>``, for pages too large to hold at once."""
+        return self.stream(self._index_url + path, {"Accept": accept})
+
+    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
+        """One POST (XML-RPC), not retried: the caller decides what a failure means."""
+        shown = redact(url)
+        url = strip_credentials(url)
+        try:
+            request = self._client.build_request("POST", url, content=content, headers=headers)
+            return await self._client.send(request, auth=self._auth_for(url))
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(f"{type(exc).__name__} posting to {shown}") from None
+
+    @asynccontextmanager
+    async def stream(self, url: str, headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
         shown = redact(url)
         url = strip_credentials(url)
         last_error = "no attempt made"
         for attempt in range(self._retries + 1):
             response: httpx.Response | None = None
             try:
-                request = self._client.build_request(
-                    "GET", url, headers={"Accept-Encoding": "identity"}
-                )
+                request = self._client.build_request("GET", url, headers=headers)
                 response = await self._client.send(request, stream=True, auth=self._auth_for(url))
             except httpx.TransportError as exc:
                 last_error = f"{type(exc).__name__} fetching {shown}"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,18 +16,26 @@ from starlette.routing import Route
 
 from proxy.runtime import Runtime
 from proxy.settings import PrefetchSettings, Settings
-from proxy.web import files, ops, pages
+from proxy.web import admin, files, ops, pages
 
 SETTINGS_ENV = "PYPIPROXY_WORKER_SETTINGS"
+SERVICES_ENV = "PYPIPROXY_WORKER_SERVICES"
+
+# An optional part that lives as long as the server (the prefetch scheduler): it is handed the
+# runtime and may add figures to /stats and admin actions. The core never imports one.
+Service = Callable[[Runtime], AbstractAsyncContextManager[None]]
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await Runtime.open(settings)
         app.state.runtime = runtime
         try:
-            yield
+            async with AsyncExitStack() as stack:
+                for service in services:
+                    await stack.enter_async_context(service(runtime))
+                yield
         finally:
             await runtime.close()
 
@@ -41,6 +50,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/simple/{project}", pages.project, methods=["GET", "HEAD"]),
         Route("/simple/{project}/", pages.project, methods=["GET", "HEAD"]),
         Route("/files/{project}/{filename}", files.serve_file, methods=["GET", "HEAD"]),
+        Route("/admin/{action}", admin.action, methods=["POST"]),
+        Route("/admin/{action}/{project}", admin.action, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -59,4 +70,13 @@ def app_from_env() -> Starlette:
         k: tuple(v) if isinstance(v, list) else v for k, v in data["prefetch"].items()
     }
     data["prefetch"] = PrefetchSettings(**prefetch)
-    return create_app(Settings(**data))
+    return create_app(Settings(**data), load_services(os.environ.get(SERVICES_ENV, "")))
+
+
+def load_services(spec: str) -> list[Service]:
+    """Services named as ``module:attribute`` (comma-separated), for worker processes."""
+    found: list[Service] = []
+    for item in filter(None, spec.split(",")):
+        module, _, attribute = item.partition(":")
+        found.append(getattr(importlib.import_module(module), attribute))
+    return found

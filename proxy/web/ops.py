@@ -19,6 +19,9 @@ from proxy.upstream import redact
 
 def _collect(runtime: Runtime, pending: Counter[str]) -> dict[str, Any]:
     cache = runtime.storage.totals()
+    extra: dict[str, Any] = {}
+    for contribute in runtime.extra_stats:
+        extra.update(contribute())
     return summary(
         totals(runtime.storage, pending),
         cache,
@@ -28,6 +31,7 @@ def _collect(runtime: Runtime, pending: Counter[str]) -> dict[str, Any]:
             "max_cache_size": runtime.settings.max_cache_size,
             "uptime_seconds": round(time.time() - runtime.stats.started, 1),
             "version": __version__,
+            **extra,
         },
     )
 

@@ -73,4 +73,7 @@ async def project(request: Request) -> Response:
         return error(
             502, f"the upstream index is unavailable and {normalized} is not cached: {exc}"
         )
-    return _send(request, runtime, record.rendered, media, record.page.serial)
+    rendered = record.rendered
+    if runtime.index.offline:
+        rendered = await runtime.index.held_view(record)
+    return _send(request, runtime, rendered, media, record.page.serial)

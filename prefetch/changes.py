@@ -1,0 +1,176 @@
+"""Change detection: what changed upstream since the mirror's serial, into the queue.
+
+Three methods, tried in this order by ``auto`` (each fallback is logged):
+
+1. the XML-RPC changelog (``list_packages_with_serial`` for a first pass,
+   ``changelog_since_serial`` in pages for increments);
+2. the JSON root index's per-project ``_last-serial``, streamed and diffed in SQLite;
+3. for a named selection, every selected project, revalidated one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import anyio
+import ijson
+
+from prefetch.state import PrefetchState
+from prefetch.xmlrpc import ChangelogClient, XmlRpcRefused
+from proxy.errors import UpstreamError
+from proxy.names import normalize
+from proxy.upstream import Upstream
+
+log = logging.getLogger(__name__)
+JSON_ROOT_ACCEPT = "application/vnd.pypi.simple.v1+json"
+BATCH = 10_000
+
+
+class NoSerials(UpstreamError):
+    """The root index carries no per-project serials (an HTML-only upstream)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    method: str
+    target: int | None  # the upstream serial the mirror will be whole at, when known
+    queued: int
+
+
+async def by_xmlrpc(
+    client: ChangelogClient, state: PrefetchState, selection: set[str] | None
+) -> Detection:
+    target = await client.last_serial()
+    since: int | None = await anyio.to_thread.run_sync(state.get_meta, "queued_serial")
+    queued = 0
+    if since is None:
+        everything = await client.all_projects()
+        rows = [
+            (normalize(name), serial)
+            for name, serial in everything.items()
+            if selection is None or normalize(name) in selection
+        ]
+        del everything
+        queued += await anyio.to_thread.run_sync(state.enqueue, rows)
+        if selection is not None:  # selected names the upstream does not list: sync sees 404
+            listed = {name for name, _ in rows}
+            missing = [(name, None) for name in selection - listed]
+            queued += await anyio.to_thread.run_sync(state.enqueue, missing)
+    else:
+        if selection is not None:
+            known = await anyio.to_thread.run_sync(state.known_projects)
+            new = [(name, None) for name in selection - known]
+            queued += await anyio.to_thread.run_sync(state.enqueue, new)
+        while True:
+            page = await client.changes_since(since)
+            if not page:
+                break
+            rows = [
+                (normalize(name), serial)
+                for name, serial in page
+                if selection is None or normalize(name) in selection
+            ]
+            queued += await anyio.to_thread.run_sync(state.enqueue, rows)
+            newest = max(serial for _name, serial in page)
+            if newest <= since:  # an upstream that does not advance would loop forever
+                break
+            since = newest
+            # Mark progress as we go: a killed detection resumes from the last page.
+            await anyio.to_thread.run_sync(partial(state.set_meta, queued_serial=since))
+        target = max(target, since)
+    await anyio.to_thread.run_sync(partial(state.set_meta, queued_serial=target))
+    return Detection("xmlrpc", target, queued)
+
+
+async def by_json_root(
+    upstream: Upstream, state: PrefetchState, selection: set[str] | None
+) -> Detection:
+    """Stream the root index; memory stays flat however many projects it lists."""
+    await anyio.to_thread.run_sync(state.root_begin)
+    meta_serial: int | None = None
+    max_serial = 0
+    batch: list[tuple[str, int | None]] = []
+    async with upstream.stream_page("", JSON_ROOT_ACCEPT) as response:
+        if "json" not in response.headers.get("content-type", ""):
+            raise NoSerials("the upstream's root index is not JSON")
+        parser = ijson.parse_async(_AsyncReader(response))
+        name: str | None = None
+        async for prefix, event, value in parser:
+            if prefix == "meta._last-serial" and event == "number":
+                meta_serial = int(value)
+            elif prefix == "projects.item.name" and event == "string":
+                name = normalize(value)
+            elif prefix == "projects.item._last-serial" and event == "number":
+                serial = int(value)
+                max_serial = max(max_serial, serial)
+                if name is not None:
+                    batch.append((name, serial))
+                    name = None
+            elif prefix == "projects.item" and event == "end_map" and name is not None:
+                raise NoSerials("the upstream's root index has no _last-serial per project")
+            if len(batch) >= BATCH:
+                await anyio.to_thread.run_sync(state.root_add, batch)
+                batch = []
+    if batch:
+        await anyio.to_thread.run_sync(state.root_add, batch)
+    queued = await anyio.to_thread.run_sync(state.root_diff, selection)
+    target = meta_serial if meta_serial is not None else (max_serial or None)
+    if target is not None:
+        await anyio.to_thread.run_sync(partial(state.set_meta, queued_serial=target))
+    return Detection("json-root", target, queued)
+
+
+async def by_project(state: PrefetchState, selection: set[str]) -> Detection:
+    rows: list[tuple[str, int | None]] = [(name, None) for name in sorted(selection)]
+    queued = await anyio.to_thread.run_sync(state.enqueue, rows)
+    return Detection("per-project", None, queued)
+
+
+async def detect(
+    method: str,
+    upstream: Upstream,
+    client: ChangelogClient,
+    state: PrefetchState,
+    selection: set[str] | None,
+) -> Detection:
+    """Run the configured method; ``auto`` falls back down the list with a log line."""
+    if method in ("auto", "xmlrpc"):
+        try:
+            return await by_xmlrpc(client, state, selection)
+        except (XmlRpcRefused, UpstreamError) as exc:
+            if method == "xmlrpc":
+                raise
+            log.warning("XML-RPC changelog unavailable (%s); falling back to the JSON root", exc)
+    if method in ("auto", "json-root"):
+        try:
+            return await by_json_root(upstream, state, selection)
+        except (NoSerials, UpstreamError, ijson.JSONError) as exc:
+            if method == "json-root" or selection is None:
+                raise
+            log.warning("JSON root index unusable (%s); revalidating each project", exc)
+    if selection is None:
+        raise UpstreamError("per-project revalidation needs a selection of projects")
+    return await by_project(state, selection)
+
+
+class _AsyncReader:
+    """ijson's async parser reads from an object with ``async read(n)``."""
+
+    def __init__(self, response: Any) -> None:
+        self._chunks = response.aiter_bytes(64 * 1024)
+        self._buffer = b""
+
+    async def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            try:
+                self._buffer += await self._chunks.__anext__()
+            except StopAsyncIteration:
+                break
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data

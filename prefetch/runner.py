@@ -1,0 +1,262 @@
+"""One prefetch pass: detect changes, sync the queue with async workers, record the result.
+
+Only one pass runs at a time on a cache directory, whoever starts it (the command, the
+scheduler in any worker process): an exclusive lock on ``state/prefetch.lock`` decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import anyio
+
+from prefetch.changes import detect
+from prefetch.progress import Progress
+from prefetch.selection import resolve
+from prefetch.state import PrefetchState
+from prefetch.sync import Syncer
+from prefetch.xmlrpc import ChangelogClient
+from proxy.errors import ProxyError
+from proxy.runtime import Runtime
+
+log = logging.getLogger(__name__)
+BATCH = 500
+
+
+class AlreadyRunning(ProxyError):
+    pass
+
+
+@dataclass
+class PassResult:
+    ok: bool
+    method: str = ""
+    target: int | None = None
+    synced: int = 0
+    failed: int = 0
+    files_added: int = 0
+    bytes_added: int = 0
+    files_removed: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        head = "mirror is up to date" if self.ok else f"{self.failed} projects failed"
+        serial = f" at serial {self.target}" if self.target is not None else ""
+        return (
+            f"{head}{serial}: {self.synced} projects synced, {self.files_added} files "
+            f"({self.bytes_added / 1024**2:.1f} MB) added, {self.files_removed} removed, "
+            f"in {self.seconds:.1f}s ({self.method})"
+        )
+
+
+def state_path(cache_dir: Path) -> Path:
+    return cache_dir / "state" / "prefetch.sqlite"
+
+
+def lock_path(cache_dir: Path) -> Path:
+    return cache_dir / "state" / "prefetch.lock"
+
+
+def is_running(cache_dir: Path) -> bool:
+    path = lock_path(cache_dir)
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+@contextlib.contextmanager
+def _exclusive(cache_dir: Path) -> Iterator[None]:
+    path = lock_path(cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyRunning("another prefetch pass is running on this cache") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+class Prefetcher:
+    def __init__(self, runtime: Runtime, state: PrefetchState) -> None:
+        if runtime.upstream is None or runtime.filler is None:
+            raise ProxyError("prefetch needs the upstream: it cannot run offline")
+        self._runtime = runtime
+        self._state = state
+        self._settings = runtime.settings.prefetch
+
+    async def run(
+        self, projects: Sequence[str] | None = None, *, progress_tty: bool | None = None
+    ) -> PassResult:
+        cache_dir = self._runtime.settings.cache_dir
+        with _exclusive(cache_dir):
+            started = time.time()
+            await self._meta(last_started=started, last_pid=os.getpid())
+            try:
+                result = await self._run(projects, progress_tty)
+            except Exception as exc:
+                result = PassResult(ok=False, errors=[f"{type(exc).__name__}: {exc}"])
+            result.seconds = time.time() - started
+            await self._meta(
+                last_finished=time.time(),
+                last_result="ok" if result.ok else "failed",
+                last_message=result.message() if result.ok or result.method else "",
+                last_error=result.errors[-1] if result.errors else None,
+                last_method=result.method,
+                last_seconds=round(result.seconds, 2),
+            )
+            return result
+
+    async def _meta(self, **values: object) -> None:
+        await anyio.to_thread.run_sync(partial(self._state.set_meta, **values))
+
+    async def _run(self, projects: Sequence[str] | None, tty: bool | None) -> PassResult:
+        runtime, state = self._runtime, self._state
+        assert runtime.upstream is not None and runtime.filler is not None
+        selection = resolve(
+            projects if projects else self._settings.projects,
+            () if projects else self._settings.requirements,
+        )
+        client = ChangelogClient(runtime.upstream, runtime.settings.xmlrpc_url)
+        detection = await detect(self._settings.method, runtime.upstream, client, state, selection)
+        if detection.target is not None:
+            await self._meta(upstream_serial=detection.target)
+        log.info(
+            "prefetch: %s found %d changed projects%s",
+            detection.method,
+            detection.queued,
+            f" up to serial {detection.target}" if detection.target is not None else "",
+        )
+        result = PassResult(ok=False, method=detection.method, target=detection.target)
+        await anyio.to_thread.run_sync(state.reset_attempts)
+        total = await anyio.to_thread.run_sync(state.queue_length)
+        progress = Progress(total, tty=tty)
+        syncer = Syncer(
+            self._settings,
+            runtime.storage,
+            runtime.index,
+            runtime.filler,
+            state,
+            asyncio.Semaphore(self._settings.workers * 2),
+        )
+        for attempt in range(self._settings.max_attempts):
+            if attempt:
+                await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
+            await self._round(syncer, progress, result, attempt)
+            if await anyio.to_thread.run_sync(state.queue_length) == 0:
+                break
+        progress.finish()
+        remaining = await anyio.to_thread.run_sync(state.queue_length)
+        result.failed = remaining
+        result.ok = remaining == 0
+        if result.ok and detection.target is not None:
+            await self._meta(mirror_serial=detection.target)
+        return result
+
+    async def _round(
+        self, syncer: Syncer, progress: Progress, result: PassResult, attempt: int
+    ) -> None:
+        """Sync every queued project that has had ``attempt`` tries so far."""
+        work: asyncio.Queue[tuple[str, int | None] | None] = asyncio.Queue(BATCH * 2)
+
+        async def produce() -> None:
+            after = ""
+            while True:
+                batch = await anyio.to_thread.run_sync(self._state.queue_batch, after, BATCH)
+                if not batch:
+                    break
+                for name, serial, attempts in batch:
+                    if attempts == attempt:
+                        await work.put((name, serial))
+                after = batch[-1][0]
+            for _ in range(self._settings.workers):
+                await work.put(None)
+
+        async def consume() -> None:
+            while (item := await work.get()) is not None:
+                name, serial = item
+                try:
+                    synced = await syncer.sync(name, serial)
+                except Exception as exc:
+                    tries = await anyio.to_thread.run_sync(self._state.failed, name)
+                    message = f"{name}: {type(exc).__name__}: {exc}"
+                    result.errors.append(message)
+                    log.warning("prefetch: %s (try %d)", message, tries)
+                    if tries >= self._settings.max_attempts:
+                        progress.advance(failed=True)
+                    continue
+                result.synced += 1
+                result.files_added += synced.files_added
+                result.bytes_added += synced.bytes_added
+                result.files_removed += synced.files_removed
+                progress.advance(files=synced.files_added, size=synced.bytes_added)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(produce)
+            for _ in range(self._settings.workers):
+                group.start_soon(consume)
+
+
+def status(cache_dir: Path, state: PrefetchState | None = None) -> dict[str, object]:
+    """The prefetch section of /stats and `pypi-proxy stats` (blocking)."""
+    path = state_path(cache_dir)
+    if state is None and not path.exists():
+        return {"state": "never run"}
+    own = state is None
+    state = state or PrefetchState(path)
+    try:
+        meta = {
+            k: state.get_meta(k)
+            for k in (
+                "mirror_serial",
+                "upstream_serial",
+                "last_started",
+                "last_finished",
+                "last_result",
+                "last_message",
+                "last_error",
+                "last_method",
+                "last_seconds",
+            )
+        }
+        figures = state.figures()
+    finally:
+        if own:
+            state.close()
+    mirror, upstream = meta["mirror_serial"], meta["upstream_serial"]
+    lag = upstream - mirror if isinstance(mirror, int) and isinstance(upstream, int) else None
+    return {
+        "state": "running" if is_running(cache_dir) else "idle",
+        "mirror_serial": mirror,
+        "upstream_serial": upstream,
+        "lag": lag,
+        "last_run": {
+            "started": meta["last_started"],
+            "finished": meta["last_finished"],
+            "result": meta["last_result"],
+            "message": meta["last_message"],
+            "method": meta["last_method"],
+            "seconds": meta["last_seconds"],
+        },
+        "last_error": meta["last_error"],
+        **figures,
+    }

@@ -1,0 +1,207 @@
+"""The prefetcher's persistent state: a small SQLite database in ``<cache>/state/``.
+
+    meta      key/value: mirror serial (the upstream serial the mirror is whole at), the serial
+              up to which changes are already queued, last run, result and error
+    projects  per project: the serial it was last synced at
+    queue     projects still to sync, with the serial each must reach and attempts so far
+    files     per project: the files the mirror holds for it (so removals can be undone)
+    root      scratch: a streamed root index, diffed against ``projects`` in SQL
+
+Every change is a transaction, so a run killed at any point resumes from a consistent queue.
+Blocking: async callers run these methods in a worker thread; a lock serialises them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS projects (name TEXT PRIMARY KEY, serial INTEGER);
+CREATE TABLE IF NOT EXISTS queue (
+    name TEXT PRIMARY KEY, serial INTEGER, attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS files (
+    project TEXT NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER,
+    PRIMARY KEY (project, filename)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldFile:
+    filename: str
+    sha256: str
+    size: int
+
+
+class PrefetchState:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- meta --------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, **values: Any) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )
+
+    # -- projects and queue ------------------------------------------------------------------
+
+    def project_serial(self, name: str) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT serial FROM projects WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def known_projects(self) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT name FROM projects")}
+
+    def enqueue(self, items: Iterable[tuple[str, int | None]]) -> int:
+        """Queue projects; an entry already queued keeps the higher serial. Returns rows seen."""
+        rows = list(items)
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO queue (name, serial) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "serial = max(coalesce(excluded.serial, 0), coalesce(queue.serial, 0))",
+                rows,
+            )
+        return len(rows)
+
+    def queue_batch(self, after: str, limit: int) -> list[tuple[str, int | None, int]]:
+        with self._lock:
+            return list(
+                self._db.execute(
+                    "SELECT name, serial, attempts FROM queue WHERE name > ? ORDER BY name LIMIT ?",
+                    (after, limit),
+                )
+            )
+
+    def queue_length(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM queue").fetchone()[0])
+
+    def done(self, name: str, serial: int | None, files: list[HeldFile] | None) -> None:
+        """A project is synced: drop it from the queue, record its serial and files."""
+        with self._tx() as db:
+            db.execute("DELETE FROM queue WHERE name = ?", (name,))
+            db.execute("DELETE FROM files WHERE project = ?", (name,))
+            if files is None:  # gone upstream
+                db.execute("DELETE FROM projects WHERE name = ?", (name,))
+                return
+            db.execute(
+                "INSERT OR REPLACE INTO projects (name, serial) VALUES (?, ?)", (name, serial or 0)
+            )
+            db.executemany(
+                "INSERT INTO files (project, filename, sha256, size) VALUES (?, ?, ?, ?)",
+                [(name, f.filename, f.sha256, f.size) for f in files],
+            )
+
+    def failed(self, name: str) -> int:
+        with self._tx() as db:
+            db.execute("UPDATE queue SET attempts = attempts + 1 WHERE name = ?", (name,))
+            row = db.execute("SELECT attempts FROM queue WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def reset_attempts(self) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE queue SET attempts = 0")
+
+    def held_files(self, name: str) -> list[HeldFile]:
+        with self._lock:
+            return [
+                HeldFile(*row)
+                for row in self._db.execute(
+                    "SELECT filename, sha256, size FROM files WHERE project = ?", (name,)
+                )
+            ]
+
+    def sha_used_by_others(self, sha256: str, project: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM files WHERE sha256 = ? AND project != ? LIMIT 1", (sha256, project)
+            )
+            return row.fetchone() is not None
+
+    # -- diffing a streamed root index -------------------------------------------------------
+
+    def root_begin(self) -> None:
+        with self._tx() as db:
+            db.execute("DROP TABLE IF EXISTS root")
+            db.execute("CREATE TABLE root (name TEXT PRIMARY KEY, serial INTEGER)")
+
+    def root_add(self, rows: list[tuple[str, int | None]]) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO root (name, serial) VALUES (?, ?)", rows)
+
+    def root_diff(self, selection: set[str] | None) -> int:
+        """Queue projects the root says changed, and those it no longer lists; returns how many."""
+        with self._tx() as db:
+            before = db.execute("SELECT count(*) FROM queue").fetchone()[0]
+            if selection is not None:
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS selection (name TEXT PRIMARY KEY)")
+                db.execute("DELETE FROM selection")
+                db.executemany(
+                    "INSERT OR IGNORE INTO selection VALUES (?)", [(n,) for n in selection]
+                )
+                db.execute("DELETE FROM root WHERE name NOT IN (SELECT name FROM selection)")
+            db.execute(
+                "INSERT INTO queue (name, serial) SELECT r.name, r.serial FROM root r "
+                "LEFT JOIN projects p ON p.name = r.name "
+                "WHERE p.serial IS NULL OR r.serial IS NULL OR r.serial > p.serial "
+                "ON CONFLICT(name) DO UPDATE SET serial = "
+                "max(coalesce(excluded.serial, 0), coalesce(queue.serial, 0))"
+            )
+            # Gone from the root: queue with no serial; the sync sees the 404 and removes it.
+            gone = "SELECT name FROM projects WHERE name NOT IN (SELECT name FROM root)"
+            if selection is not None:
+                gone += " AND name IN (SELECT name FROM selection)"
+            db.execute(f"INSERT OR IGNORE INTO queue (name, serial) {gone}")
+            after = db.execute("SELECT count(*) FROM queue").fetchone()[0]
+            db.execute("DROP TABLE root")
+        return int(after - before)
+
+    # -- figures -----------------------------------------------------------------------------
+
+    def figures(self) -> dict[str, int]:
+        with self._lock:
+            projects = self._db.execute("SELECT count(*) FROM projects").fetchone()[0]
+            files, size = self._db.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM files"
+            ).fetchone()
+            queue = self._db.execute("SELECT count(*) FROM queue").fetchone()[0]
+        return {"projects": projects, "files": files, "bytes": size, "queue": queue}
