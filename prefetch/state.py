@@ -187,7 +187,7 @@ class PrefetchState:
                 "max(coalesce(excluded.serial, 0), coalesce(queue.serial, 0))"
             )
             # Gone from the root: queue with no serial; the sync sees the 404 and removes it.
-            gone = "SELECT name FROM projects WHERE name NOT IN (SELECT name FROM root)"
+            gone = "SELECT name, NULL FROM projects WHERE name NOT IN (SELECT name FROM root)"
             if selection is not None:
                 gone += " AND name IN (SELECT name FROM selection)"
             db.execute(f"INSERT OR IGNORE INTO queue (name, serial) {gone}")
