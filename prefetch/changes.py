@@ -10,6 +10,7 @@ Three methods, tried in this order by ``auto`` (each fallback is logged):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -40,30 +41,38 @@ class Detection:
     queued: int
 
 
+def selection_key(selection: set[str] | None) -> str:
+    if selection is None:
+        return "*"
+    return hashlib.sha256("\n".join(sorted(selection)).encode()).hexdigest()
+
+
 async def by_xmlrpc(
     client: ChangelogClient, state: PrefetchState, selection: set[str] | None
 ) -> Detection:
     target = await client.last_serial()
-    since: int | None = await anyio.to_thread.run_sync(state.get_meta, "queued_serial")
-    queued = 0
-    if since is None:
+    key = selection_key(selection)
+    marker = await anyio.to_thread.run_sync(state.get_meta, "queued_serial")
+    if not isinstance(marker, dict) or marker.get("key") != key:
+        # A first pass, or a different selection than last time: diff the full list against
+        # what the mirror holds, so nothing synced before is fetched again.
         everything = await client.all_projects()
-        rows = [
-            (normalize(name), serial)
-            for name, serial in everything.items()
-            if selection is None or normalize(name) in selection
+        await anyio.to_thread.run_sync(state.root_begin)
+        rows: list[tuple[str, int | None]] = [
+            (normalize(name), serial) for name, serial in everything.items()
         ]
         del everything
-        queued += await anyio.to_thread.run_sync(state.enqueue, rows)
+        for start in range(0, len(rows), BATCH):
+            await anyio.to_thread.run_sync(state.root_add, rows[start : start + BATCH])
+        listed = {name for name, _serial in rows} if selection is not None else set()
+        del rows
+        queued = await anyio.to_thread.run_sync(state.root_diff, selection)
         if selection is not None:  # selected names the upstream does not list: sync sees 404
-            listed = {name for name, _ in rows}
             missing = [(name, None) for name in selection - listed]
             queued += await anyio.to_thread.run_sync(state.enqueue, missing)
     else:
-        if selection is not None:
-            known = await anyio.to_thread.run_sync(state.known_projects)
-            new = [(name, None) for name in selection - known]
-            queued += await anyio.to_thread.run_sync(state.enqueue, new)
+        since = int(marker["serial"])
+        queued = 0
         while True:
             page = await client.changes_since(since)
             if not page:
@@ -79,9 +88,11 @@ async def by_xmlrpc(
                 break
             since = newest
             # Mark progress as we go: a killed detection resumes from the last page.
-            await anyio.to_thread.run_sync(partial(state.set_meta, queued_serial=since))
+            marker = {"key": key, "serial": since}
+            await anyio.to_thread.run_sync(partial(state.set_meta, queued_serial=marker))
         target = max(target, since)
-    await anyio.to_thread.run_sync(partial(state.set_meta, queued_serial=target))
+    marker = {"key": key, "serial": target}
+    await anyio.to_thread.run_sync(partial(state.set_meta, queued_serial=marker))
     return Detection("xmlrpc", target, queued)
 
 
@@ -118,8 +129,6 @@ async def by_json_root(
         await anyio.to_thread.run_sync(state.root_add, batch)
     queued = await anyio.to_thread.run_sync(state.root_diff, selection)
     target = meta_serial if meta_serial is not None else (max_serial or None)
-    if target is not None:
-        await anyio.to_thread.run_sync(partial(state.set_meta, queued_serial=target))
     return Detection("json-root", target, queued)
 
 

@@ -190,3 +190,48 @@ def test_pinned__never_evicted(tmp_path: Path, upstream: FakeUpstream) -> None:
     names = set(stored(settings.cache_dir))
     assert big.filename in names
     assert other.filename not in names
+
+
+def test_selective_then_full__nothing_missed_nothing_refetched(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    settings = configure(tmp_path, upstream)
+    assert run_pass(settings, ["helper"]).ok
+    upstream.reset_log()
+    full = run_pass(settings)
+    assert full.ok, full.errors
+    assert full.synced == 1  # demo; helper was already whole
+    assert upstream.count("/files/helper/") == 0
+    assert len(stored(settings.cache_dir)) == 6
+
+
+def test_xmlrpc_paging__many_small_pages(tmp_path: Path, upstream: FakeUpstream) -> None:
+    settings = configure(tmp_path, upstream)
+    assert run_pass(settings).ok
+    upstream.xmlrpc_page_size = 2
+    for i in range(5):
+        upstream.add_dist("helper", make_wheel("helper", f"2.{i}"))
+    result = run_pass(settings)
+    assert result.ok
+    assert result.target == upstream.serial
+    assert sum(1 for n in stored(settings.cache_dir) if n.startswith("helper-2.")) == 10
+
+
+def test_only_one_pass_at_a_time(tmp_path: Path, upstream: FakeUpstream) -> None:
+    import fcntl
+    import os
+
+    from prefetch.runner import AlreadyRunning, is_running, lock_path
+
+    settings = configure(tmp_path, upstream)
+    path = lock_path(settings.cache_dir)
+    path.parent.mkdir(parents=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert is_running(settings.cache_dir)
+        with pytest.raises(AlreadyRunning):
+            run_pass(settings)
+    finally:
+        os.close(fd)
+    assert not is_running(settings.cache_dir)
