@@ -42,8 +42,8 @@ async def main():
     detection = await by_json_root(Upstream(http, settings.upstream), state, None)
     seconds = time.perf_counter() - started
     await http.aclose()
-    print(json.dumps({"seconds": seconds, "queued": detection.queued,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+    print(json.dumps({"seconds": seconds, "queued": detection.queued, "rss_mb": int(hwm) / 1024}))
 
 anyio.run(main)
 """
@@ -53,15 +53,32 @@ def run_capture(args: list[str]) -> tuple[float, float, str]:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as errors:
         started = time.perf_counter()
         proc = subprocess.Popen(args, stdout=out, stderr=errors, text=True, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        # ru_maxrss of a child counts the parent's memory it was forked from; the child's own
+        # high-water mark (VmHWM) is read from /proc while it runs.
+        peak_kb = 0
+        while proc.poll() is None:
+            peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
+            time.sleep(0.05)
+        status, usage = proc.returncode, None
         seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        del status, usage
         errors.seek(0)
         err = errors.read()
         if proc.returncode != 0:
             raise RuntimeError(f"{args[:4]} failed: {err[-2000:]}")
         out.seek(0)
-        return seconds, usage.ru_maxrss / 1024, out.read()
+        return seconds, peak_kb / 1024, out.read()
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def pass_figures(projects: int, workers: int) -> dict[str, float]:
