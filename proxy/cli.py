@@ -90,6 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="mirror this project (repeatable); default: the config's selection, else everything",
     )
 
+    verify = commands.add_parser(
+        "verify", help="check stored files against their recorded hashes; repair or drop"
+    )
+    _common(verify)
+    verify.add_argument(
+        "--no-repair",
+        dest="repair",
+        action="store_false",
+        help="drop what is wrong without re-fetching pinned files",
+    )
+    verify.add_argument(
+        "--offline",
+        action="store_const",
+        const=True,
+        default=None,
+        help="never contact the upstream",
+    )
+
     stats = commands.add_parser("stats", help="print the cache's figures as JSON")
     _common(stats)
     return parser
@@ -161,6 +179,28 @@ def _stats(settings: Settings) -> int:
     return 0
 
 
+def _verify(settings: Settings, repair: bool) -> int:
+    import anyio
+
+    from proxy.runtime import Runtime
+    from proxy.verify import VerifyReport, verify
+
+    if not settings.cache_dir.is_dir():
+        print(f"pypi-proxy: no cache at {settings.cache_dir}", file=sys.stderr)
+        return 1
+
+    async def run() -> VerifyReport:
+        runtime = await Runtime.open(settings)
+        try:
+            return await verify(runtime, repair=repair)
+        finally:
+            await runtime.close()
+
+    report = anyio.run(run)
+    print(json.dumps({k: v for k, v in vars(report).items()}, indent=2))
+    return 0 if report.whole else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -181,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             setup_logging(settings.log_level)
             return _serve(settings)
+        if args.command == "verify":
+            settings = _settings(args, ["cache_dir", "upstream", "offline"])
+            setup_logging(settings.log_level)
+            return _verify(settings, args.repair)
         settings = _settings(args, ["cache_dir", "upstream"])
         setup_logging(settings.log_level)
         if args.command == "prefetch":

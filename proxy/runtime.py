@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import httpx
 
+from proxy.breaker import CircuitBreaker
 from proxy.evict import evict, over_cap
 from proxy.fill import Filler
 from proxy.index import IndexService
@@ -49,7 +50,8 @@ class Runtime:
         upstream: Upstream | None = None
         if not settings.offline:
             http = make_http_client(settings)
-            upstream = Upstream(http, settings.upstream, retries=settings.retries)
+            breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_reset)
+            upstream = Upstream(http, settings.upstream, retries=settings.retries, breaker=breaker)
         index = IndexService(
             storage,
             upstream,

@@ -68,6 +68,8 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     retries: int = 2
+    breaker_threshold: int = 5
+    breaker_reset: float = 15.0
     ca_bundle: str | None = None
     user_agent: str | None = None
     admin_token: str | None = None
@@ -232,6 +234,8 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "connect_timeout": _seconds,
     "read_timeout": _seconds,
     "retries": _int(0, 10),
+    "breaker_threshold": _int(0, 1000),
+    "breaker_reset": _seconds,
     "ca_bundle": _optional(_text),
     "user_agent": _optional(_text),
     "admin_token": _optional(_text),

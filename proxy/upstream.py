@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from proxy import __version__
+from proxy.breaker import CircuitBreaker
 from proxy.errors import NotFound, UpstreamBadResponse, UpstreamUnavailable
 from proxy.settings import Settings
 
@@ -88,9 +89,16 @@ class Upstream:
     """Talks to one upstream simple index. Owns no client: one is made per process and passed in."""
 
     def __init__(
-        self, client: httpx.AsyncClient, index_url: str, *, retries: int = 2, backoff: float = 0.25
+        self,
+        client: httpx.AsyncClient,
+        index_url: str,
+        *,
+        retries: int = 2,
+        backoff: float = 0.25,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._client = client
+        self.breaker = breaker or CircuitBreaker(threshold=0)
         # Credentials travel only as an Authorization header, never inside a URL that httpx
         # could log or put in an exception.
         self._index_url = strip_credentials(index_url)
@@ -125,6 +133,7 @@ class Upstream:
         """GET ``<index>/<path>``; None when the upstream says our copy (``etag``) is current."""
         url = self._index_url + path
         shown = self._public_index + path
+        self._check_circuit(shown)
         headers = {"Accept": PAGE_ACCEPT}
         if etag:
             headers["If-None-Match"] = etag
@@ -137,6 +146,8 @@ class Upstream:
                 last_error = f"{type(exc).__name__} fetching {shown}"
             else:
                 status = response.status_code
+                if status not in _RETRY_STATUS:
+                    self.breaker.success()
                 if status == 304:
                     return None
                 if status == 200:
@@ -154,7 +165,14 @@ class Upstream:
                 last_error = f"upstream answered {status} for {shown}"
             if attempt < self._retries:
                 await self._sleep_before_retry(attempt, response)
+        self.breaker.failure()
         raise UpstreamUnavailable(last_error)
+
+    def _check_circuit(self, shown: str) -> None:
+        if not self.breaker.allow():
+            raise UpstreamUnavailable(
+                f"upstream circuit is open (recent failures); not asking for {shown}"
+            )
 
     def stream_file(self, url: str) -> AbstractAsyncContextManager[httpx.Response]:
         """An open 200 response for a file; retried until its body starts, never after."""
@@ -180,6 +198,7 @@ class Upstream:
     async def stream(self, url: str, headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
         shown = redact(url)
         url = strip_credentials(url)
+        self._check_circuit(shown)
         last_error = "no attempt made"
         for attempt in range(self._retries + 1):
             response: httpx.Response | None = None
@@ -189,6 +208,8 @@ class Upstream:
             except httpx.TransportError as exc:
                 last_error = f"{type(exc).__name__} fetching {shown}"
             else:
+                if response.status_code not in _RETRY_STATUS:
+                    self.breaker.success()
                 if response.status_code == 200:
                     try:
                         yield response
@@ -204,4 +225,5 @@ class Upstream:
                 last_error = f"upstream answered {status} for {shown}"
             if attempt < self._retries:
                 await self._sleep_before_retry(attempt, response)
+        self.breaker.failure()
         raise UpstreamUnavailable(last_error)

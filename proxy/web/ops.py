@@ -20,6 +20,8 @@ from proxy.upstream import redact
 def _collect(runtime: Runtime, pending: Counter[str]) -> dict[str, Any]:
     cache = runtime.storage.totals()
     extra: dict[str, Any] = {}
+    if runtime.upstream is not None:
+        extra["upstream_health"] = runtime.upstream.breaker.snapshot()
     for contribute in runtime.extra_stats:
         extra.update(contribute())
     return summary(

@@ -1,0 +1,67 @@
+"""A circuit breaker for the upstream: when it is plainly dead, stop making every client wait
+for a timeout. After ``threshold`` consecutive failures the circuit opens and requests fail at
+once (stale pages are served straight away); after ``reset_after`` seconds one request is let
+through as a probe, and its outcome closes the circuit or opens it again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        threshold: int = 5,
+        reset_after: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.reset_after = reset_after
+        self._clock = clock
+        self.state = CLOSED
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.opened_count = 0
+        self._probing = False
+        self._probe_started = 0.0
+
+    def allow(self) -> bool:
+        """Whether a request may go to the upstream now."""
+        if self.threshold <= 0 or self.state == CLOSED:
+            return True
+        now = self._clock()
+        waited = self.opened_at is not None and now - self.opened_at >= self.reset_after
+        if self.state == OPEN and waited:
+            self.state, self._probing = HALF_OPEN, False
+        # One probe at a time; a probe that never reported (its client went away) is replaced.
+        stuck = self._probing and now - self._probe_started >= self.reset_after
+        if self.state == HALF_OPEN and (not self._probing or stuck):
+            self._probing, self._probe_started = True, now
+            return True
+        return False
+
+    def success(self) -> None:
+        self.state, self.failures, self.opened_at, self._probing = CLOSED, 0, None, False
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.threshold > 0 and (self.state == HALF_OPEN or self.failures >= self.threshold):
+            if self.state != OPEN:
+                self.opened_count += 1
+            self.state, self.opened_at, self._probing = OPEN, self._clock(), False
+
+    def snapshot(self) -> dict[str, Any]:
+        retry_in = None
+        if self.state == OPEN and self.opened_at is not None:
+            retry_in = max(0.0, round(self.reset_after - (self._clock() - self.opened_at), 1))
+        return {
+            "circuit": self.state,
+            "consecutive_failures": self.failures,
+            "times_opened": self.opened_count,
+            "probe_in_seconds": retry_in,
+        }
