@@ -226,7 +226,12 @@ class Filler:
         if existing is not None:
             return existing
         lock_path = self._storage.tmp_dir / f"{target.key}.lock"
-        lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a full disk, for one: a clean failure for this request
+            failed = Progress(total=target.size)
+            failed.finish(f"cannot start a download: {exc.strerror}")
+            return failed
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -243,12 +248,13 @@ class Filler:
     async def _run(self, target: Target, progress: Progress, lock_fd: int) -> None:
         assert progress.part is not None
         part = progress.part
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, part.name.encode(), 0)
+        fd = -1
         error: str | None = None
         started = time.monotonic()
         try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.ftruncate(lock_fd, 0)
+            os.pwrite(lock_fd, part.name.encode(), 0)
             await self._download(target, progress, fd)
             await anyio.to_thread.run_sync(os.fsync, fd)
             digest = progress.sha256
@@ -283,13 +289,15 @@ class Filler:
             error = "cancelled"
             raise
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
             if error is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(part)
             progress.finish(error)
             self._inflight.pop(target.key, None)
-            os.ftruncate(lock_fd, 0)
+            with contextlib.suppress(OSError):
+                os.ftruncate(lock_fd, 0)
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
             os.close(lock_fd)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -150,7 +151,10 @@ class IndexService:
                 project + "/", current.upstream_etag if current else None
             )
         except NotFound:
-            await anyio.to_thread.run_sync(self._forget, project)
+            try:
+                await anyio.to_thread.run_sync(self._forget, project)
+            except (OSError, sqlite3.Error) as exc:
+                log.error("could not record that %s is gone: %s", project, exc)
             raise
         now = self._clock()
         if fetched is None:
@@ -160,7 +164,7 @@ class IndexService:
                 raise StalePage(f"{project}: upstream still has serial {current.page.serial}")
             self._stats.add("page_revalidated")
             current.fetched_at = now
-            await anyio.to_thread.run_sync(self._storage.save_page, current)
+            await self._save(self._storage.save_page, current)
             self._remember(project, current)
             return current
         page = await anyio.to_thread.run_sync(_parse_project, fetched, project)
@@ -184,9 +188,16 @@ class IndexService:
             fetched_at=now,
             upstream_etag=fetched.etag,
         )
-        await anyio.to_thread.run_sync(self._storage.save_page, record)
+        await self._save(self._storage.save_page, record)
         self._remember(project, record)
         return record
+
+    async def _save(self, save: Callable[[Any], None], record: Any) -> None:
+        """Store a record; a full or failing disk costs the cache entry, not the answer."""
+        try:
+            await anyio.to_thread.run_sync(save, record)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("could not store %s: %s", getattr(record, "project", "root index"), exc)
 
     async def held_view(self, record: PageRecord) -> Rendered:
         """The page as offline clients must see it: only files the cache can serve, so that
@@ -263,14 +274,14 @@ class IndexService:
         if fetched is None:
             assert current is not None
             current.fetched_at = now
-            await anyio.to_thread.run_sync(self._storage.save_root, current)
+            await self._save(self._storage.save_root, current)
             return current
         listing = await anyio.to_thread.run_sync(_parse_root, fetched)
         rendered = await anyio.to_thread.run_sync(render_root, listing)
         record = RootRecord(
             listing=listing, rendered=rendered, fetched_at=now, upstream_etag=fetched.etag
         )
-        await anyio.to_thread.run_sync(self._storage.save_root, record)
+        await self._save(self._storage.save_root, record)
         self._remember(ROOT_KEY, record)
         return record
 

@@ -6,6 +6,7 @@ totals kept in the cache's diskcache now and then, so that several workers, and 
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter
 from typing import Any
@@ -53,10 +54,20 @@ def write(storage: Storage, pending: Counter[str]) -> None:
 
 
 def totals(storage: Storage, pending: Counter[str] | None = None) -> dict[str, int]:
-    """The shared totals, after adding ``pending`` (blocking)."""
+    """The shared totals, after adding ``pending`` (blocking). When the disk refuses the write
+    (full), the counts are reported anyway and left in ``pending`` for a later try."""
+    saved = True
     if pending:
-        write(storage, pending)
-    return {name: int(storage.index.get(_KEY + name, 0)) for name in COUNTERS}
+        try:
+            write(storage, pending)
+        except (OSError, sqlite3.Error):
+            saved = False
+    numbers = {name: int(storage.index.get(_KEY + name, 0)) for name in COUNTERS}
+    if pending and saved:
+        pending.clear()
+    for name, amount in (pending or {}).items():
+        numbers[name] = numbers.get(name, 0) + amount
+    return numbers
 
 
 def summary(totals: dict[str, int], cache: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:

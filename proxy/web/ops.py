@@ -38,9 +38,16 @@ def _collect(runtime: Runtime, pending: Counter[str]) -> dict[str, Any]:
     )
 
 
+async def _figures(runtime: Runtime) -> dict[str, Any]:
+    pending = runtime.stats.take()
+    data = await anyio.to_thread.run_sync(_collect, runtime, pending)
+    runtime.stats.pending.update(pending)  # whatever the disk would not take yet
+    return data
+
+
 async def stats(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    data = await anyio.to_thread.run_sync(_collect, runtime, runtime.stats.take())
+    data = await _figures(runtime)
     return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
 
@@ -65,7 +72,7 @@ def _flatten(prefix: str, data: dict[str, Any], out: list[tuple[str, float]]) ->
 
 async def metrics(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    data = await anyio.to_thread.run_sync(_collect, runtime, runtime.stats.take())
+    data = await _figures(runtime)
     rows: list[tuple[str, float]] = []
     _flatten("pypi_proxy", data, rows)
     lines = []
@@ -102,7 +109,7 @@ def _status_html(data: dict[str, Any], base: str) -> str:
 
 async def status_page(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    data = await anyio.to_thread.run_sync(_collect, runtime, runtime.stats.take())
+    data = await _figures(runtime)
     return HTMLResponse(_status_html(data, str(request.base_url)))
 
 

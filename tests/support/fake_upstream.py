@@ -70,6 +70,9 @@ class FakeUpstream:
         self.xmlrpc_refuse = False
         self.xmlrpc_page_size = 50_000
         self.auth: tuple[str, str] | None = None
+        self.fail_next = 0  # a burst: the next N requests answer fail_status
+        self.fail_status = 503
+        self.wrong_length = False  # file responses claim more bytes than they send
         self.stale_serial_for: dict[str, int] = {}
         # A ready-made JSON root (benchmarks: hundreds of thousands of projects).
         self.root_json_override: bytes | None = None
@@ -189,6 +192,13 @@ class _Handler(BaseHTTPRequestHandler):
             if self.headers.get("Authorization") != f"Basic {expected}":
                 self._send(401, b"unauthorized\n", {"WWW-Authenticate": 'Basic realm="fake"'})
                 return True
+        with fake._log_lock:
+            burst = fake.fail_next > 0
+            if burst:
+                fake.fail_next -= 1
+        if burst:
+            self._send(fake.fail_status, b"burst\n", {"Retry-After": "0"})
+            return True
         if fake.status_override is not None:
             self._send(fake.status_override, b"fault switch\n", {"Retry-After": "0"})
             return True
@@ -285,6 +295,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
+            self.close_connection = True
+            return
+        if fake.wrong_length and self.command == "GET":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data) + 10))
+            self.end_headers()
+            self.wfile.write(data)
             self.close_connection = True
             return
         range_header = self.headers.get("Range", "")
