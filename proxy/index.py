@@ -12,8 +12,10 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from fnmatch import fnmatchcase
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -51,8 +53,10 @@ class IndexService:
         ttl: float,
         negative_ttl: float,
         memory_bytes: int,
+        allowed_file_hosts: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._allowed_hosts = tuple(allowed_file_hosts)
         self._storage = storage
         self._upstream = upstream  # None: offline, never ask
         self._stats = stats
@@ -167,7 +171,7 @@ class IndexService:
             await self._save(self._storage.save_page, current)
             self._remember(project, current)
             return current
-        page = await anyio.to_thread.run_sync(_parse_project, fetched, project)
+        page = await anyio.to_thread.run_sync(_parse_project, fetched, project, self._allowed_hosts)
         if _older(page.serial, min_serial):
             raise StalePage(f"{project}: upstream sent serial {page.serial}, expected {min_serial}")
         if current is not None and _older(page.serial, current.page.serial):
@@ -290,11 +294,28 @@ def _older(new: int | None, old: int | None) -> bool:
     return new is not None and old is not None and new < old
 
 
-def _parse_project(fetched: Fetched, project: str) -> ProjectPage:
+def host_allowed(url: str, index_url: str, allowed: Sequence[str]) -> bool:
+    """Files come from the index's own host, or from hosts the operator listed (globs)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == (urlsplit(index_url).hostname or "").lower() or any(
+        fnmatchcase(host, pattern) for pattern in allowed
+    )
+
+
+def _parse_project(fetched: Fetched, project: str, allowed: Sequence[str] = ()) -> ProjectPage:
     if fetched.is_json:
         page = parse_project_json(fetched.body, fetched.url)
     else:
         page = parse_project_html(fetched.body, fetched.url, project)
+    if allowed:
+        kept = tuple(f for f in page.files if host_allowed(f.url, fetched.url, allowed))
+        if len(kept) != len(page.files):
+            log.warning(
+                "%s: dropped %d files hosted outside allowed_file_hosts",
+                project,
+                len(page.files) - len(kept),
+            )
+            page = dataclasses.replace(page, files=kept)
     serial = fetched.serial if fetched.serial is not None else page.serial
     name = page.name or project
     if serial != page.serial or name != page.name:

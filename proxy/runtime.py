@@ -59,6 +59,7 @@ class Runtime:
             ttl=settings.index_ttl,
             negative_ttl=settings.negative_ttl,
             memory_bytes=settings.memory_cache_size,
+            allowed_file_hosts=settings.allowed_file_hosts,
         )
         runtime = cls(settings, storage, stats, index, upstream, None, http)
         if upstream is not None:

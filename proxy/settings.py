@@ -71,6 +71,7 @@ class Settings:
     breaker_threshold: int = 5
     breaker_reset: float = 15.0
     ca_bundle: str | None = None
+    allowed_file_hosts: tuple[str, ...] = ()
     user_agent: str | None = None
     admin_token: str | None = None
     log_level: str = "info"
@@ -237,6 +238,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "breaker_threshold": _int(0, 1000),
     "breaker_reset": _seconds,
     "ca_bundle": _optional(_text),
+    "allowed_file_hosts": lambda v: tuple(h.lower() for h in _names(v)),
     "user_agent": _optional(_text),
     "admin_token": _optional(_text),
     "log_level": _log_level,

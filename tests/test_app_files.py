@@ -229,3 +229,19 @@ def test_crash_leftovers__swept_at_start(tmp_path: Path, upstream: FakeUpstream)
     with _proxy(tmp_path, upstream):
         assert list(tmp.glob("*.part")) == []
     assert threading.active_count() >= 1
+
+
+def test_allowed_file_hosts__links_elsewhere_dropped(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    # The fake links files on 127.0.0.1; reached as localhost, those are another host.
+    via_name = upstream.simple_url.replace("127.0.0.1", "localhost")
+    with _proxy(tmp_path, upstream, upstream=via_name, allowed_file_hosts=["files.test"]) as p:
+        page = httpx.get(p.url + "/simple/demo/", headers={"accept": "application/*"}).json()
+        assert page["files"] == []
+        assert httpx.get(p.url + WHEEL).status_code == 404
+    with _proxy(
+        tmp_path, upstream, upstream=via_name, allowed_file_hosts=["127.0.0.*"], index_ttl=0
+    ) as p:
+        page = httpx.get(p.url + "/simple/demo/", headers={"accept": "application/*"}).json()
+        assert len(page["files"]) == 2

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from proxy.runtime import Runtime
 from proxy.settings import PrefetchSettings, Settings
 from proxy.web import admin, files, ops, pages
+from proxy.web.limits import RequestLimits
 
 SETTINGS_ENV = "PYPIPROXY_WORKER_SETTINGS"
 SERVICES_ENV = "PYPIPROXY_WORKER_SERVICES"
@@ -53,7 +55,7 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
         Route("/admin/{action}", admin.action, methods=["POST"]),
         Route("/admin/{action}/{project}", admin.action, methods=["POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestLimits)])
 
 
 def settings_to_env(settings: Settings) -> str:
