@@ -51,6 +51,10 @@ def _hashes(value: Any) -> dict[str, str]:
     return {str(k).lower(): str(v).lower() for k, v in value.items() if isinstance(v, str)}
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _metadata_flag(value: Any) -> bool | dict[str, str]:
     if isinstance(value, Mapping):
         return _hashes(value) or True
@@ -134,7 +138,7 @@ def _json_file(item: Any, page_url: str) -> DistFile | None:
         filename=filename,
         url=urldefrag(url).url,
         hashes=_hashes(item.get("hashes")),
-        requires_python=item.get("requires-python") or None,
+        requires_python=_text(item.get("requires-python")),
         yanked=yanked if isinstance(yanked, str) and yanked else bool(yanked),
         core_metadata=_metadata_flag(metadata),
         size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
