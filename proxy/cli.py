@@ -145,9 +145,15 @@ def _serve(settings: Settings) -> int:
         "server_header": False,
         "log_config": None,
         "timeout_graceful_shutdown": 10,
+        "ssl_certfile": settings.tls_certfile,
+        "ssl_keyfile": settings.tls_keyfile,
     }
     log.info(
-        "pypi-proxy %s listening on http://%s:%d/simple/", __version__, settings.host, settings.port
+        "pypi-proxy %s listening on %s://%s:%d/simple/",
+        __version__,
+        "https" if settings.tls_certfile else "http",
+        settings.host,
+        settings.port,
     )
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = settings_to_env(settings)

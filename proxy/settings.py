@@ -74,6 +74,10 @@ class Settings:
     allowed_file_hosts: tuple[str, ...] = ()
     user_agent: str | None = None
     admin_token: str | None = None
+    auth_htpasswd: str | None = None
+    auth_tokens: tuple[str, ...] = ()
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
     log_level: str = "info"
     access_log: bool = False
     prefetch: PrefetchSettings = field(default_factory=PrefetchSettings)
@@ -241,6 +245,10 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "allowed_file_hosts": lambda v: tuple(h.lower() for h in _names(v)),
     "user_agent": _optional(_text),
     "admin_token": _optional(_text),
+    "auth_htpasswd": _optional(_text),
+    "auth_tokens": _names,
+    "tls_certfile": _optional(_text),
+    "tls_keyfile": _optional(_text),
     "log_level": _log_level,
     "access_log": _bool,
     "prefetch": lambda v: v,  # merged key by key in _apply_prefetch
@@ -326,4 +334,13 @@ def load_settings(
     _apply(values, from_env, "environment (PYPI_PROXY_*)")
     _apply(values, {k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
     values["prefetch"] = PrefetchSettings(**values.get("prefetch", {}))
-    return Settings(**values)
+    settings = Settings(**values)
+    if bool(settings.tls_certfile) != bool(settings.tls_keyfile):
+        raise SettingsError(
+            "invalid setting 'tls_certfile': tls_certfile and tls_keyfile go together"
+        )
+    for key in ("tls_certfile", "tls_keyfile", "auth_htpasswd", "ca_bundle"):
+        path = getattr(settings, key)
+        if path and not Path(path).is_file():
+            raise SettingsError(f"invalid setting {key!r}: no file at {path}")
+    return settings

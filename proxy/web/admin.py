@@ -18,10 +18,12 @@ from proxy.web.responses import error
 
 
 def _authorized(request: Request, token: str) -> bool:
+    # X-Admin-Token leaves Authorization free for client authentication.
     header = request.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else ""
-    given = given or request.headers.get("x-admin-token", "")
-    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+    offered = [request.headers.get("x-admin-token", "")]
+    if header.lower().startswith("bearer "):
+        offered.append(header[7:])
+    return any(g and hmac.compare_digest(g.encode(), token.encode()) for g in offered)
 
 
 async def action(request: Request) -> Response:

@@ -15,9 +15,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from proxy.access import Access
 from proxy.runtime import Runtime
 from proxy.settings import PrefetchSettings, Settings
 from proxy.web import admin, files, ops, pages
+from proxy.web.auth import RequireAuth
 from proxy.web.limits import RequestLimits
 
 SETTINGS_ENV = "PYPIPROXY_WORKER_SETTINGS"
@@ -55,7 +57,13 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
         Route("/admin/{action}", admin.action, methods=["POST"]),
         Route("/admin/{action}/{project}", admin.action, methods=["POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestLimits)])
+    access = Access(
+        Path(settings.auth_htpasswd) if settings.auth_htpasswd else None, settings.auth_tokens
+    )
+    middleware = [Middleware(RequestLimits)]
+    if access.enabled:
+        middleware.append(Middleware(RequireAuth, access=access))
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
 def settings_to_env(settings: Settings) -> str:

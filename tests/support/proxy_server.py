@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -70,9 +71,17 @@ class ThreadedProxy:
 class SubprocessProxy:
     """``python -m proxy serve ...`` exactly as a user would start it."""
 
-    def __init__(self, *args: str, cache_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        cache_dir: Path,
+        env: dict[str, str] | None = None,
+        scheme: str = "http",
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.verify = verify
         self.log_path = cache_dir.parent / f"proxy-{self.port}.log"
         self.argv = [
             sys.executable,
@@ -92,12 +101,21 @@ class SubprocessProxy:
     def start(self) -> SubprocessProxy:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the handle
             self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log)
+        try:
+            return self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_healthy(self) -> SubprocessProxy:
+        assert self.process is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"proxy exited: {self.log()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                health = httpx.get(self.url + "/health", timeout=1, verify=self.verify)
+                if health.status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
