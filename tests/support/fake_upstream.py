@@ -73,6 +73,7 @@ class FakeUpstream:
         self.fail_next = 0  # a burst: the next N requests answer fail_status
         self.fail_status = 503
         self.wrong_length = False  # file responses claim more bytes than they send
+        self.throttle = 0.0  # seconds to sleep after each 64 KiB of a file body (slow links)
         self.stale_serial_for: dict[str, int] = {}
         # A ready-made JSON root (benchmarks: hundreds of thousands of projects).
         self.root_json_override: bytes | None = None
@@ -312,6 +313,19 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["Content-Range"] = f"bytes {first}-{end}/{len(data)}"
                 self._send(206, data[int(first) : end + 1], headers)
                 return
+        if fake.throttle and self.command == "GET":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                for start in range(0, len(data), 65536):
+                    self.wfile.write(data[start : start + 65536])
+                    self.wfile.flush()
+                    time.sleep(fake.throttle)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+            return
         self._send(200, data, headers)
 
     def _json_api(self, name: str) -> None:
