@@ -142,3 +142,24 @@ def test_disk_full__fails_cleanly_and_keeps_serving(
         assert httpx.get(proxy.url + "/health").status_code == 200
         assert httpx.get(proxy.url + "/stats").status_code == 200
     assert nothing_partial(cache)
+
+
+def test_upstream_stalls_mid_body__transfer_fails_nothing_kept(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    big = make_wheel("big", "1.0", payload_size=1024 * 1024)
+    upstream.add_dist("big", big)
+    settings = configure(tmp_path / "c", upstream, read_timeout=0.3, retries=0)
+    with ThreadedProxy(settings) as proxy:
+        httpx.get(proxy.url + "/simple/big/")
+        upstream.throttle = 1.0  # a second between chunks: past the read timeout
+        try:
+            response = httpx.get(proxy.url + f"/files/big/{big.filename}", timeout=30)
+            assert response.status_code != 200
+        except httpx.HTTPError:
+            pass
+        upstream.throttle = 0
+        assert big.filename not in stored(tmp_path / "c")
+        assert nothing_partial(tmp_path / "c")
+        again = httpx.get(proxy.url + f"/files/big/{big.filename}", timeout=30)
+        assert again.content == big.content
