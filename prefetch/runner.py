@@ -26,6 +26,7 @@ from prefetch.state import PrefetchState
 from prefetch.sync import Syncer
 from prefetch.xmlrpc import ChangelogClient
 from proxy.errors import ProxyError
+from proxy.locks import lock_held
 from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -68,17 +69,7 @@ def lock_path(cache_dir: Path) -> Path:
 
 
 def is_running(cache_dir: Path) -> bool:
-    path = lock_path(cache_dir)
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return lock_held(lock_path(cache_dir))
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ import anyio
 import httpx
 
 from proxy.errors import IntegrityError, NotFound, UpstreamUnavailable
+from proxy.locks import lock_held
 from proxy.storage import Storage
 from proxy.upstream import Upstream, redact
 
@@ -116,7 +117,7 @@ class RemoteProgress(Progress):
             if name and (self._lock_path.parent / name).exists():
                 self.part = self._lock_path.parent / name
                 return
-            if not _lock_held(self._lock_path) or time.monotonic() > deadline:
+            if not lock_held(self._lock_path) or time.monotonic() > deadline:
                 self.finish("the other worker's download ended without a file")
                 return
             await asyncio.sleep(REMOTE_POLL)
@@ -131,24 +132,10 @@ class RemoteProgress(Progress):
             self.final = final
             self.written = final.stat().st_size
             self.done = True
-        elif not _lock_held(self._lock_path):
+        elif not lock_held(self._lock_path):
             final = self._final_of(None)
             if final is None:
                 self.finish("the other worker's download failed")
-
-
-def _lock_held(lock_path: Path) -> bool:
-    try:
-        fd = os.open(lock_path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 async def read_progress(progress: Progress) -> AsyncIterator[bytes]:

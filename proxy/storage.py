@@ -12,14 +12,13 @@ diskcache is synchronous; async callers run these methods in a worker thread.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import diskcache
 
+from proxy.locks import lock_held
 from proxy.models import PageRecord, RootRecord
 from proxy.names import is_safe_filename, is_sha256
 
@@ -176,7 +175,7 @@ class Storage:
             if not entry.name.endswith(".part"):
                 continue
             lock_path = self.tmp_dir / (entry.name.split(".", 1)[0] + ".lock")
-            if _locked_elsewhere(lock_path):
+            if lock_held(lock_path):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
@@ -188,23 +187,3 @@ class Storage:
         with contextlib.suppress(OSError):
             st = path.stat()
             os.utime(path, (now if now is not None else time.time(), st.st_mtime))
-
-    def get_state(self, key: str, default: Any = None) -> Any:
-        return self.index.get("state:" + key, default)
-
-    def set_state(self, key: str, value: Any) -> None:
-        self.index.set("state:" + key, value)
-
-
-def _locked_elsewhere(lock_path: Path) -> bool:
-    try:
-        fd = os.open(lock_path, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False

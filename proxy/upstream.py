@@ -132,32 +132,40 @@ class Upstream:
     async def get_page(self, path: str, etag: str | None = None) -> Fetched | None:
         """GET ``<index>/<path>``; None when the upstream says our copy (``etag``) is current."""
         url = self._index_url + path
-        shown = self._public_index + path
-        self._check_circuit(shown)
         headers = {"Accept": PAGE_ACCEPT}
         if etag:
             headers["If-None-Match"] = etag
+        response = await self._send(url, headers, self._public_index + path, stream=False)
+        if response.status_code == 304:
+            return None
+        return Fetched(
+            body=response.content,
+            content_type=response.headers.get("content-type", "").lower(),
+            etag=response.headers.get("etag"),
+            serial=_serial_header(response),
+            url=strip_credentials(str(response.url)),
+        )
+
+    async def _send(
+        self, url: str, headers: dict[str, str], shown: str, *, stream: bool
+    ) -> httpx.Response:
+        """A GET answered 200 or 304, retried with backoff on connection errors, 5xx and 429."""
+        self._check_circuit(shown)
         last_error = "no attempt made"
         for attempt in range(self._retries + 1):
             response: httpx.Response | None = None
             try:
-                response = await self._client.get(url, headers=headers, auth=self._auth_for(url))
+                request = self._client.build_request("GET", url, headers=headers)
+                response = await self._client.send(request, stream=stream, auth=self._auth_for(url))
             except httpx.TransportError as exc:
                 last_error = f"{type(exc).__name__} fetching {shown}"
             else:
                 status = response.status_code
                 if status not in _RETRY_STATUS:
                     self.breaker.success()
-                if status == 304:
-                    return None
-                if status == 200:
-                    return Fetched(
-                        body=response.content,
-                        content_type=response.headers.get("content-type", "").lower(),
-                        etag=response.headers.get("etag"),
-                        serial=_serial_header(response),
-                        url=strip_credentials(str(response.url)),
-                    )
+                if status in (200, 304):
+                    return response
+                await response.aclose()
                 if status in (404, 410):
                     raise NotFound(f"upstream has no {shown}")
                 if status not in _RETRY_STATUS:
@@ -196,34 +204,9 @@ class Upstream:
 
     @asynccontextmanager
     async def stream(self, url: str, headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
-        shown = redact(url)
-        url = strip_credentials(url)
-        self._check_circuit(shown)
-        last_error = "no attempt made"
-        for attempt in range(self._retries + 1):
-            response: httpx.Response | None = None
-            try:
-                request = self._client.build_request("GET", url, headers=headers)
-                response = await self._client.send(request, stream=True, auth=self._auth_for(url))
-            except httpx.TransportError as exc:
-                last_error = f"{type(exc).__name__} fetching {shown}"
-            else:
-                if response.status_code not in _RETRY_STATUS:
-                    self.breaker.success()
-                if response.status_code == 200:
-                    try:
-                        yield response
-                    finally:
-                        await response.aclose()
-                    return
-                await response.aclose()
-                status = response.status_code
-                if status in (404, 410):
-                    raise NotFound(f"upstream has no {shown}")
-                if status not in _RETRY_STATUS:
-                    raise UpstreamBadResponse(f"upstream answered {status} for {shown}")
-                last_error = f"upstream answered {status} for {shown}"
-            if attempt < self._retries:
-                await self._sleep_before_retry(attempt, response)
-        self.breaker.failure()
-        raise UpstreamUnavailable(last_error)
+        """An open 200 response; retried until its body starts, never after."""
+        response = await self._send(strip_credentials(url), headers, redact(url), stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
