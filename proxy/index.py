@@ -98,6 +98,14 @@ class IndexService:
         result = await asyncio.shield(future)
         return result
 
+    def peek(self, project: str) -> PageRecord | None:
+        """The page if it is in memory and fresh: the whole cost of a hot hit. Offline pages
+        are filtered per request, so they take the ordinary path."""
+        record = self._memory.get(project)
+        if isinstance(record, PageRecord) and not self.offline and self._fresh(record.fetched_at):
+            return record
+        return None
+
     async def project(self, project: str, *, allow_stale: bool = False) -> PageRecord:
         """The record for a normalized project name; raises NotFound or UpstreamError.
 

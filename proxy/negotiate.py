@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from proxy.models import HTML_V1, JSON_V1, TEXT_HTML
 
 # Ties (equal q, equally specific match) go to the first here: a bare */* (curl, a browser's
@@ -45,6 +47,7 @@ def _specificity(pattern: str, candidate: str) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=1024)  # clients send a handful of distinct headers
 def choose(accept: str | None, format_param: str | None = None) -> str | None:
     """The media type to answer with, or None when nothing acceptable can be served (406).
 

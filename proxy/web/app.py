@@ -20,6 +20,7 @@ from proxy.runtime import Runtime
 from proxy.settings import PrefetchSettings, Settings
 from proxy.web import admin, files, ops, pages
 from proxy.web.auth import RequireAuth
+from proxy.web.fastpath import FastPages
 from proxy.web.limits import RequestLimits
 
 SETTINGS_ENV = "PYPIPROXY_WORKER_SETTINGS"
@@ -63,6 +64,7 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
     middleware = [Middleware(RequestLimits)]
     if access.enabled:
         middleware.append(Middleware(RequireAuth, access=access))
+    middleware.append(Middleware(FastPages))  # innermost: after limits and authentication
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 

@@ -10,7 +10,7 @@ from proxy.models import JSON_V1, Rendered
 from proxy.names import is_valid_project_name, normalize
 from proxy.negotiate import choose
 from proxy.runtime import Runtime
-from proxy.web.responses import error, page_response
+from proxy.web.responses import RawResponse, error, page_response
 
 ACCEPTABLE = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html, text/html"
 
@@ -32,12 +32,12 @@ def _redirect(request: Request, path: str) -> Response:
 
 def _send(
     request: Request, runtime: Runtime, rendered: Rendered, media: str, serial: int | None
-) -> Response:
+) -> Response | RawResponse:
     body = rendered.json if media == JSON_V1 else rendered.html
     return page_response(request, body, media, int(runtime.settings.index_ttl), serial)
 
 
-async def root(request: Request) -> Response:
+async def root(request: Request) -> Response | RawResponse:
     runtime = _runtime(request)
     media = _media(request)
     if media is None:
@@ -53,7 +53,7 @@ async def root_redirect(request: Request) -> Response:
     return _redirect(request, "/simple/")
 
 
-async def project(request: Request) -> Response:
+async def project(request: Request) -> Response | RawResponse:
     runtime = _runtime(request)
     name: str = request.path_params["project"]
     if not is_valid_project_name(name):

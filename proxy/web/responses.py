@@ -48,30 +48,61 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
+def page_parts(
+    body: Body,
+    media_type: str,
+    max_age: int,
+    serial: int | None,
+    *,
+    accept_encoding: str | None,
+    if_none_match: str | None,
+    head: bool,
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and content of a simple-API page from stored bytes: gzip when
+    accepted, 304 on a matching ETag. Pure, so the fast path and the router share it."""
+    gz = wants_gzip(accept_encoding)
+    headers = [
+        (b"etag", f'"{body.etag}-gz"'.encode() if gz else f'"{body.etag}"'.encode()),
+        (b"vary", b"Accept, Accept-Encoding"),
+        (b"cache-control", f"max-age={max_age}, public".encode()),
+    ]
+    if serial is not None:
+        headers.append((b"x-pypi-last-serial", str(serial).encode()))
+    if _etag_matches(if_none_match, body.etag):
+        return 304, headers, b""
+    content = body.gz if gz else body.raw
+    if gz:
+        headers.append((b"content-encoding", b"gzip"))
+    content_type = f"{media_type}; charset=utf-8" if media_type == TEXT_HTML else media_type
+    headers.append((b"content-type", content_type.encode()))
+    headers.append((b"content-length", str(len(content)).encode()))
+    return 200, headers, b"" if head else content
+
+
+class RawResponse:
+    """Send prepared status, headers and bytes, nothing more."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
+        self.status, self.headers, self.content = status, headers, content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.content})
+
+
 def page_response(
     request: Request, body: Body, media_type: str, max_age: int, serial: int | None
-) -> Response:
-    """A simple-API page from stored bytes: gzip when accepted, 304 on a matching ETag."""
-    gz = wants_gzip(request.headers.get("accept-encoding"))
-    etag = f'"{body.etag}-gz"' if gz else f'"{body.etag}"'
-    headers = {
-        "ETag": etag,
-        "Vary": "Accept, Accept-Encoding",
-        "Cache-Control": f"max-age={max_age}, public",
-    }
-    if serial is not None:
-        headers["X-PyPI-Last-Serial"] = str(serial)
-    if _etag_matches(request.headers.get("if-none-match"), body.etag):
-        return Response(status_code=304, headers=headers)
-    if gz:
-        headers["Content-Encoding"] = "gzip"
-    content_type = f"{media_type}; charset=utf-8" if media_type == TEXT_HTML else media_type
-    content = (body.gz if gz else body.raw) if request.method != "HEAD" else b""
-    response = Response(content, headers=headers, media_type=None)
-    response.headers["Content-Type"] = content_type
-    if request.method == "HEAD":
-        response.headers["Content-Length"] = str(len(body.gz if gz else body.raw))
-    return response
+) -> RawResponse:
+    status, headers, content = page_parts(
+        body,
+        media_type,
+        max_age,
+        serial,
+        accept_encoding=request.headers.get("accept-encoding"),
+        if_none_match=request.headers.get("if-none-match"),
+        head=request.method == "HEAD",
+    )
+    return RawResponse(status, headers, content)
 
 
 class FileResponse:
