@@ -212,6 +212,7 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--miss-ratio", type=float, default=0.25)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat against one server")
     parser.add_argument("--projects", type=int, default=300)
     parser.add_argument("--versions", type=int, default=10)
     args = parser.parse_args()
@@ -267,6 +268,26 @@ def main() -> int:
                 time.sleep(0.1)
         for project, filename in hot:  # warm the hot set
             httpx.get(f"{base}/files/{project}/{filename}", timeout=30)
+        rounds = []
+        for _ in range(args.rounds - 1):  # earlier rounds: does memory keep growing?
+            earlier = asyncio.run(
+                drive(
+                    args.miss_ratio,
+                    base,
+                    args.clients,
+                    args.seconds,
+                    args.max_requests,
+                    files,
+                    hot,
+                    server.pid,
+                )
+            )
+            rounds.append(
+                {
+                    k: earlier[k]
+                    for k in ("requests", "errors", "p99_ms", "rss_mb_start", "rss_mb_end")
+                }
+            )
         report = asyncio.run(
             drive(
                 args.miss_ratio,
@@ -280,6 +301,7 @@ def main() -> int:
             )
         )
         report["workers"] = args.workers
+        report["earlier_rounds"] = rounds
         stats = httpx.get(base + "/stats", timeout=30).json()
         report["server"] = {
             k: stats[k]
@@ -295,7 +317,8 @@ def main() -> int:
         fake.terminate()
         fake.wait()
     print(json.dumps(report, indent=2))
-    return 0 if report["errors"] == 0 else 1
+    failed = report["errors"] or any(r["errors"] for r in rounds)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -41,8 +41,15 @@ class Storage:
         for directory in (self.files_dir, self.tmp_dir, self.state_dir):
             directory.mkdir(parents=True, exist_ok=True)
         # Pages must never be culled by diskcache's own size limit: eviction is ours to decide.
+        # diskcache opens one SQLite connection per thread, each with its own page cache and
+        # memory map: keep those small so memory stays bounded however many threads run.
         self.index = diskcache.Cache(
-            str(root / "index"), size_limit=2**62, eviction_policy="none", timeout=60
+            str(root / "index"),
+            size_limit=2**62,
+            eviction_policy="none",
+            timeout=60,
+            sqlite_cache_size=512,
+            sqlite_mmap_size=2**24,
         )
 
     def close(self) -> None:
