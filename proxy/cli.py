@@ -13,31 +13,10 @@ from typing import Any
 
 from proxy import __version__
 from proxy.errors import SettingsError
+from proxy.logs import setup_logging
 from proxy.settings import ENV_PREFIX, Settings, load_settings
 
 log = logging.getLogger("proxy")
-
-
-class _QuietAbort(logging.Filter):
-    """A transfer cut short on purpose (bad upstream bytes) is logged by us, not as a crash."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from proxy.fill import FillFailed
-
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, FillFailed)
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs full request URLs, which may carry the upstream's credentials.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
-    logging.getLogger("uvicorn.error").addFilter(_QuietAbort())
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

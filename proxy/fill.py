@@ -223,6 +223,7 @@ class Filler:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(lock_fd)
+            log.debug("following another worker's download of %s", target.filename)
             return RemoteProgress(lock_path, self._final(target), target.size, self._remote_timeout)
         part = self._storage.tmp_dir / f"{target.key}.{os.getpid()}-{secrets.token_hex(4)}.part"
         progress = Progress(part, target.size)

@@ -107,7 +107,12 @@ def test_pip_and_uv__online_then_offline(tmp_path: Path, upstream: FakeUpstream)
 
 def test_workers__two_processes_share_one_cache(tmp_path: Path, upstream: FakeUpstream) -> None:
     with SubprocessProxy(
-        "--upstream", upstream.simple_url, "--workers", "2", cache_dir=tmp_path / "cache"
+        "--upstream",
+        upstream.simple_url,
+        "--workers",
+        "2",
+        cache_dir=tmp_path / "cache",
+        env={"PYPI_PROXY_LOG_LEVEL": "debug"},
     ) as proxy:
         result = pip_download(proxy.url + "/simple/", tmp_path / "d", "demo", tmp=tmp_path)
         assert result.returncode == 0, result.stderr + proxy.log()
@@ -153,7 +158,12 @@ def test_workers__concurrent_misses_across_processes_download_once(
     upstream.add_dist("big", big)
     path = f"/files/big/{big.filename}"
     with SubprocessProxy(
-        "--upstream", upstream.simple_url, "--workers", "2", cache_dir=tmp_path / "cache"
+        "--upstream",
+        upstream.simple_url,
+        "--workers",
+        "2",
+        cache_dir=tmp_path / "cache",
+        env={"PYPI_PROXY_LOG_LEVEL": "debug"},
     ) as proxy:
         for _ in range(4):  # let both workers see the page
             httpx.get(proxy.url + "/simple/big/")
@@ -167,6 +177,8 @@ def test_workers__concurrent_misses_across_processes_download_once(
             bodies = list(pool.map(fetch, range(16)))
         assert all(body == big.content for body in bodies)
         assert upstream.count(path) == 1, proxy.log()
+        log = proxy.log()
+    assert "cached big-1.0" in log  # worker processes log too
 
 
 def test_stats_command__prints_cache_figures(tmp_path: Path, upstream: FakeUpstream) -> None:

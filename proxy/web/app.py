@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from proxy.access import Access
+from proxy.logs import setup_logging
 from proxy.runtime import Runtime
 from proxy.settings import PrefetchSettings, Settings
 from proxy.web import admin, files, ops, pages
@@ -82,6 +83,7 @@ def app_from_env() -> Starlette:
         k: tuple(v) if isinstance(v, list) else v for k, v in data["prefetch"].items()
     }
     data["prefetch"] = PrefetchSettings(**prefetch)
+    setup_logging(data["log_level"])  # a spawned worker inherits no logging configuration
     return create_app(Settings(**data), load_services(os.environ.get(SERVICES_ENV, "")))
 
 
