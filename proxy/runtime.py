@@ -39,6 +39,9 @@ class Runtime:
     # figures for /stats (blocking callables) and admin actions.
     extra_stats: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
     actions: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
+    # Last atime update per file, so a hot file's inode is not written on every hit.
+    touched: dict[Path, float] = field(default_factory=dict)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
     _evicting: bool = False
     _flusher: asyncio.Task[None] | None = None
 
@@ -119,11 +122,8 @@ class Runtime:
                 self._evicting = False
 
         task = asyncio.create_task(run())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-
-_background: set[asyncio.Task[None]] = set()
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
 def _open_storage(cache_dir: Path) -> Storage:

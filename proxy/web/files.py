@@ -18,15 +18,15 @@ from proxy.runtime import Runtime
 from proxy.web.responses import FileResponse, StreamResponse, error
 
 TOUCH_EVERY = 600.0  # seconds between atime updates of one file
-_touched: dict[Path, float] = {}
 
 
 def _touch(runtime: Runtime, path: Path) -> None:
     now = time.time()
-    if now - _touched.get(path, 0.0) > TOUCH_EVERY:
-        if len(_touched) > 100_000:
-            _touched.clear()
-        _touched[path] = now
+    touched = runtime.touched
+    if now - touched.get(path, 0.0) > TOUCH_EVERY:
+        if len(touched) > 100_000:
+            touched.clear()
+        touched[path] = now
         runtime.storage.touch(path, now)
 
 
