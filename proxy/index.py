@@ -71,6 +71,13 @@ class IndexService:
     def offline(self) -> bool:
         return self._upstream is None
 
+    def _same_hosts(self, record: PageRecord) -> bool:
+        # A page filtered under another allowed_file_hosts is refetched whole (no ETag).
+        return record.allowed_hosts == self._allowed_hosts
+
+    def _current(self, record: PageRecord) -> bool:
+        return self._fresh(record.fetched_at) and self._same_hosts(record)
+
     def _fresh(self, fetched_at: float) -> bool:
         return self._clock() - fetched_at < self._ttl
 
@@ -102,7 +109,7 @@ class IndexService:
         """The page if it is in memory and fresh: the whole cost of a hot hit. Offline pages
         are filtered per request, so they take the ordinary path."""
         record = self._memory.get(project)
-        if isinstance(record, PageRecord) and not self.offline and self._fresh(record.fetched_at):
+        if isinstance(record, PageRecord) and not self.offline and self._current(record):
             return record
         return None
 
@@ -112,7 +119,7 @@ class IndexService:
         ``allow_stale`` (used by file requests) takes any stored page without revalidating.
         """
         record = self._memory.get(project)
-        if isinstance(record, PageRecord) and (allow_stale or self._fresh(record.fetched_at)):
+        if isinstance(record, PageRecord) and (allow_stale or self._current(record)):
             if not allow_stale:
                 self._stats.add("page_hits")
             return record
@@ -121,7 +128,7 @@ class IndexService:
             record = stored
             self._remember(project, stored)
         current = record if isinstance(record, PageRecord) else None
-        if current is not None and (allow_stale or self.offline or self._fresh(current.fetched_at)):
+        if current is not None and (allow_stale or self.offline or self._current(current)):
             if not allow_stale:
                 self._stats.add("page_hits")
             return current
@@ -160,7 +167,8 @@ class IndexService:
             raise NotFound(f"{project}: the proxy is offline")
         try:
             fetched = await self._upstream.get_page(
-                project + "/", current.upstream_etag if current else None
+                project + "/",
+                current.upstream_etag if current and self._same_hosts(current) else None,
             )
         except NotFound:
             try:
@@ -199,6 +207,7 @@ class IndexService:
             rendered=rendered,
             fetched_at=now,
             upstream_etag=fetched.etag,
+            allowed_hosts=self._allowed_hosts,
         )
         await self._save(self._storage.save_page, record)
         self._remember(project, record)

@@ -90,6 +90,8 @@ class PageRecord:
     fetched_at: float
     upstream_etag: str | None = None
     by_filename: dict[str, DistFile] = field(default_factory=dict)
+    # The allowed_file_hosts the page was filtered with; another setting means refetch it.
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.by_filename:

@@ -240,6 +240,6 @@ def test_allowed_file_hosts__links_elsewhere_dropped(
         page = httpx.get(p.url + "/simple/demo/", headers={"accept": "application/*"}).json()
         assert page["files"] == []
         assert httpx.get(p.url + WHEEL).status_code == 404
-    with _proxy(tmp_path / "2", upstream, upstream=via_name, allowed_file_hosts=["127.0.0.*"]) as p:
+    with _proxy(tmp_path, upstream, upstream=via_name, allowed_file_hosts=["127.0.0.*"]) as p:
         page = httpx.get(p.url + "/simple/demo/", headers={"accept": "application/*"}).json()
         assert len(page["files"]) == 2
