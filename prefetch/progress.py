@@ -52,7 +52,7 @@ class Progress:
                 self._stream.flush()
                 self._last = now
         elif final or now - self._last > LOG_EVERY:
-            log.info("prefetch: %s", self.line())
+            log.info("%s", self.line())
             self._last = now
 
     def finish(self) -> None:

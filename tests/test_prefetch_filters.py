@@ -100,4 +100,4 @@ def test_progress__bar_on_a_terminal_lines_otherwise(caplog: pytest.LogCaptureFi
         plain = Progress(1, stream=io.StringIO(), tty=False)
         plain.advance()
         plain.finish()
-    assert "prefetch: 1/1 projects" in caplog.text
+    assert "1/1 projects" in caplog.text
