@@ -1,5 +1,8 @@
 """The data behind the fake upstream: projects, files, serials and a changelog, rendered the
-way a real index renders them (PEP 503 HTML, PEP 691 JSON, the JSON API)."""
+way a real index renders them (PEP 503 HTML, PEP 691 JSON, the JSON API).
+
+Nothing here imports the proxy: the fake must not share the bugs of the code it tests.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +16,20 @@ from typing import Any
 from urllib.parse import quote
 
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
-from proxy.parse import version_of
 from tests.support.wheels import Built
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+_JSON_TYPES = {JSON_TYPE, "application/vnd.pypi.simple.latest+json"}
+_HTML_TYPES = {
+    "text/html",
+    "application/vnd.pypi.simple.v1+html",
+    "application/vnd.pypi.simple.latest+html",
+    "*/*",
+}
+
+ChangelogRow = tuple[str, str | None, int, str, int]  # name, version, timestamp, action, serial
 
 
 @dataclass
@@ -34,19 +48,48 @@ class FakeProject:
     serial: int = 0
 
 
+def version_of(filename: str) -> str | None:
+    """The version a filename carries: a wheel's second field, or an sdist's last one."""
+    if filename.endswith(".whl"):
+        parts = filename[:-4].split("-")
+        return parts[1] if len(parts) >= 5 else None
+    for suffix in (".tar.gz", ".zip"):
+        if filename.endswith(suffix):
+            stem = filename[: -len(suffix)]
+            return stem.rpartition("-")[2] if "-" in stem else None
+    return None
+
+
+def _sort_key(version: str) -> tuple[int, Version | str]:
+    # Invalid versions sort first, as text, instead of breaking the page.
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+def sorted_versions(versions: set[str]) -> list[str]:
+    return sorted(versions, key=_sort_key)
+
+
 class FakeIndex:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.projects: dict[str, FakeProject] = {}
         self.serial = 0
-        self.changelog: list[tuple[str, str | None, int, str, int]] = []
+        self.changelog: list[ChangelogRow] = []
 
     def _bump(self, project: FakeProject, version: str | None, action: str) -> None:
         self.serial += 1
         project.serial = self.serial
         self.changelog.append((project.name, version, int(time.time()), action, self.serial))
 
+    def existing(self, name: str) -> FakeProject:
+        """The project; KeyError when there is none."""
+        return self.projects[canonicalize_name(name)]
+
     def project(self, name: str) -> FakeProject:
+        """The project, created (a "create" entry, as the real changelog has) when missing."""
         key = canonicalize_name(name)
         with self.lock:
             if key not in self.projects:
@@ -55,20 +98,26 @@ class FakeIndex:
             return self.projects[key]
 
     def add(self, name: str, fake: FakeFile) -> None:
+        filename = fake.built.filename
+        version = version_of(filename)
         with self.lock:
             project = self.project(name)
-            project.files[fake.built.filename] = fake
-            self._bump(project, version_of(fake.built.filename), f"add file {fake.built.filename}")
+            known = {version_of(f) for f in project.files}
+            if version is not None and version not in known:
+                self._bump(project, version, "new release")
+            project.files[filename] = fake
+            kind = "py3" if filename.endswith(".whl") else "source"
+            self._bump(project, version, f"add {kind} file {filename}")
 
     def remove_file(self, name: str, filename: str) -> None:
         with self.lock:
-            project = self.project(name)
+            project = self.existing(name)
             del project.files[filename]
             self._bump(project, version_of(filename), f"remove file {filename}")
 
     def yank(self, name: str, filename: str, reason: str | bool) -> None:
         with self.lock:
-            project = self.project(name)
+            project = self.existing(name)
             project.files[filename].yanked = reason
             self._bump(project, version_of(filename), "yank release")
 
@@ -90,6 +139,85 @@ class FakeIndex:
                 return project.files[base], True
             return None
 
+    def xmlrpc(self, method: str, params: tuple[Any, ...], page_size: int) -> Any:
+        """The answer to one XML-RPC call; ValueError for a method the fake does not know."""
+        with self.lock:
+            if method == "changelog_last_serial":
+                return self.serial
+            if method == "list_packages_with_serial":
+                return {p.name: p.serial for p in self.projects.values()}
+            if method == "changelog_since_serial":
+                since = int(params[0])
+                return [list(row) for row in self.changelog if row[4] > since][:page_size]
+        raise ValueError(f"unknown method {method!r}")
+
+
+# -- reading requests --------------------------------------------------------------------------
+
+
+def wants_json(accept: str) -> bool:
+    """A small q-value reading of Accept (or of ``?format=``), enough for pip, uv and the proxy.
+
+    Ties go to HTML, the format every client understands.
+    """
+    best_json = best_html = 0.0
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        if media in _JSON_TYPES:
+            best_json = max(best_json, q)
+        elif media in _HTML_TYPES:
+            best_html = max(best_html, q)
+    return best_json > best_html
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:24] + '"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """If-None-Match uses weak comparison and may list several tags, or be ``*``."""
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+class Unsatisfiable(Exception):
+    pass
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range as (first, last), or None to serve everything: absent, multiple or
+    malformed ranges are ignored, as RFC 9110 allows. Raises Unsatisfiable for a 416."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, dash, last = header[6:].strip().partition("-")
+    if not dash or not (first or last):
+        return None
+    if (first and not first.isdigit()) or (last and not last.isdigit()):
+        return None
+    if not first:  # a suffix: the last N bytes
+        if int(last) == 0 or size == 0:
+            raise Unsatisfiable
+        return max(0, size - int(last)), size - 1
+    if last and int(last) < int(first):
+        return None
+    if int(first) >= size:
+        raise Unsatisfiable
+    return int(first), min(int(last), size - 1) if last else size - 1
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
 
 def file_url(base_url: str, project: str, filename: str, relative: bool) -> str:
     path = f"files/{quote(project)}/{quote(filename)}"
@@ -97,7 +225,7 @@ def file_url(base_url: str, project: str, filename: str, relative: bool) -> str:
 
 
 def _versions(project: FakeProject) -> list[str]:
-    return sorted({v for f in project.files.values() if (v := version_of(f.built.filename))})
+    return sorted_versions({v for f in project.files if (v := version_of(f)) is not None})
 
 
 def project_json(project: FakeProject, base_url: str, relative: bool, serial: int) -> bytes:
@@ -157,41 +285,44 @@ def root_html(index: FakeIndex) -> bytes:
     links = "\n".join(f'<a href="{p.name}/">{p.name}</a><br/>' for p in index.projects.values())
     return (
         '<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.1">'
-        f"</head><body>\n{links}\n</body></html>"
+        f"<title>Simple index</title></head><body>\n{links}\n</body></html>"
     ).encode()
+
+
+def _release_file(fake: FakeFile, project: FakeProject, base_url: str) -> dict[str, Any]:
+    filename = fake.built.filename
+    return {
+        "filename": filename,
+        "url": file_url(base_url, project.name, filename, False),
+        "digests": {"sha256": fake.built.sha256},
+        "size": len(fake.built.content),
+        "yanked": fake.yanked is not False,
+        "yanked_reason": fake.yanked if isinstance(fake.yanked, str) else None,
+        "requires_python": fake.requires_python,
+        "packagetype": "bdist_wheel" if filename.endswith(".whl") else "sdist",
+        "python_version": "py3" if filename.endswith(".whl") else "source",
+        "upload_time_iso_8601": fake.upload_time,
+    }
 
 
 def json_api(project: FakeProject, base_url: str) -> bytes:
-    releases: dict[str, list[dict[str, Any]]] = {v: [] for v in _versions(project)}
+    versions = _versions(project)
+    releases: dict[str, list[dict[str, Any]]] = {v: [] for v in versions}
     for fake in project.files.values():
         version = version_of(fake.built.filename)
-        if version is None:
-            continue
-        releases[version].append(
-            {
-                "filename": fake.built.filename,
-                "url": file_url(base_url, project.name, fake.built.filename, False),
-                "digests": {"sha256": fake.built.sha256},
-                "size": len(fake.built.content),
-                "yanked": fake.yanked is not False,
-                "yanked_reason": fake.yanked if isinstance(fake.yanked, str) else None,
-                "requires_python": fake.requires_python,
-                "packagetype": "bdist_wheel" if fake.built.filename.endswith(".whl") else "sdist",
-                "upload_time_iso_8601": fake.upload_time,
-            }
-        )
-    versions = _versions(project)
-    latest = versions[-1] if versions else None
-    info = {"name": project.name, "version": latest, "requires_python": None}
+        if version is not None:
+            releases[version].append(_release_file(fake, project, base_url))
+    # "Latest" skips fully yanked releases when it can, as the real index does.
+    live = [v for v in versions if any(f["yanked"] is False for f in releases[v])]
+    latest = (live or versions)[-1] if versions else None
+    urls = releases.get(latest, []) if latest is not None else []
+    info = {
+        "name": project.name,
+        "version": latest,
+        "requires_python": next((f["requires_python"] for f in urls if f["requires_python"]), None),
+        "summary": f"The {project.name} test project",
+        "yanked": bool(urls) and all(f["yanked"] for f in urls),
+    }
     return json.dumps(
-        {
-            "info": info,
-            "releases": releases,
-            "urls": releases.get(latest, []) if latest else [],
-            "last_serial": project.serial,
-        }
+        {"info": info, "releases": releases, "urls": urls, "last_serial": project.serial}
     ).encode()
-
-
-def etag_of(body: bytes) -> str:
-    return '"' + hashlib.sha256(body).hexdigest()[:24] + '"'

@@ -8,6 +8,9 @@ upstreams show. It is built on the standard library so it shares no code with th
 from __future__ import annotations
 
 import base64
+import contextlib
+import socket
+import sys
 import threading
 import time
 import xmlrpc.client
@@ -19,67 +22,85 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from packaging.utils import canonicalize_name
 
-from tests.support import fake_index as render
-from tests.support.fake_index import FakeFile, FakeIndex
+from tests.support import fake_index as model
 from tests.support.wheels import Built
 
-JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+_Request = socket.socket | tuple[bytes, socket.socket]
 
 
 @dataclass(frozen=True)
 class RequestRecord:
     method: str
-    path: str
-    headers: dict[str, str]
+    path: str  # raw, with the query string
+    headers: dict[str, str]  # lower-case names
 
 
-def wants_json(accept: str) -> bool:
-    """A small q-value reading of Accept, enough for pip, uv and the proxy."""
-    best_json = best_html = 0.0
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        q = 1.0
-        for param in params:
-            if param.startswith("q="):
-                try:
-                    q = float(param[2:])
-                except ValueError:
-                    q = 0.0
-        if media in (JSON_TYPE, "application/vnd.pypi.simple.latest+json"):
-            best_json = max(best_json, q)
-        elif media in ("text/html", "application/vnd.pypi.simple.v1+html", "*/*"):
-            best_html = max(best_html, q)
-    return best_json > best_html
+class _Server(ThreadingHTTPServer):
+    """Knows its open connections, so stop() can end keep-alive ones a client still holds."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]):
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request: _Request, client_address: Any) -> None:
+        if isinstance(request, socket.socket):
+            with self.connections_lock:
+                self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: _Request) -> None:
+        if isinstance(request, socket.socket):
+            with self.connections_lock:
+                self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self.connections_lock:
+            open_now = list(self.connections)
+        for sock in open_now:
+            with contextlib.suppress(OSError):  # already closed by the client
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: _Request, client_address: Any) -> None:
+        # Clients hanging up mid-answer is routine here (faults, timeouts); bugs still print.
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
 
 
 class FakeUpstream:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, relative_urls: bool = False):
-        self.index = FakeIndex()
+        self.index = model.FakeIndex()
         self.relative_urls = relative_urls
         self.requests: list[RequestRecord] = []
         self._log_lock = threading.Lock()
         # Fault switches, flipped by tests while the server runs.
-        self.down = False
-        self.status_override: int | None = None
-        self.delay = 0.0
-        self.corrupt_files = False
-        self.truncate_files = False
+        self.down = False  # connections closed without an answer
+        self.status_override: int | None = None  # every request answers this status
+        self.delay = 0.0  # seconds before each answer
+        self.corrupt_files = False  # same length, different bytes
+        self.truncate_files = False  # full Content-Length, half the body, then close
         self.html_only = False
         self.json_only = False
         self.no_etag = False
-        self.xmlrpc_refuse = False
+        self.xmlrpc_refuse = False  # POST /pypi answers 405
         self.xmlrpc_page_size = 50_000
-        self.auth: tuple[str, str] | None = None
+        self.auth: tuple[str, str] | None = None  # HTTP Basic required when set
         self.fail_next = 0  # a burst: the next N requests answer fail_status
         self.fail_status = 503
         self.wrong_length = False  # file responses claim more bytes than they send
         self.throttle = 0.0  # seconds to sleep after each 64 KiB of a file body (slow links)
-        self.stale_serial_for: dict[str, int] = {}
+        self.stale_serial_for: dict[str, int] = {}  # project -> serial reported instead
         # A ready-made JSON root (benchmarks: hundreds of thousands of projects).
         self.root_json_override: bytes | None = None
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = _Server((host, port), _handler_for(self))
+        # A short poll interval: shutdown() waits up to one, at the end of every test.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._stopped = False
         self.base_url = f"http://{host}:{self._server.server_address[1]}"
         self.simple_url = self.base_url + "/simple/"
 
@@ -90,10 +111,15 @@ class FakeUpstream:
         return self
 
     def stop(self) -> None:
+        """Stop listening and end open connections, as a dead host would."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join(timeout=10)
-        self._server.server_close()
+        self._server.close_connections()
+        self._server.server_close()  # joins the handler threads
 
     def __enter__(self) -> FakeUpstream:
         return self.start()
@@ -122,7 +148,7 @@ class FakeUpstream:
         with_metadata: bool = True,
         upload_time: str | None = None,
     ) -> None:
-        fake = FakeFile(built, requires_python, yanked, with_metadata)
+        fake = model.FakeFile(built, requires_python, yanked, with_metadata)
         if upload_time is not None:
             fake.upload_time = upload_time
         self.index.add(project, fake)
@@ -135,6 +161,10 @@ class FakeUpstream:
 
     def remove_project(self, name: str) -> None:
         self.index.remove_project(name)
+
+    def reported_serial(self, project: str, actual: int) -> int:
+        stale = {canonicalize_name(k): v for k, v in self.stale_serial_for.items()}
+        return stale.get(canonicalize_name(project), actual)
 
     # -- the request log ---------------------------------------------------------------------
 
@@ -152,6 +182,13 @@ class FakeUpstream:
         with self._log_lock:
             self.requests.clear()
 
+    def take_burst(self) -> bool:
+        with self._log_lock:
+            if self.fail_next <= 0:
+                return False
+            self.fail_next -= 1
+            return True
+
 
 def _handler_for(fake: FakeUpstream) -> type[BaseHTTPRequestHandler]:
     class Handler(_Handler):
@@ -161,7 +198,7 @@ def _handler_for(fake: FakeUpstream) -> type[BaseHTTPRequestHandler]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.1"  # keep-alive; every answer carries Content-Length
     upstream: FakeUpstream
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -178,6 +215,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _read_body(self) -> bytes:
+        # Read it even when a fault answers: leftovers would garble the next keep-alive request.
+        length = self.headers.get("Content-Length", "0")
+        return self.rfile.read(int(length)) if length.isdigit() else b""
+
     def _faulted(self) -> bool:
         fake = self.upstream
         fake.record(
@@ -193,11 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self.headers.get("Authorization") != f"Basic {expected}":
                 self._send(401, b"unauthorized\n", {"WWW-Authenticate": 'Basic realm="fake"'})
                 return True
-        with fake._log_lock:
-            burst = fake.fail_next > 0
-            if burst:
-                fake.fail_next -= 1
-        if burst:
+        if fake.take_burst():
             self._send(fake.fail_status, b"burst\n", {"Retry-After": "0"})
             return True
         if fake.status_override is not None:
@@ -209,6 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        self._read_body()
         if self._faulted():
             return
         parts = urlsplit(self.path)
@@ -217,8 +256,10 @@ class _Handler(BaseHTTPRequestHandler):
         segments = path.strip("/").split("/")
         if path == "/simple/":
             self._root(query)
+        elif path == "/simple":
+            self._redirect("/simple/", parts.query)
         elif segments[0] == "simple" and len(segments) == 2:
-            self._project(segments[1], path.endswith("/"), query)
+            self._project(segments[1], path.endswith("/"), parts.query)
         elif segments[0] == "files" and len(segments) == 3:
             self._file(segments[1], segments[2])
         elif segments[0] == "pypi" and len(segments) == 3 and segments[2] == "json":
@@ -226,57 +267,65 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"not found\n")
 
-    def _format(self, query: dict[str, list[str]]) -> bool:
+    def _redirect(self, location: str, query: str) -> None:
+        self._send(301, b"", {"Location": location + (f"?{query}" if query else "")})
+
+    def _wants_json(self, query: dict[str, list[str]]) -> bool:
         fake = self.upstream
         if fake.html_only:
             return False
         if fake.json_only:
             return True
-        accept = query.get("format", [self.headers.get("Accept", "")])[0]
-        return wants_json(accept)
+        # PEP 691: ?format= stands in for the Accept header.
+        return model.wants_json(query.get("format", [self.headers.get("Accept", "")])[0])
 
     def _page(self, body: bytes, as_json: bool, serial: int) -> None:
-        etag = render.etag_of(body)
         headers = {
-            "Content-Type": JSON_TYPE if as_json else "text/html; charset=utf-8",
+            "Content-Type": model.JSON_TYPE if as_json else "text/html; charset=utf-8",
             "X-PyPI-Last-Serial": str(serial),
+            "Vary": "Accept",
         }
         if not self.upstream.no_etag:
-            headers["ETag"] = etag
-            if self.headers.get("If-None-Match") == etag:
+            headers["ETag"] = etag = model.etag_of(body)
+            if model.etag_matches(self.headers.get("If-None-Match"), etag):
                 self._send(304, b"", headers)
                 return
         self._send(200, body, headers)
 
     def _root(self, query: dict[str, list[str]]) -> None:
-        index = self.upstream.index
-        with index.lock:
-            as_json = self._format(query)
-            override = self.upstream.root_json_override
-            if as_json and override is not None:
-                self._page(override, True, index.serial)
-                return
-            body = render.root_json(index) if as_json else render.root_html(index)
-            self._page(body, as_json, index.serial)
+        fake = self.upstream
+        as_json = self._wants_json(query)
+        # Render under the lock, send outside it: a slow client must not block mutations.
+        with fake.index.lock:
+            serial = fake.index.serial
+            if as_json:
+                body = fake.root_json_override or model.root_json(fake.index)
+            else:
+                body = model.root_html(fake.index)
+        self._page(body, as_json, serial)
 
-    def _project(self, name: str, slash: bool, query: dict[str, list[str]]) -> None:
+    def _project(self, name: str, slash: bool, raw_query: str) -> None:
         normalized = canonicalize_name(name)
         if normalized != name or not slash:
-            self._send(301, b"", {"Location": f"/simple/{normalized}/"})
+            self._redirect(f"/simple/{normalized}/", raw_query)
             return
         fake = self.upstream
+        as_json = self._wants_json(parse_qs(raw_query))
         with fake.index.lock:
             project = fake.index.projects.get(normalized)
             if project is None:
-                self._send(404, b"no such project\n")
-                return
-            serial = fake.stale_serial_for.get(normalized, project.serial)
-            as_json = self._format(query)
-            if as_json:
-                body = render.project_json(project, fake.base_url, fake.relative_urls, serial)
+                rendered = None
             else:
-                body = render.project_html(project, fake.base_url, fake.relative_urls)
-            self._page(body, as_json, serial)
+                serial = fake.reported_serial(normalized, project.serial)
+                if as_json:
+                    body = model.project_json(project, fake.base_url, fake.relative_urls, serial)
+                else:
+                    body = model.project_html(project, fake.base_url, fake.relative_urls)
+                rendered = body, serial
+        if rendered is None:
+            self._send(404, b"no such project\n")
+        else:
+            self._page(rendered[0], as_json, rendered[1])
 
     def _file(self, project: str, filename: str) -> None:
         fake = self.upstream
@@ -288,88 +337,77 @@ class _Handler(BaseHTTPRequestHandler):
         data = entry.built.metadata if is_metadata else entry.built.content
         if fake.corrupt_files and data:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
-        headers = {"Content-Type": "application/octet-stream"}
-        if fake.truncate_files and self.command == "GET":
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
+        headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+        if self.command == "GET" and (fake.truncate_files or fake.wrong_length):
+            # Truncated: half the promised body. Wrong length: all of it, but 10 bytes promised
+            # more. Either way the connection closes after, as a broken upstream's would.
+            claimed = len(data) + (10 if fake.wrong_length else 0)
+            sent = data[: len(data) // 2] if fake.truncate_files else data
+            self._stream(200, sent, headers, claimed)
             self.close_connection = True
             return
-        if fake.wrong_length and self.command == "GET":
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data) + 10))
-            self.end_headers()
-            self.wfile.write(data)
-            self.close_connection = True
+        try:
+            byte_range = model.parse_range(self.headers.get("Range"), len(data))
+        except model.Unsatisfiable:
+            headers["Content-Range"] = f"bytes */{len(data)}"
+            self._send(416, b"", headers)
             return
-        range_header = self.headers.get("Range", "")
-        if range_header.startswith("bytes=") and "," not in range_header:
-            first, _, last = range_header[6:].partition("-")
-            if first.isdigit() and int(first) < len(data):
-                end = min(int(last), len(data) - 1) if last.isdigit() else len(data) - 1
-                headers["Content-Range"] = f"bytes {first}-{end}/{len(data)}"
-                self._send(206, data[int(first) : end + 1], headers)
-                return
+        status = 200
+        if byte_range is not None:
+            first, last = byte_range
+            headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
+            data, status = data[first : last + 1], 206
         if fake.throttle and self.command == "GET":
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            try:
-                for start in range(0, len(data), 65536):
-                    self.wfile.write(data[start : start + 65536])
-                    self.wfile.flush()
-                    time.sleep(fake.throttle)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
+            self._stream(status, data, headers, len(data), pause=fake.throttle)
             return
-        self._send(200, data, headers)
+        self._send(status, data, headers)
+
+    def _stream(
+        self, status: int, data: bytes, headers: dict[str, str], length: int, pause: float = 0.0
+    ) -> None:
+        """Write the body in 64 KiB chunks, sleeping between them (slow links)."""
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        try:
+            for start in range(0, len(data), 65536):
+                self.wfile.write(data[start : start + 65536])
+                self.wfile.flush()
+                if pause:
+                    time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def _json_api(self, name: str) -> None:
         fake = self.upstream
         with fake.index.lock:
             project = fake.index.projects.get(canonicalize_name(name))
-            if project is None:
-                self._send(404, b'{"message": "Not Found"}', {"Content-Type": "application/json"})
-                return
-            body = render.json_api(project, fake.base_url)
-        self._send(
-            200,
-            body,
-            {"Content-Type": "application/json", "X-PyPI-Last-Serial": str(project.serial)},
-        )
+            found = None if project is None else (model.json_api(project, fake.base_url), project)
+        if found is None:
+            self._send(404, b'{"message": "Not Found"}', {"Content-Type": "application/json"})
+            return
+        body, project = found
+        headers = {"Content-Type": "application/json", "X-PyPI-Last-Serial": str(project.serial)}
+        self._send(200, body, headers)
 
     def do_POST(self) -> None:
+        payload = self._read_body()
         if self._faulted():
             return
-        length = int(self.headers.get("Content-Length", "0") or 0)
-        payload = self.rfile.read(length)
         if urlsplit(self.path).path.rstrip("/") != "/pypi":
             self._send(404, b"not found\n")
             return
         if self.upstream.xmlrpc_refuse:
-            self._send(405, b"XML-RPC is not served here\n")
+            self._send(405, b"XML-RPC is not served here\n", {"Allow": "GET, HEAD"})
             return
         try:
             params, method = xmlrpc.client.loads(payload)
-            result = self._xmlrpc(method or "", params)
+            result = self.upstream.index.xmlrpc(
+                method or "", params, self.upstream.xmlrpc_page_size
+            )
             body = xmlrpc.client.dumps((result,), methodresponse=True, allow_none=True)
-        except Exception as exc:
-            body = xmlrpc.client.dumps(xmlrpc.client.Fault(1, str(exc)))
+        except Exception as exc:  # a fault answer, as a real XML-RPC server gives
+            body = xmlrpc.client.dumps(xmlrpc.client.Fault(1, f"{type(exc).__name__}: {exc}"))
         self._send(200, body.encode(), {"Content-Type": "text/xml"})
-
-    def _xmlrpc(self, method: str, params: tuple[Any, ...]) -> Any:
-        index = self.upstream.index
-        with index.lock:
-            if method == "changelog_last_serial":
-                return index.serial
-            if method == "list_packages_with_serial":
-                return {p.name: p.serial for p in index.projects.values()}
-            if method == "changelog_since_serial":
-                since = int(params[0])
-                rows = [list(row) for row in index.changelog if row[4] > since]
-                return rows[: self.upstream.xmlrpc_page_size]
-        raise ValueError(f"unknown method {method!r}")
