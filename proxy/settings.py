@@ -272,24 +272,36 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _convert_into(
+    target: dict[str, Any],
+    converters: Mapping[str, Callable[[Any], Any]],
+    key: Any,
+    raw: Any,
+    where: str,
+    prefix: str = "",
+) -> None:
+    """Convert one setting into ``target``; a YAML null means the built-in default."""
+    name = str(key).replace("-", "_")
+    convert = converters.get(name)
+    if convert is None:
+        raise SettingsError(f"unknown setting '{prefix}{key}' in {where}")
+    if raw is None:
+        target.pop(name, None)
+        return
+    try:
+        target[name] = convert(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(
+            f"invalid setting '{prefix}{name}' in {where}: {exc} (got {raw!r})"
+        ) from None
+
+
 def _apply_prefetch(values: dict[str, Any], source: Any, where: str) -> None:
     if not isinstance(source, Mapping):
         raise SettingsError(f"invalid setting 'prefetch' in {where}: expected a mapping")
     section: dict[str, Any] = values.setdefault("prefetch", {})
     for key, raw in source.items():
-        name = str(key).replace("-", "_")
-        convert = _PREFETCH_CONVERTERS.get(name)
-        if convert is None:
-            raise SettingsError(f"unknown setting 'prefetch.{key}' in {where}")
-        if raw is None:
-            section.pop(name, None)
-            continue
-        try:
-            section[name] = convert(raw)
-        except (TypeError, ValueError) as exc:
-            raise SettingsError(
-                f"invalid setting 'prefetch.{name}' in {where}: {exc} (got {raw!r})"
-            ) from None
+        _convert_into(section, _PREFETCH_CONVERTERS, key, raw, where, "prefetch.")
 
 
 def _apply(values: dict[str, Any], source: Mapping[str, Any], where: str) -> None:
@@ -298,22 +310,10 @@ def _apply(values: dict[str, Any], source: Mapping[str, Any], where: str) -> Non
         if name == "prefetch":
             if raw is not None:
                 _apply_prefetch(values, raw, where)
-            continue
-        if name.startswith("prefetch__"):
+        elif name.startswith("prefetch__"):
             _apply_prefetch(values, {name[len("prefetch__") :]: raw}, where)
-            continue
-        convert = _CONVERTERS.get(name)
-        if convert is None:
-            raise SettingsError(f"unknown setting {key!r} in {where}")
-        if raw is None:  # YAML null: the built-in default
-            values.pop(name, None)
-            continue
-        try:
-            values[name] = convert(raw)
-        except (TypeError, ValueError) as exc:
-            raise SettingsError(
-                f"invalid setting {name!r} in {where}: {exc} (got {raw!r})"
-            ) from None
+        else:
+            _convert_into(values, _CONVERTERS, key, raw, where)
 
 
 def load_settings(

@@ -30,12 +30,14 @@ def _touch(runtime: Runtime, path: Path) -> None:
         runtime.storage.touch(path, now)
 
 
-def _hit(request: Request, runtime: Runtime, path: Path, sha256: str) -> ASGIApp:
+def _hit(
+    request: Request, runtime: Runtime, path: Path, sha256: str, stat: os.stat_result | None
+) -> ASGIApp:
     runtime.stats.add("file_hits")
     _touch(runtime, path)
     return FileResponse(
         path,
-        os.stat(path),
+        stat if stat is not None else os.stat(path),
         etag=sha256,
         method=request.method,
         range_header=request.headers.get("range"),
@@ -60,7 +62,7 @@ async def serve_file(request: Request) -> Response | ASGIApp:
     except UpstreamError as exc:
         return error(502, f"the upstream index is unavailable: {exc}")
     if located.path is not None and located.sha256 is not None:
-        return _hit(request, runtime, located.path, located.sha256)
+        return _hit(request, runtime, located.path, located.sha256, located.stat)
     if runtime.filler is None:
         runtime.stats.add("not_found")
         return error(404, f"{filename} is not in this mirror, and the proxy is offline")
@@ -81,7 +83,7 @@ async def serve_file(request: Request) -> Response | ASGIApp:
             return error(502, f"could not fetch {filename} from the upstream: {exc}")
         if progress.final is None:
             return error(502, f"could not fetch {filename} from the upstream")
-        return _hit(request, runtime, progress.final, progress.final.parent.name)
+        return _hit(request, runtime, progress.final, progress.final.parent.name, None)
     return StreamResponse(
         read_progress(progress),
         total=progress.total,
