@@ -79,7 +79,9 @@ def wrk(url: str, accept: str | None, seconds: int, connections: int) -> tuple[f
     return rps, float(m.group(1)) * unit
 
 
-def start_ours(upstream: str, cache: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_ours(
+    upstream: str, cache: Path, workers: int, *extra: str
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYPI_PROXY_")}
     proc = subprocess.Popen(
@@ -96,6 +98,7 @@ def start_ours(upstream: str, cache: Path, workers: int) -> tuple[subprocess.Pop
             str(cache),
             "--workers",
             str(workers),
+            *extra,
         ],
         env=env,
         stdout=subprocess.DEVNULL,

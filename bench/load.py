@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import signal
 import subprocess
@@ -24,8 +23,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import start_ours, stop  # noqa: E402  (bench/bench.py, beside this script)
 from tests.support.fake_upstream import FakeUpstream  # noqa: E402
-from tests.support.proxy_server import free_port  # noqa: E402
 from tests.support.wheels import make_wheel  # noqa: E402
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1"
@@ -233,44 +232,12 @@ def main() -> int:
     ]
     hot = files[:: args.versions][:50]
     work = Path(tempfile.mkdtemp(prefix="pypi-proxy-load-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYPI_PROXY_")}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "serve",
-            "--port",
-            str(port),
-            "--upstream",
-            simple_url,
-            "--cache-dir",
-            str(work / "cache"),
-            "--workers",
-            str(args.workers),
-            "--index-ttl",
-            "5",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_ours(simple_url, work / "cache", args.workers, "--index-ttl", "5")
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         for project, filename in hot:  # warm the hot set
             httpx.get(f"{base}/files/{project}/{filename}", timeout=30)
-        rounds = []
-        for _ in range(args.rounds - 1):  # earlier rounds: does memory keep growing?
-            earlier = asyncio.run(
+        reports = [
+            asyncio.run(
                 drive(
                     args.miss_ratio,
                     base,
@@ -282,24 +249,14 @@ def main() -> int:
                     server.pid,
                 )
             )
-            rounds.append(
-                {
-                    k: earlier[k]
-                    for k in ("requests", "errors", "p99_ms", "rss_mb_start", "rss_mb_end")
-                }
-            )
-        report = asyncio.run(
-            drive(
-                args.miss_ratio,
-                base,
-                args.clients,
-                args.seconds,
-                args.max_requests,
-                files,
-                hot,
-                server.pid,
-            )
-        )
+            for _ in range(args.rounds)
+        ]
+        report = reports[-1]
+        # Earlier rounds against the same server show whether memory keeps growing.
+        rounds = [
+            {k: r[k] for k in ("requests", "errors", "p99_ms", "rss_mb_start", "rss_mb_end")}
+            for r in reports[:-1]
+        ]
         report["workers"] = args.workers
         report["earlier_rounds"] = rounds
         stats = httpx.get(base + "/stats", timeout=30).json()
@@ -309,11 +266,7 @@ def main() -> int:
         }
         report["alive_after"] = httpx.get(base + "/health", timeout=5).status_code == 200
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         fake.terminate()
         fake.wait()
     print(json.dumps(report, indent=2))
