@@ -23,9 +23,6 @@ class Progress:
         self._tty = self._stream.isatty() if tty is None else tty
         self._last = 0.0
 
-    def grow(self, more: int) -> None:
-        self.total += more
-
     def advance(self, *, files: int = 0, size: int = 0, failed: bool = False) -> None:
         self.done += 1
         self.failed += failed

@@ -87,10 +87,6 @@ class PrefetchState:
             row = self._db.execute("SELECT serial FROM projects WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
-    def known_projects(self) -> set[str]:
-        with self._lock:
-            return {row[0] for row in self._db.execute("SELECT name FROM projects")}
-
     def enqueue(self, items: Iterable[tuple[str, int | None]]) -> int:
         """Queue projects; an entry already queued keeps the higher serial. Returns rows seen."""
         rows = list(items)

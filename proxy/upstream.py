@@ -113,10 +113,6 @@ class Upstream:
         self._retries = retries
         self._backoff = backoff
 
-    @property
-    def index_url(self) -> str:
-        return self._public_index
-
     def _auth_for(self, url: str) -> httpx.BasicAuth | None:
         # Credentials go to the index's own host only, as pip does.
         return self._auth if urlsplit(url).hostname == self._host else None
