@@ -93,6 +93,10 @@ class FakeUpstream:
         self.wrong_length = False  # file responses claim more bytes than they send
         self.throttle = 0.0  # seconds to sleep after each 64 KiB of a file body (slow links)
         self.stale_serial_for: dict[str, int] = {}  # project -> serial reported instead
+        # filename -> how many more GETs answer it with one byte changed, slowly (a bad mirror
+        # node behind a load balancer: the first answer lies, a retry gets the real bytes).
+        self.corrupt_first: dict[str, int] = {}
+        self.corrupt_pause = 0.05  # seconds between 64 KiB chunks of such a lying answer
         # A ready-made JSON root (benchmarks: hundreds of thousands of projects).
         self.root_json_override: bytes | None = None
         self._server = _Server((host, port), _handler_for(self))
@@ -181,6 +185,14 @@ class FakeUpstream:
     def reset_log(self) -> None:
         with self._log_lock:
             self.requests.clear()
+
+    def take_corrupt(self, filename: str) -> bool:
+        with self._log_lock:
+            left = self.corrupt_first.get(filename, 0)
+            if left <= 0:
+                return False
+            self.corrupt_first[filename] = left - 1
+            return True
 
     def take_burst(self) -> bool:
         with self._log_lock:
@@ -338,6 +350,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fake.corrupt_files and data:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+        if self.command == "GET" and data and fake.take_corrupt(filename):
+            middle = len(data) // 2
+            lie = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+            self._stream(200, lie, headers, len(lie), pause=fake.corrupt_pause)
+            return
         if self.command == "GET" and (fake.truncate_files or fake.wrong_length):
             # Truncated: half the promised body. Wrong length: all of it, but 10 bytes promised
             # more. Either way the connection closes after, as a broken upstream's would.
