@@ -308,6 +308,10 @@ class Filler:
         cap = self._max_stored
         return not pinned and size is not None and cap is not None and size > cap
 
+    def too_big(self, target: Target) -> bool:
+        """Whether ``target`` would be streamed without being stored (larger than the cap)."""
+        return self._too_big(target.size, False)
+
     def start(self, target: Target, *, pinned: bool = False) -> Progress:
         """The progress of the download of ``target``, joining one already under way."""
         existing = self._inflight.get(target.key)

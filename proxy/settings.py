@@ -63,6 +63,7 @@ class Settings:
     index_ttl: float = 600.0
     negative_ttl: float = 60.0
     max_cache_size: int | None = None
+    scrub_interval: float | None = None
     memory_cache_size: int = 256 * 1024**2
     workers: int = 1
     connect_timeout: float = 10.0
@@ -234,6 +235,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "index_ttl": _seconds,
     "negative_ttl": _seconds,
     "max_cache_size": _optional(parse_size),
+    "scrub_interval": _optional(_seconds),
     "memory_cache_size": parse_size,
     "workers": _int(1, 64),
     "connect_timeout": _seconds,

@@ -97,6 +97,9 @@ class FakeUpstream:
         # node behind a load balancer: the first answer lies, a retry gets the real bytes).
         self.corrupt_first: dict[str, int] = {}
         self.corrupt_pause = 0.05  # seconds between 64 KiB chunks of such a lying answer
+        # Hand-written answers for exact paths (pages no well-behaved index would send):
+        # path -> (content type, body).
+        self.raw: dict[str, tuple[str, bytes]] = {}
         # A ready-made JSON root (benchmarks: hundreds of thousands of projects).
         self.root_json_override: bytes | None = None
         self._server = _Server((host, port), _handler_for(self))
@@ -266,7 +269,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(parts.path)
         query = parse_qs(parts.query)
         segments = path.strip("/").split("/")
-        if path == "/simple/":
+        if path in self.upstream.raw:
+            content_type, body = self.upstream.raw[path]
+            self._send(200, body, {"Content-Type": content_type})
+        elif path == "/simple/":
             self._root(query)
         elif path == "/simple":
             self._redirect("/simple/", parts.query)
