@@ -8,7 +8,6 @@ it changes. A bcrypt check costs ~100 ms, so a verified pair is remembered (by i
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -51,8 +50,9 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     if scheme.lower() != "basic" or not value:
         return None
     try:
+        # A non-ASCII str raises a plain ValueError, not binascii.Error.
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
         return None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None

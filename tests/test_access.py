@@ -42,6 +42,8 @@ def test_basic_credentials__garbage() -> None:
     assert basic_credentials("Basic !!!") is None
     assert basic_credentials("Basic " + base64.b64encode(b"nocolon").decode()) is None
     assert basic_credentials("Digest x") is None
+    assert basic_credentials("Basic \x80") is None  # non-ASCII: a plain ValueError in base64
+    assert basic_credentials("Basic " + base64.b64encode(b"\xff:p").decode()) is None
 
 
 def test_access__tokens_and_reload(tmp_path: Path) -> None:
