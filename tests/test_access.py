@@ -264,12 +264,15 @@ def test_auth__bad_or_missing_htpasswd__401_logged_once(
     assert len(errors()) == 2, errors()
 
 
+RIGHT_COST_12 = "$2b$12$r6NXE6pYGLnn1pndskaDW.RaUImmYoneOSVJFp7fCsc5ypL1qePsC"  # of "right"
+
+
 def test_auth__password_flood_does_not_delay_tokens(tmp_path: Path, upstream: FakeUpstream) -> None:
     """40 clients send wrong passwords against a cost-12 bcrypt entry for a few seconds; a
     bearer token, a pair already checked and a wrong pair already seen are answered at once.
     Past auth_max_pending checks a client gets 503 with Retry-After, not a place in a queue."""
     path = tmp_path / "htpasswd"
-    path.write_text("alice:" + bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=12)).decode() + "\n")
+    path.write_text(f"alice:{RIGHT_COST_12}\n")
     settings = load_settings(
         None,
         {},
@@ -278,23 +281,29 @@ def test_auth__password_flood_does_not_delay_tokens(tmp_path: Path, upstream: Fa
             "cache_dir": tmp_path / "c",
             "auth_htpasswd": str(path),
             "auth_tokens": ["tok-123"],
-            "auth_max_pending": 16,
+            "auth_max_pending": 4,
         },
     )
     with ThreadedProxy(settings) as proxy:
         url = proxy.url + "/simple/demo/"
         assert httpx.get(url, auth=("alice", "right")).status_code == 200
         assert httpx.get(url, auth=("alice", "known-wrong")).status_code == 401
-        stop = time.monotonic() + 4
+        stop = time.monotonic() + 3
         answers: Counter[int] = Counter()
         retry_after: set[str | None] = set()
 
         async def flood(n: int) -> None:
             async with httpx.AsyncClient(timeout=30) as client:
                 for i in range(1000):
-                    if time.monotonic() > stop:
+                    left = stop - time.monotonic()
+                    if left <= 0:
                         return
-                    response = await client.get(url, auth=("alice", f"bad-{n}-{i}"))
+                    try:
+                        response = await asyncio.wait_for(
+                            client.get(url, auth=("alice", f"bad-{n}-{i}")), left
+                        )
+                    except TimeoutError:
+                        return  # the flood is over: do not wait for its last answers
                     answers[response.status_code] += 1
                     if response.status_code == 503:
                         retry_after.add(response.headers.get("retry-after"))
@@ -321,6 +330,7 @@ def test_auth__password_flood_does_not_delay_tokens(tmp_path: Path, upstream: Fa
         flooding.join(timeout=60)
         assert not flooding.is_alive()
         assert max(slowest.values()) < 1.0, slowest
-        assert set(answers) == {401, 503}, answers
+        # Wrong passwords are refused, or turned away once auth_max_pending are checking.
+        assert set(answers) <= {401, 503} and answers[503] > 0, answers
         assert retry_after == {"1"}
         assert httpx.get(proxy.url + "/health").status_code == 200
