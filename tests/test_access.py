@@ -334,3 +334,15 @@ def test_auth__password_flood_does_not_delay_tokens(tmp_path: Path, upstream: Fa
         assert set(answers) <= {401, 503} and answers[503] > 0, answers
         assert retry_after == {"1"}
         assert httpx.get(proxy.url + "/health").status_code == 200
+
+
+def test_auth_settings__defaults_and_bounds() -> None:
+    from proxy.errors import SettingsError
+
+    defaults = load_settings(None, {}, {})
+    assert (defaults.auth_check_threads, defaults.auth_max_pending) == (2, 64)
+    env = {"PYPI_PROXY_AUTH_CHECK_THREADS": "4", "PYPI_PROXY_AUTH_MAX_PENDING": "10"}
+    assert load_settings(None, env, {}).auth_check_threads == 4
+    for key in ("auth_check_threads", "auth_max_pending"):
+        with pytest.raises(SettingsError, match=key):
+            load_settings(None, {}, {key: 0})
