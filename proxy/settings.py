@@ -77,6 +77,8 @@ class Settings:
     admin_token: str | None = None
     auth_htpasswd: str | None = None
     auth_tokens: tuple[str, ...] = ()
+    auth_check_threads: int = 2
+    auth_max_pending: int = 64
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     log_level: str = "info"
@@ -249,6 +251,8 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "admin_token": _optional(_text),
     "auth_htpasswd": _optional(_text),
     "auth_tokens": _names,
+    "auth_check_threads": _int(1, 64),
+    "auth_max_pending": _int(1, 100_000),
     "tls_certfile": _optional(_text),
     "tls_keyfile": _optional(_text),
     "log_level": _log_level,

@@ -68,7 +68,14 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
     )
     middleware = [Middleware(RequestLimits)]
     if access.enabled:
-        middleware.append(Middleware(RequireAuth, access=access))
+        middleware.append(
+            Middleware(
+                RequireAuth,
+                access=access,
+                check_threads=settings.auth_check_threads,
+                max_pending=settings.auth_max_pending,
+            )
+        )
     middleware.append(Middleware(FastPages))  # innermost: after limits and authentication
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
