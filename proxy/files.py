@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -35,9 +36,16 @@ class Located:
 
 
 def target_for(entry: DistFile, filename: str) -> Target | None:
-    """The download behind ``filename``: the distribution itself or its PEP 658 metadata."""
+    """The download behind ``filename``: the distribution itself or its PEP 658 metadata.
+
+    None for an entry that cannot be stored safely (a hash that is not a sha256 digest)."""
+    if entry.sha256 is not None and not is_sha256(entry.sha256):
+        return None
     if filename == entry.filename:
         return Target(url=entry.url, filename=filename, sha256=entry.sha256, size=entry.size)
+    metadata_sha = entry.metadata_sha256
+    if metadata_sha is not None and not is_sha256(metadata_sha):
+        return None
     if filename == entry.filename + METADATA_SUFFIX and entry.has_metadata:
         return Target(
             url=entry.url + METADATA_SUFFIX,
@@ -72,14 +80,38 @@ def _stored(storage: Storage, target: Target) -> tuple[Path, os.stat_result] | N
     return (path, stat) if stat is not None else None
 
 
-def _drop_damaged(storage: Storage, target: Target, path: Path, size: int) -> None:
+def _sha256_of(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1024 * 1024):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _damaged(storage: Storage, target: Target, path: Path, size: int, expected: int) -> bool:
+    """A stored file of another size than expected: drop it, unless its bytes still hash to
+    the sha256 (then the page's size is what is wrong, and the file is served)."""
+    sha = path.parent.name
+    if _sha256_of(path) == sha:
+        log.warning(
+            "%s: the page says %d bytes, the verified file has %d", target.filename, expected, size
+        )
+        return False
     log.warning(
-        "stored %s has %d bytes, the index says %d: dropping the damaged copy",
+        "stored %s has %d bytes, %d expected: dropping the damaged copy",
         target.filename,
         size,
-        target.size,
+        expected,
     )
     storage.remove_file(path)
+    return True
+
+
+def _expected_size(storage: Storage, target: Target, sha: str) -> int | None:
+    return target.size if target.size is not None else storage.recorded_size(sha)
 
 
 async def locate(
@@ -104,8 +136,15 @@ async def locate(
     if found is None:
         return Located(target, entry, None, None)
     path, stat = found
-    if target.size is not None and stat.st_size != target.size:
+    sha = path.parent.name
+    expected = target.size if target.size is not None else storage.known_size(sha)
+    if expected is None:
+        expected = await anyio.to_thread.run_sync(_expected_size, storage, target, sha)
+    if expected is not None and stat.st_size != expected:
         # Damaged on disk (truncated, overwritten): dropped, never served.
-        await anyio.to_thread.run_sync(_drop_damaged, storage, target, path, stat.st_size)
-        return Located(target, entry, None, None, damaged=True)
-    return Located(target, entry, found[0], found[1])
+        damaged = await anyio.to_thread.run_sync(
+            _damaged, storage, target, path, stat.st_size, expected
+        )
+        if damaged:
+            return Located(target, entry, None, None, damaged=True)
+    return Located(target, entry, path, stat)

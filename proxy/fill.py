@@ -27,7 +27,9 @@ import anyio
 import httpx
 
 from proxy.errors import IntegrityError, NotFound, UpstreamUnavailable
+from proxy.evict import LOW_WATER
 from proxy.locks import lock_held, release_lock, take_lock
+from proxy.names import is_sha256
 from proxy.storage import Storage
 from proxy.upstream import Upstream, redact
 
@@ -50,7 +52,10 @@ class Target:
 
     @property
     def key(self) -> str:
-        return self.sha256 or hashlib.sha256(self.url.encode()).hexdigest()
+        """Names the download's lock and temporary file: never a page's raw value (a hash
+        field could hold a path), and per filename, since two names may share one hash."""
+        what = self.sha256 if self.sha256 and is_sha256(self.sha256) else self.url
+        return hashlib.sha256(f"{what}\0{self.filename}".encode()).hexdigest()
 
 
 class Progress:
@@ -145,6 +150,8 @@ class RemoteProgress(Progress):
         return True
 
     async def wait_ready(self) -> None:
+        if self._fd is not None or self.done:
+            return  # already following (callers may ask twice)
         deadline = time.monotonic() + self._timeout
         while True:
             if self._open_final():
@@ -222,7 +229,12 @@ async def read_progress(progress: Progress) -> AsyncIterator[bytes]:
                 done, error = progress.done, progress.error
                 if done and error:
                     raise FillFailed(error)
-                limit = progress.written if done else progress.written - 1
+                # Never past the size the index gives: an upstream that sends more must not
+                # let a read end exactly there and look like a whole transfer.
+                available = progress.written
+                if progress.total is not None:
+                    available = min(available, progress.total)
+                limit = available if done else available - 1
                 if pos < limit:
                     chunk = os.pread(fd, min(CHUNK, limit - pos), pos)
                     if not chunk:
@@ -305,8 +317,10 @@ class Filler:
         return find
 
     def _too_big(self, size: int | None, pinned: bool) -> bool:
+        # Above the mark eviction empties down to, storing a file would evict everything else
+        # and then the file itself.
         cap = self._max_stored
-        return not pinned and size is not None and cap is not None and size > cap
+        return not pinned and size is not None and cap is not None and size > cap * LOW_WATER
 
     def too_big(self, target: Target) -> bool:
         """Whether ``target`` would be streamed without being stored (larger than the cap)."""
@@ -428,6 +442,10 @@ class Filler:
             progress.total = target.size if target.size is not None else length
             progress.set_ready()
             async for chunk in response.aiter_bytes(CHUNK):
+                if progress.total is not None and progress.written + len(chunk) > progress.total:
+                    raise IntegrityError(
+                        f"upstream sends more than the {progress.total} bytes of {target.filename}"
+                    )
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]

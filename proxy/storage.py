@@ -26,6 +26,8 @@ _PAGE = "page:"
 _MISSING = "missing:"
 _URLHASH = "urlhash:"
 _PIN = "pin:"
+_SIZE = "size:"
+MAX_REMEMBERED_SIZES = 100_000
 ROOT_KEY = "root"
 FILES_COUNT = "count:files"
 FILES_BYTES = "count:bytes"
@@ -38,6 +40,7 @@ class Storage:
         self.files_dir = root / "files"
         self.tmp_dir = root / "tmp"
         self.state_dir = root / "state"
+        self._sizes: dict[str, int] = {}
         for directory in (self.files_dir, self.tmp_dir, self.state_dir):
             directory.mkdir(parents=True, exist_ok=True)
         # Pages must never be culled by diskcache's own size limit: eviction is ours to decide.
@@ -111,12 +114,30 @@ class Storage:
     def remember_hash(self, url: str, sha256: str) -> None:
         self.index.set(_URLHASH + url, sha256)
 
+    def recorded_size(self, sha256: str) -> int | None:
+        """The size a stored file had when it was verified (for pages that give no size), so
+        a file truncated on disk later is never served. Remembered in memory once read."""
+        size = self._sizes.get(sha256)
+        if size is None:
+            value = self.index.get(_SIZE + sha256)
+            if not isinstance(value, int):
+                return None
+            if len(self._sizes) >= MAX_REMEMBERED_SIZES:
+                self._sizes.clear()
+            self._sizes[sha256] = size = value
+        return size
+
+    def known_size(self, sha256: str) -> int | None:
+        """``recorded_size`` from memory only: never blocks."""
+        return self._sizes.get(sha256)
+
     def commit(self, part: Path, sha256: str, filename: str) -> Path:
         """Move a verified download into files/ atomically; the counters follow."""
         final = self.file_path(sha256, filename)
         final.parent.mkdir(parents=True, exist_ok=True)
         existed = final.exists()
         size = part.stat().st_size
+        self.index.set(_SIZE + sha256, size)  # before the file appears: never a file unrecorded
         os.replace(part, final)
         if not existed:
             self.index.incr(FILES_COUNT)

@@ -85,6 +85,9 @@ def _listed(runtime: Runtime, report: VerifyReport) -> Iterator[Target]:
             report.failed.append(f"{project}: page record unreadable ({type(exc).__name__})")
             continue
         for entry in files:
+            if target_for(entry, entry.filename) is None:
+                report.unstorable_entries += 1  # a hash that is not a sha256 digest
+                continue
             for name in (entry.filename, entry.filename + ".metadata"):
                 target = target_for(entry, name)
                 if target is not None:

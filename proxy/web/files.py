@@ -30,13 +30,16 @@ def _touch(runtime: Runtime, path: Path) -> None:
         runtime.storage.touch(path, now)
 
 
-def _hit(
-    request: Request, runtime: Runtime, path: Path, sha256: str, stat: os.stat_result | None
-) -> ASGIApp:
+def _hit(request: Request, runtime: Runtime, path: Path, sha256: str) -> ASGIApp | None:
+    """A response from the stored file, or None if it went (evicted) since it was found."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     _touch(runtime, path)
     return FileResponse(
-        path,
-        stat if stat is not None else os.stat(path),
+        fd,
+        os.fstat(fd),
         etag=sha256,
         method=request.method,
         range_header=request.headers.get("range"),
@@ -80,8 +83,10 @@ async def serve_file(request: Request) -> Response | ASGIApp:
     if located.damaged:
         runtime.stats.add("integrity_errors")
     if located.path is not None and located.sha256 is not None:
-        runtime.stats.add("file_hits")
-        return _hit(request, runtime, located.path, located.sha256, located.stat)
+        hit = _hit(request, runtime, located.path, located.sha256)
+        if hit is not None:
+            runtime.stats.add("file_hits")
+            return hit
     if runtime.filler is None:
         if located.damaged:
             return error(
@@ -115,7 +120,10 @@ async def serve_file(request: Request) -> Response | ASGIApp:
             return error(
                 502, f"{filename} is larger than max_cache_size and is not kept: ask without Range"
             )
-        return _hit(request, runtime, progress.final, progress.final.parent.name, None)
+        hit = _hit(request, runtime, progress.final, progress.final.parent.name)
+        if hit is None:
+            return error(503, f"{filename} was removed as it was stored; try again")
+        return hit
 
     def sent(n: int) -> None:
         runtime.stats.add("bytes_served", n)

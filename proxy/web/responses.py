@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
-from pathlib import Path
 
 import anyio
 from starlette.requests import Request
@@ -110,7 +109,7 @@ class FileResponse:
 
     def __init__(
         self,
-        path: Path,
+        fd: int,
         stat: os.stat_result,
         *,
         etag: str,
@@ -119,7 +118,9 @@ class FileResponse:
         if_range: str | None,
         on_sent: Callable[[int], None],
     ) -> None:
-        self.path = path
+        # Opened by the caller before anything is sent: a file evicted meanwhile is then a
+        # miss, not a 200 whose body never comes. The response owns and closes it.
+        self.fd = fd
         self.size = stat.st_size
         self.etag = f'"{etag}"'
         self.last_modified = formatdate(stat.st_mtime, usegmt=True)
@@ -150,6 +151,12 @@ class FileResponse:
         return headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._send(send)
+        finally:
+            os.close(self.fd)
+
+    async def _send(self, send: Send) -> None:
         if self.status == 416:
             await send(
                 {
@@ -170,9 +177,9 @@ class FileResponse:
         if self.head or length == 0:
             await send({"type": "http.response.body", "body": b""})
             return
-        fd = os.open(self.path, os.O_RDONLY)
+        fd = self.fd
+        sent = 0
         try:
-            sent = 0
             while sent < length:
                 want = min(CHUNK, length - sent)
                 if want <= INLINE_READ:
@@ -186,7 +193,6 @@ class FileResponse:
                     {"type": "http.response.body", "body": chunk, "more_body": sent < length}
                 )
         finally:
-            os.close(fd)
             self.on_sent(sent)
 
 
@@ -216,12 +222,28 @@ class StreamResponse:
             headers.append((b"content-length", str(self.total).encode()))
         if self.etag is not None:
             headers.append((b"etag", f'"{self.etag}"'.encode()))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
         sent = 0
         try:
-            async for chunk in self.chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                sent += len(chunk)
+            # The status goes out with the first verified-safe chunk, not before: a download
+            # that fails first is a clean 502, and an empty file is answered only once checked.
+            try:
+                first: bytes | None = await self.chunks.__anext__()
+            except StopAsyncIteration:
+                first = None
+            except Exception as exc:
+                failed = error(502, f"could not fetch the file from the upstream: {exc}")
+                await failed(scope, receive, send)
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            if first is not None:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+                sent += len(first)
+                async for chunk in self.chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    sent += len(chunk)
             await send({"type": "http.response.body", "body": b""})
         finally:
+            closing = getattr(self.chunks, "aclose", None)
+            if closing is not None:
+                await closing()  # the reader's descriptors now, not when collected
             self.on_sent(sent)
