@@ -35,6 +35,17 @@ class RequestRecord:
     headers: dict[str, str]  # lower-case names
 
 
+@dataclass(frozen=True)
+class RawAnswer:
+    """A hand-made answer for one path (redirects, crafted pages, bombs, trickles)."""
+
+    status: int = 200
+    headers: dict[str, str] | None = None
+    body: bytes = b""
+    chunk: int = 65536  # bytes written between pauses
+    pace: float = 0.0  # seconds to sleep after each chunk (a trickle)
+
+
 class _Server(ThreadingHTTPServer):
     """Knows its open connections, so stop() can end keep-alive ones a client still holds."""
 
@@ -93,6 +104,8 @@ class FakeUpstream:
         self.wrong_length = False  # file responses claim more bytes than they send
         self.throttle = 0.0  # seconds to sleep after each 64 KiB of a file body (slow links)
         self.stale_serial_for: dict[str, int] = {}  # project -> serial reported instead
+        # path (no query) -> a hand-made answer, served before anything else the fake knows.
+        self.raw_routes: dict[str, RawAnswer] = {}
         # A ready-made JSON root (benchmarks: hundreds of thousands of projects).
         self.root_json_override: bytes | None = None
         self._server = _Server((host, port), _handler_for(self))
@@ -254,7 +267,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(parts.path)
         query = parse_qs(parts.query)
         segments = path.strip("/").split("/")
-        if path == "/simple/":
+        raw = self.upstream.raw_routes.get(parts.path)
+        if raw is not None:
+            self._raw(raw)
+        elif path == "/simple/":
             self._root(query)
         elif path == "/simple":
             self._redirect("/simple/", parts.query)
@@ -377,6 +393,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 if pause:
                     time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _raw(self, answer: RawAnswer) -> None:
+        self.send_response(answer.status)
+        headers = dict(answer.headers or {})
+        headers.setdefault("Content-Length", str(len(answer.body)))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        try:
+            for start in range(0, len(answer.body), answer.chunk):
+                self.wfile.write(answer.body[start : start + answer.chunk])
+                self.wfile.flush()
+                if answer.pace:
+                    time.sleep(answer.pace)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
