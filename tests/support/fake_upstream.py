@@ -44,6 +44,7 @@ class RawAnswer:
     body: bytes = b""
     chunk: int = 65536  # bytes written between pauses
     pace: float = 0.0  # seconds to sleep after each chunk (a trickle)
+    length: bool = True  # False: no Content-Length; the body ends when the connection closes
 
 
 class _Server(ThreadingHTTPServer):
@@ -399,7 +400,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _raw(self, answer: RawAnswer) -> None:
         self.send_response(answer.status)
         headers = dict(answer.headers or {})
-        headers.setdefault("Content-Length", str(len(answer.body)))
+        if answer.length:
+            headers.setdefault("Content-Length", str(len(answer.body)))
+        else:
+            headers["Connection"] = "close"
+            self.close_connection = True
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
