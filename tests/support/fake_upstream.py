@@ -51,6 +51,7 @@ class _Server(ThreadingHTTPServer):
     """Knows its open connections, so stop() can end keep-alive ones a client still holds."""
 
     daemon_threads = True
+    request_queue_size = 256  # many concurrent connections (the default, 5, drops SYNs)
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]):
         self.connections: set[socket.socket] = set()
@@ -105,6 +106,9 @@ class FakeUpstream:
         self.wrong_length = False  # file responses claim more bytes than they send
         self.throttle = 0.0  # seconds to sleep after each 64 KiB of a file body (slow links)
         self.stale_serial_for: dict[str, int] = {}  # project -> serial reported instead
+        # When not None, file bodies crawl (1 KiB every 0.5 s) until the event is set, then go
+        # at full speed: downloads that hold their connections until a test lets them go.
+        self.files_gate: threading.Event | None = None
         # path (no query) -> a hand-made answer, served before anything else the fake knows.
         self.raw_routes: dict[str, RawAnswer] = {}
         # A ready-made JSON root (benchmarks: hundreds of thousands of projects).
@@ -374,6 +378,9 @@ class _Handler(BaseHTTPRequestHandler):
             first, last = byte_range
             headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
             data, status = data[first : last + 1], 206
+        if fake.files_gate is not None and self.command == "GET":
+            self._crawl(status, data, headers, fake.files_gate)
+            return
         if fake.throttle and self.command == "GET":
             self._stream(status, data, headers, len(data), pause=fake.throttle)
             return
@@ -394,6 +401,26 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 if pause:
                     time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _crawl(
+        self, status: int, data: bytes, headers: dict[str, str], gate: threading.Event
+    ) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        sent = 0
+        try:
+            while sent < len(data):
+                step = len(data) - sent if gate.is_set() else 1024
+                self.wfile.write(data[sent : sent + step])
+                self.wfile.flush()
+                sent += step
+                if not gate.is_set():
+                    gate.wait(0.5)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
