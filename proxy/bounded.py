@@ -72,22 +72,21 @@ async def read_bounded(
         inflater = _Inflater(encoding)
     elif encoding not in ("", "identity"):
         raise UpstreamBadResponse(f"{shown} came with Content-Encoding {encoding!r}, not asked for")
-    parts: list[bytes] = []
-    wire = inflated = 0
+    # One growing buffer, not a list of pieces: a large buffer lives in its own mapping, so
+    # when a cap trips the memory goes back to the system instead of staying in the heap.
+    body = bytearray()
+    wire = 0
     async for chunk in raw_chunks:
         wire += len(chunk)
         if wire > max_wire:
             raise PageTooLarge(f"{shown} is larger than max_page_size ({max_wire} bytes)")
         pieces = inflater.feed(chunk) if inflater is not None else iter((chunk,))
         for piece in pieces:
-            inflated += len(piece)
-            if inflated > max_inflated:
+            if len(body) + len(piece) > max_inflated:
                 raise PageTooLarge(
                     f"{shown} inflates to more than max_page_inflated ({max_inflated} bytes)"
                 )
-            parts.append(piece)
+            body += piece
     if inflater is not None:
         inflater.check_complete()
-    body = b"".join(parts)
-    parts.clear()
-    return body
+    return bytes(body)

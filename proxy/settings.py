@@ -78,7 +78,7 @@ class Settings:
     max_redirects: int = 5
     max_page_size: int = 64 * 1024**2
     max_page_inflated: int = 128 * 1024**2
-    upstream_deadline: float = 60.0
+    upstream_deadline: float = 30.0
     page_connections: int = 20
     file_connections: int = 100
     user_agent: str | None = None

@@ -87,7 +87,7 @@ class UpstreamLimits:
 
     max_page_size: int = 64 * 1024**2
     max_page_inflated: int = 128 * 1024**2
-    deadline: float = 60.0
+    deadline: float = 30.0
     max_redirects: int = 5
 
 
