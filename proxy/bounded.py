@@ -76,17 +76,23 @@ async def read_bounded(
     # when a cap trips the memory goes back to the system instead of staying in the heap.
     body = bytearray()
     wire = 0
-    async for chunk in raw_chunks:
-        wire += len(chunk)
-        if wire > max_wire:
-            raise PageTooLarge(f"{shown} is larger than max_page_size ({max_wire} bytes)")
-        pieces = inflater.feed(chunk) if inflater is not None else iter((chunk,))
-        for piece in pieces:
-            if len(body) + len(piece) > max_inflated:
-                raise PageTooLarge(
-                    f"{shown} inflates to more than max_page_inflated ({max_inflated} bytes)"
-                )
-            body += piece
+    try:
+        async for chunk in raw_chunks:
+            wire += len(chunk)
+            if wire > max_wire:
+                raise PageTooLarge(f"{shown} is larger than max_page_size ({max_wire} bytes)")
+            pieces = inflater.feed(chunk) if inflater is not None else iter((chunk,))
+            for piece in pieces:
+                if len(body) + len(piece) > max_inflated:
+                    raise PageTooLarge(
+                        f"{shown} inflates to more than max_page_inflated ({max_inflated} bytes)"
+                    )
+                body += piece
+    except BaseException:
+        # The traceback keeps this frame, and so the buffer, alive until the exception is
+        # collected: free the buffer now rather than at the next garbage collection.
+        del body
+        raise
     if inflater is not None:
         inflater.check_complete()
     return bytes(body)
