@@ -218,20 +218,26 @@ class AddressGuard:
             return True
         return any(plain in network for network in self._networks)
 
-    async def check(self, origin: Origin, shown: str) -> None:
-        """Raise Refused unless every address of ``origin`` may be connected to."""
-        addresses = await self._addresses(origin.host, origin.port)
-        # A name that does not resolve here cannot be connected to directly; through an
-        # outbound proxy (HTTPS_PROXY) the proxy resolves it, as for any other client.
-        if not addresses or all(not is_internal(a) for a in addresses):
-            return
+    async def connectable(self, host: str, port: int, shown: str | None = None) -> list[IPAddress]:
+        """The addresses ``host`` resolves to, all of which may be connected to; Refused if any
+        may not. Empty when the name does not resolve here: such a host cannot be connected to
+        directly, and through an outbound proxy (HTTPS_PROXY) the proxy resolves it."""
+        host = host.lower().strip("[]")
+        addresses = await self._addresses(host, port)
+        if all(not is_internal(a) for a in addresses):
+            return addresses
         index: set[tuple[IPAddress, int]] = set()
         if self._index is not None:
             own = await self._addresses(self._index.host, self._index.port)
             index = {(_plain(a), self._index.port) for a in own}
         for address in addresses:
-            if not self._permitted(address, origin.port, index):
+            if not self._permitted(address, port, index):
                 raise Refused(
-                    f"refused {shown}: {origin.host} is an internal address ({_plain(address)})"
+                    f"refused {shown or host}: {host} is an internal address ({_plain(address)})"
                     " and not the upstream's own; see allowed_private_networks"
                 )
+        return addresses
+
+    async def check(self, origin: Origin, shown: str) -> None:
+        """Raise Refused unless every address of ``origin`` may be connected to."""
+        await self.connectable(origin.host, origin.port, shown)

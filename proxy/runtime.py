@@ -55,9 +55,10 @@ class Runtime:
         http_files: httpx.AsyncClient | None = None
         upstream: Upstream | None = None
         if not settings.offline:
-            http = make_http_client(settings, settings.page_connections)
-            http_files = make_http_client(settings, settings.file_connections)
-            upstream = _make_upstream(settings, http, http_files)
+            guard = AddressGuard(settings.upstream, settings.allowed_private_networks)
+            http = make_http_client(settings, settings.page_connections, guard)
+            http_files = make_http_client(settings, settings.file_connections, guard)
+            upstream = _make_upstream(settings, http, http_files, guard)
         index = IndexService(
             storage,
             upstream,
@@ -131,7 +132,7 @@ class Runtime:
 
 
 def _make_upstream(
-    settings: Settings, pages: httpx.AsyncClient, files: httpx.AsyncClient
+    settings: Settings, pages: httpx.AsyncClient, files: httpx.AsyncClient, guard: AddressGuard
 ) -> Upstream:
     origin = origin_of(settings.upstream)
     breakers = Breakers(
@@ -153,7 +154,7 @@ def _make_upstream(
         breakers=breakers,
         limits=limits,
         allowed_file_hosts=settings.allowed_file_hosts,
-        guard=AddressGuard(settings.upstream, settings.allowed_private_networks),
+        guard=guard,
     )
 
 

@@ -19,6 +19,7 @@ import httpx
 from proxy import __version__
 from proxy.bounded import PageTooLarge, read_bounded
 from proxy.breaker import Breakers, CircuitBreaker
+from proxy.connect import guard_connections
 from proxy.errors import NotFound, UpstreamBadResponse, UpstreamUnavailable
 from proxy.origins import AddressGuard, Origin, OriginPolicy, Refused, origin_of
 from proxy.settings import Settings
@@ -63,11 +64,14 @@ def user_agent(settings: Settings) -> str:
     )
 
 
-def make_http_client(settings: Settings, max_connections: int) -> httpx.AsyncClient:
+def make_http_client(
+    settings: Settings, max_connections: int, guard: AddressGuard | None = None
+) -> httpx.AsyncClient:
     """One connection pool. Pages and files get one each, so that downloads, however many and
-    slow, never leave a page waiting for a connection."""
+    slow, never leave a page waiting for a connection. With ``guard``, every direct connection
+    goes only to an address it has checked (see proxy/connect.py)."""
     verify: str | bool = settings.ca_bundle if settings.ca_bundle else True
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
         limits=httpx.Limits(
             max_connections=max_connections,
@@ -79,6 +83,9 @@ def make_http_client(settings: Settings, max_connections: int) -> httpx.AsyncCli
         verify=verify,
         trust_env=True,  # HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE, as operators expect
     )
+    if guard is not None and not guard_connections(client, guard):
+        log.warning("this httpx has no connection pool to guard; only URLs are checked")
+    return client
 
 
 @dataclass(frozen=True, slots=True)

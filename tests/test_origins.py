@@ -114,3 +114,40 @@ def test_host_allowed__origin_not_host() -> None:
     assert not host_allowed("http://files.test/x.whl", index, ["https://files.test"])
     assert host_allowed("https://a.cdn.test/x.whl", index, ["*.cdn.test"])
     assert not host_allowed("ftp://files.test/x.whl", index, ["files.test"])
+
+
+# -- at connect time: the address connected to is the one checked ----------------------------
+
+
+def _client_resolving(name_to: str, networks: tuple[str, ...] = ()) -> httpx.AsyncClient:
+    from proxy.settings import load_settings
+    from proxy.upstream import make_http_client
+
+    async def resolver(host: str, port: int) -> list[IPAddress]:
+        address = literal_address(name_to if host == "rebind.test" else "8.8.8.8")
+        assert address is not None
+        return [address]
+
+    settings = load_settings(None, {}, {"connect_timeout": 2, "read_timeout": 2})
+    guard = AddressGuard("https://index.test/simple/", networks, resolver=resolver)
+    return make_http_client(settings, 4, guard)
+
+
+@pytest.mark.anyio
+async def test_connections__only_to_checked_addresses() -> None:
+    from tests.support.fake_upstream import FakeUpstream
+
+    with FakeUpstream() as fake:
+        port = fake.base_url.rsplit(":", 1)[1]
+        # The name resolves (for the guard) to loopback: no connection is made at all, even
+        # for a request that never went through Upstream's URL checks.
+        async with _client_resolving("127.0.0.1") as client:
+            with pytest.raises(Refused):
+                await client.get(f"http://rebind.test:{port}/simple/")
+        assert fake.requests == []
+        # Allowed by the operator: the connection goes to the very address the guard checked
+        # (rebind.test resolves nowhere else, so reaching the fake proves it).
+        async with _client_resolving("127.0.0.1", ("127.0.0.0/8",)) as client:
+            response = await client.get(f"http://rebind.test:{port}/simple/")
+        assert response.status_code == 200
+        assert fake.requests[0].headers["host"] == f"rebind.test:{port}"
