@@ -178,7 +178,8 @@ class AddressGuard:
     """Refuses, before any connection, a URL whose host is or resolves to an internal address.
 
     "The upstream itself is there" is taken literally: an internal address passes only when it
-    is, with the same port, one of the addresses the index's own host resolves to.
+    is, with the same port, one of the addresses the index's own host (or another endpoint of
+    the upstream the operator set, ``also_own``) resolves to.
     """
 
     def __init__(
@@ -186,10 +187,12 @@ class AddressGuard:
         index_url: str,
         allowed_networks: Sequence[str] = (),
         *,
+        also_own: Sequence[str] = (),
         resolver: Resolver = resolve,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._index = origin_of(index_url)
+        # The upstream's own origins: the index, and endpoints the operator set (XML-RPC).
+        self._own = tuple(o for o in map(origin_of, (index_url, *also_own)) if o is not None)
         self._networks = parse_networks(allowed_networks)
         self._resolve = resolver
         self._clock = clock
@@ -227,9 +230,8 @@ class AddressGuard:
         if all(not is_internal(a) for a in addresses):
             return addresses
         index: set[tuple[IPAddress, int]] = set()
-        if self._index is not None:
-            own = await self._addresses(self._index.host, self._index.port)
-            index = {(_plain(a), self._index.port) for a in own}
+        for own in self._own:
+            index.update((_plain(a), own.port) for a in await self._addresses(own.host, own.port))
         for address in addresses:
             if not self._permitted(address, port, index):
                 raise Refused(

@@ -55,7 +55,11 @@ class Runtime:
         http_files: httpx.AsyncClient | None = None
         upstream: Upstream | None = None
         if not settings.offline:
-            guard = AddressGuard(settings.upstream, settings.allowed_private_networks)
+            guard = AddressGuard(
+                settings.upstream,
+                settings.allowed_private_networks,
+                also_own=(settings.xmlrpc_url,),
+            )
             http = make_http_client(settings, settings.page_connections, guard)
             http_files = make_http_client(settings, settings.file_connections, guard)
             upstream = _make_upstream(settings, http, http_files, guard)
