@@ -172,7 +172,7 @@ def _verify(settings: Settings, repair: bool) -> int:
 
     if not settings.cache_dir.is_dir():
         print(f"pypi-proxy: no cache at {settings.cache_dir}", file=sys.stderr)
-        return 1
+        return 2  # as for bad settings: nothing was checked
 
     async def run() -> VerifyReport:
         runtime = await Runtime.open(settings)
@@ -183,7 +183,7 @@ def _verify(settings: Settings, repair: bool) -> int:
 
     report = anyio.run(run)
     print(json.dumps({k: v for k, v in vars(report).items()}, indent=2))
-    return 0 if report.whole else 1
+    return report.exit_status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

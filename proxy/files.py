@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,11 @@ import anyio
 from proxy.errors import NotFound
 from proxy.fill import Target
 from proxy.index import IndexService
-from proxy.models import DistFile
+from proxy.models import DistFile, PageRecord
+from proxy.names import is_sha256
 from proxy.storage import Storage
+
+log = logging.getLogger(__name__)
 
 METADATA_SUFFIX = ".metadata"
 
@@ -21,8 +25,9 @@ METADATA_SUFFIX = ".metadata"
 class Located:
     target: Target
     entry: DistFile
-    path: Path | None  # the stored file, when the cache holds it
+    path: Path | None  # the stored file, when the cache holds it whole
     stat: os.stat_result | None
+    damaged: bool = False  # a stored copy of the wrong size was found and dropped
 
     @property
     def sha256(self) -> str | None:
@@ -43,26 +48,64 @@ def target_for(entry: DistFile, filename: str) -> Target | None:
     return None
 
 
-def _lookup(storage: Storage, target: Target) -> tuple[Path, os.stat_result] | None:
+def find_entry(record: PageRecord, filename: str, variant: str | None = None) -> DistFile | None:
+    """The page's entry behind a file URL: by name, or by name and variant for an entry whose
+    filename the page lists more than once."""
+    base = filename[: -len(METADATA_SUFFIX)] if filename.endswith(METADATA_SUFFIX) else filename
+    if variant is None:
+        return record.by_filename.get(filename) or record.by_filename.get(base)
+    for entry in record.page.files:
+        if entry.filename in (filename, base) and entry.variant == variant:
+            return entry
+    return None
+
+
+def _stored(storage: Storage, target: Target) -> tuple[Path, os.stat_result] | None:
     sha = target.sha256 or storage.hash_for_url(target.url)
     if sha is None:
         return None
+    try:
+        path = storage.file_path(sha, target.filename)
+    except ValueError:  # not a storable name or hash: never stored, never served from disk
+        return None
     stat = storage.stat_file(sha, target.filename)
-    return (storage.file_path(sha, target.filename), stat) if stat is not None else None
+    return (path, stat) if stat is not None else None
 
 
-async def locate(index: IndexService, storage: Storage, project: str, filename: str) -> Located:
+def _drop_damaged(storage: Storage, target: Target, path: Path, size: int) -> None:
+    log.warning(
+        "stored %s has %d bytes, the index says %d: dropping the damaged copy",
+        target.filename,
+        size,
+        target.size,
+    )
+    storage.remove_file(path)
+
+
+async def locate(
+    index: IndexService,
+    storage: Storage,
+    project: str,
+    filename: str,
+    variant: str | None = None,
+) -> Located:
     """Find ``filename`` on ``project``'s page; raises NotFound if it is not listed there."""
     record = await index.project(project, allow_stale=True)
-    base = filename[: -len(METADATA_SUFFIX)] if filename.endswith(METADATA_SUFFIX) else filename
-    entry = record.by_filename.get(filename) or record.by_filename.get(base)
+    entry = find_entry(record, filename, variant)
     target = target_for(entry, filename) if entry is not None else None
     if entry is None or target is None:
         raise NotFound(f"{filename} is not a file of {project}")
-    if target.sha256 is not None:
+    if target.sha256 is not None and is_sha256(target.sha256):
         # Cheap path for the usual case: one stat, no diskcache read.
         stat = storage.stat_file(target.sha256, filename)
-        path = storage.file_path(target.sha256, filename) if stat is not None else None
-        return Located(target, entry, path, stat)
-    found = await anyio.to_thread.run_sync(_lookup, storage, target)
-    return Located(target, entry, found[0] if found else None, found[1] if found else None)
+        found = (storage.file_path(target.sha256, filename), stat) if stat is not None else None
+    else:
+        found = await anyio.to_thread.run_sync(_stored, storage, target)
+    if found is None:
+        return Located(target, entry, None, None)
+    path, stat = found
+    if target.size is not None and stat.st_size != target.size:
+        # Damaged on disk (truncated, overwritten): dropped, never served.
+        await anyio.to_thread.run_sync(_drop_damaged, storage, target, path, stat.st_size)
+        return Located(target, entry, None, None, damaged=True)
+    return Located(target, entry, found[0], found[1])

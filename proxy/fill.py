@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -28,7 +27,7 @@ import anyio
 import httpx
 
 from proxy.errors import IntegrityError, NotFound, UpstreamUnavailable
-from proxy.locks import lock_held
+from proxy.locks import lock_held, release_lock, take_lock
 from proxy.storage import Storage
 from proxy.upstream import Upstream, redact
 
@@ -55,17 +54,23 @@ class Target:
 
 
 class Progress:
-    """What readers see of a fill: bytes written so far, whether it ended, and how."""
+    """What readers see of one download run by this process: bytes written so far, whether it
+    ended, and how. It is tied to one temporary file (one inode): readers get their own
+    descriptor on it, so a rename into ``files/`` or a later download cannot change what they
+    read."""
 
     def __init__(self, part: Path | None = None, total: int | None = None) -> None:
         self.part = part
         self.total = total
+        self.expected: str | None = None  # the sha256 the bytes must have, when known
         self.written = 0
         self.done = False
         self.error: str | None = None
         self.final: Path | None = None
         self.sha256: str | None = None
         self.not_found = False
+        self.stored = True  # False: verified and handed to readers, but kept nowhere
+        self.read_fd: int | None = None  # open while the download runs
         self._ready = asyncio.Event()
         self._changed = asyncio.Event()
 
@@ -88,14 +93,36 @@ class Progress:
         self._ready.set()
         self.notify()
 
+    def open_source(self) -> int:
+        """A descriptor the caller owns on this download's bytes."""
+        if self.done and self.error:
+            raise FillFailed(self.error)
+        if self.read_fd is not None:
+            return os.dup(self.read_fd)
+        if self.done and self.final is not None:
+            try:
+                return os.open(self.final, os.O_RDONLY)
+            except FileNotFoundError:
+                raise FillFailed("the stored file was removed before it could be read") from None
+        raise FillFailed(self.error or "no download")
+
+    def release(self) -> None:
+        """The reader is finished with this progress (followers hold a descriptor of their own)."""
+
 
 class RemoteProgress(Progress):
-    """A fill run by another worker process, followed through its files and lock."""
+    """A download run by another worker process, followed through its temporary file.
+
+    The follower opens that file once and keeps the descriptor, so it follows one inode. It
+    completes only when that very inode is the one renamed into ``files/`` (the writer renames
+    only after the sha256 matched). A download that failed (its file unlinked), was replaced by
+    a later one, or whose writer died, fails the follower's transfer instead.
+    """
 
     def __init__(
         self,
         lock_path: Path,
-        final_of: Callable[[str | None], Path | None],
+        final_of: Callable[[], Path | None],
         total: int | None,
         timeout: float,
     ) -> None:
@@ -105,78 +132,146 @@ class RemoteProgress(Progress):
         self._timeout = timeout
         self._fd: int | None = None
 
+    def _open_final(self) -> bool:
+        final = self._final_of()
+        if final is None:
+            return False
+        try:
+            self._fd = os.open(final, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        self.final, self.written = final, os.fstat(self._fd).st_size
+        self.finish(None)
+        return True
+
     async def wait_ready(self) -> None:
         deadline = time.monotonic() + self._timeout
         while True:
-            final = self._final_of(None)
-            if final is not None:
-                self.final, self.done = final, True
-                self.written = final.stat().st_size
+            if self._open_final():
                 return
-            name = self._lock_path.read_text(errors="replace").strip()
-            if name and (self._lock_path.parent / name).exists():
-                self.part = self._lock_path.parent / name
-                return
+            try:
+                name = self._lock_path.read_text(errors="replace").strip()
+            except FileNotFoundError:
+                name = ""
+            if name:
+                try:
+                    self._fd = os.open(self._lock_path.parent / name, os.O_RDONLY)
+                except FileNotFoundError:
+                    pass  # renamed into place or discarded just now: look again
+                else:
+                    self.part = self._lock_path.parent / name
+                    self.written = os.fstat(self._fd).st_size
+                    return
             if not lock_held(self._lock_path) or time.monotonic() > deadline:
-                self.finish("the other worker's download ended without a file")
+                if not self._open_final():
+                    self.finish("the other worker's download ended without a file")
                 return
             await asyncio.sleep(REMOTE_POLL)
 
     async def refresh(self) -> None:
         await asyncio.sleep(REMOTE_POLL)
-        if self.part is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.written = self.part.stat().st_size
-        final = self._final_of(None)
+        if self._fd is None or self.done:
+            return
+        mine = os.fstat(self._fd)
+        self.written = mine.st_size
+        final = self._final_of()
         if final is not None:
-            self.final = final
-            self.written = final.stat().st_size
-            self.done = True
+            try:
+                there = os.stat(final)
+            except FileNotFoundError:
+                there = None
+            if there is not None and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
+                self.final = final
+                self.finish(None)
+                return
+            if there is not None:
+                self.finish("another download was stored instead of the one followed")
+                return
+        if mine.st_nlink == 0:
+            self.finish("the other worker's download failed")
         elif not lock_held(self._lock_path):
-            final = self._final_of(None)
-            if final is None:
-                self.finish("the other worker's download failed")
+            self.finish("the other worker's download stopped")
+
+    def open_source(self) -> int:
+        if self.done and self.error:
+            raise FillFailed(self.error)
+        if self._fd is None:
+            raise FillFailed("no download to follow")
+        return os.dup(self._fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 async def read_progress(progress: Progress) -> AsyncIterator[bytes]:
-    """Yield the bytes of a fill as they arrive, holding back the last one until verified."""
-    await progress.wait_ready()
-    if progress.done and progress.error:
-        raise FillFailed(progress.error)
-    source = progress.final if progress.done and progress.final else progress.part
-    if source is None:
-        raise FillFailed(progress.error or "no download")
-    fd = os.open(source, os.O_RDONLY)
+    """Yield the bytes of a fill as they arrive, holding back the last one until verified.
+
+    Belt and braces: the reader also hashes what it sends, and sends the last byte only when
+    that digest is the expected one, so no interleaving of writers can complete a transfer
+    of wrong bytes.
+    """
     try:
-        pos = 0
-        while True:
-            done, error = progress.done, progress.error
-            if done and error:
-                raise FillFailed(error)
-            limit = progress.written if done else progress.written - 1
-            if pos < limit:
-                chunk = os.pread(fd, min(CHUNK, limit - pos), pos)
-                if not chunk:
-                    raise FillFailed("temporary file shrank")
-                pos += len(chunk)
-                yield chunk
-                continue
-            if done:
-                return
-            await progress.refresh()
+        await progress.wait_ready()
+        fd = progress.open_source()
+        try:
+            digest = hashlib.sha256()
+            pos = 0
+            while True:
+                done, error = progress.done, progress.error
+                if done and error:
+                    raise FillFailed(error)
+                limit = progress.written if done else progress.written - 1
+                if pos < limit:
+                    chunk = os.pread(fd, min(CHUNK, limit - pos), pos)
+                    if not chunk:
+                        raise FillFailed("temporary file shrank")
+                    pos += len(chunk)
+                    digest.update(chunk)
+                    if done and pos == limit:
+                        _check_whole(progress, digest.hexdigest(), pos)
+                    yield chunk
+                    continue
+                if done:
+                    if pos == 0:
+                        _check_whole(progress, digest.hexdigest(), pos)
+                    return
+                await progress.refresh()
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
+        progress.release()
+
+
+def _check_whole(progress: Progress, digest: str, length: int) -> None:
+    expected = progress.expected or progress.sha256
+    if expected is None and progress.final is not None:
+        expected = progress.final.parent.name
+    if expected is None or digest != expected:
+        raise FillFailed("the bytes read do not match the index's sha256")
+    if progress.total is not None and length != progress.total:
+        raise FillFailed(f"read {length} bytes, expected {progress.total}")
 
 
 async def wait_done(progress: Progress) -> None:
     """Wait until a fill ended (either way); readers are not needed for it to go on."""
-    await progress.wait_ready()
-    while not progress.done:
-        await progress.refresh()
+    try:
+        await progress.wait_ready()
+        while not progress.done:
+            await progress.refresh()
+    finally:
+        progress.release()
 
 
 class Filler:
-    """Starts and shares downloads; one per process."""
+    """Starts and shares downloads; one per process.
+
+    ``max_stored_size`` (the cache's size cap) keeps a file larger than the whole cache from
+    being stored: it is streamed to its readers, verified the same way, and then discarded, so
+    it neither evicts the cache nor is fetched twice by readers that overlap. Files the mirror
+    pins are always stored.
+    """
 
     def __init__(
         self,
@@ -187,6 +282,7 @@ class Filler:
         on_corrupt: Callable[[], None] = lambda: None,
         on_committed: Callable[[Path, int], None] = lambda p, n: None,
         remote_timeout: float = 60.0,
+        max_stored_size: int | None = None,
     ) -> None:
         self._storage = storage
         self._upstream = upstream
@@ -196,9 +292,10 @@ class Filler:
         self._on_corrupt = on_corrupt
         self._on_committed = on_committed
         self._remote_timeout = remote_timeout
+        self._max_stored = max_stored_size
 
-    def _final(self, target: Target) -> Callable[[str | None], Path | None]:
-        def find(_: str | None) -> Path | None:
+    def _final(self, target: Target) -> Callable[[], Path | None]:
+        def find() -> Path | None:
             sha = target.sha256 or self._storage.hash_for_url(target.url)
             if sha is None:
                 return None
@@ -207,33 +304,51 @@ class Filler:
 
         return find
 
-    def start(self, target: Target) -> Progress:
+    def _too_big(self, size: int | None, pinned: bool) -> bool:
+        cap = self._max_stored
+        return not pinned and size is not None and cap is not None and size > cap
+
+    def too_big(self, target: Target) -> bool:
+        """Whether ``target`` would be streamed without being stored (larger than the cap)."""
+        return self._too_big(target.size, False)
+
+    def start(self, target: Target, *, pinned: bool = False) -> Progress:
         """The progress of the download of ``target``, joining one already under way."""
         existing = self._inflight.get(target.key)
         if existing is not None:
             return existing
+        if self._too_big(target.size, pinned):
+            # Not stored, so there is nothing for other processes to share: no lock.
+            return self._begin(target, None, pinned)
         lock_path = self._storage.tmp_dir / f"{target.key}.lock"
         try:
-            lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            lock_fd = take_lock(lock_path)
         except OSError as exc:  # a full disk, for one: a clean failure for this request
             failed = Progress(total=target.size)
             failed.finish(f"cannot start a download: {exc.strerror}")
             return failed
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
+        if lock_fd is None:
             log.debug("following another worker's download of %s", target.filename)
-            return RemoteProgress(lock_path, self._final(target), target.size, self._remote_timeout)
+            follower = RemoteProgress(
+                lock_path, self._final(target), target.size, self._remote_timeout
+            )
+            follower.expected = target.sha256
+            return follower
+        return self._begin(target, (lock_path, lock_fd), pinned)
+
+    def _begin(self, target: Target, lock: tuple[Path, int] | None, pinned: bool) -> Progress:
         part = self._storage.tmp_dir / f"{target.key}.{os.getpid()}-{secrets.token_hex(4)}.part"
         progress = Progress(part, target.size)
+        progress.expected = target.sha256
         self._inflight[target.key] = progress
-        task = asyncio.create_task(self._run(target, progress, lock_fd))
+        task = asyncio.create_task(self._run(target, progress, lock, pinned))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return progress
 
-    async def _run(self, target: Target, progress: Progress, lock_fd: int) -> None:
+    async def _run(
+        self, target: Target, progress: Progress, lock: tuple[Path, int] | None, pinned: bool
+    ) -> None:
         assert progress.part is not None
         part = progress.part
         fd = -1
@@ -241,25 +356,35 @@ class Filler:
         started = time.monotonic()
         try:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.ftruncate(lock_fd, 0)
-            os.pwrite(lock_fd, part.name.encode(), 0)
+            progress.read_fd = os.open(part, os.O_RDONLY)
+            if lock is not None:
+                os.ftruncate(lock[1], 0)
+                os.pwrite(lock[1], part.name.encode(), 0)
             await self._download(target, progress, fd)
-            await anyio.to_thread.run_sync(os.fsync, fd)
             digest = progress.sha256
             assert digest is not None
-            final = await anyio.to_thread.run_sync(
-                self._storage.commit, part, digest, target.filename
-            )
-            if target.sha256 is None:
-                await anyio.to_thread.run_sync(self._storage.remember_hash, target.url, digest)
-            progress.final = final
-            self._on_committed(final, progress.written)
-            log.info(
-                "cached %s (%d bytes in %.2fs)",
-                target.filename,
-                progress.written,
-                time.monotonic() - started,
-            )
+            if lock is None or self._too_big(progress.written, pinned):
+                progress.stored = False
+                log.info(
+                    "streamed %s (%d bytes) without storing it: larger than max_cache_size",
+                    target.filename,
+                    progress.written,
+                )
+            else:
+                await anyio.to_thread.run_sync(os.fsync, fd)
+                final = await anyio.to_thread.run_sync(
+                    self._storage.commit, part, digest, target.filename
+                )
+                if target.sha256 is None:
+                    await anyio.to_thread.run_sync(self._storage.remember_hash, target.url, digest)
+                progress.final = final
+                self._on_committed(final, progress.written)
+                log.info(
+                    "cached %s (%d bytes in %.2fs)",
+                    target.filename,
+                    progress.written,
+                    time.monotonic() - started,
+                )
         except IntegrityError as exc:
             self._on_corrupt()
             error = str(exc)
@@ -279,15 +404,17 @@ class Filler:
         finally:
             if fd >= 0:
                 os.close(fd)
-            if error is not None:
+            if error is not None or progress.final is None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(part)
             progress.finish(error)
+            if progress.read_fd is not None:
+                # Readers took their own descriptors; later ones open the stored file.
+                os.close(progress.read_fd)
+                progress.read_fd = None
             self._inflight.pop(target.key, None)
-            with contextlib.suppress(OSError):
-                os.ftruncate(lock_fd, 0)
-            fcntl.flock(lock_fd, fcntl.LOCK_UN)
-            os.close(lock_fd)
+            if lock is not None:
+                release_lock(*lock)
 
     async def _download(self, target: Target, progress: Progress, fd: int) -> None:
         hasher = hashlib.sha256()

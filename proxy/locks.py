@@ -20,3 +20,40 @@ def lock_held(path: Path) -> bool:
     finally:
         os.close(fd)  # closing drops the shared lock taken for the test
     return False
+
+
+def take_lock(path: Path) -> int | None:
+    """Take the exclusive lock at ``path`` without waiting: its descriptor, or None when another
+    holder has it. Raises OSError when the lock file cannot be made (a full disk).
+
+    Lock files are removed by their holder when done (see ``release_lock``), so a lock taken on
+    a file that was unlinked meanwhile is worthless: check that the path still names the locked
+    inode, and start again if not.
+    """
+    for _attempt in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            there = os.stat(path)
+        except FileNotFoundError:
+            there = None
+        mine = os.fstat(fd)
+        if there is not None and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
+            return fd
+        os.close(fd)  # the holder before us removed it: try the new file
+    raise OSError(0, "lock file keeps changing")
+
+
+def release_lock(path: Path, fd: int) -> None:
+    """Remove the lock file while still holding it, then let go: nothing piles up in tmp/."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,12 @@ class DistFile:
     @property
     def sha256(self) -> str | None:
         return self.hashes.get("sha256")
+
+    @property
+    def variant(self) -> str:
+        """Tells apart entries that share a filename on one page (re-uploads on some indexes):
+        the sha256 when the index gives one, else a digest of the upstream URL."""
+        return self.sha256 or hashlib.sha256(self.url.encode()).hexdigest()[:32]
 
     @property
     def has_metadata(self) -> bool:
@@ -95,7 +102,9 @@ class PageRecord:
 
     def __post_init__(self) -> None:
         if not self.by_filename:
-            self.by_filename = {f.filename: f for f in self.page.files}
+            # The first entry of a name wins; later ones are reached by their variant URL.
+            for f in self.page.files:
+                self.by_filename.setdefault(f.filename, f)
 
 
 @dataclass(slots=True)

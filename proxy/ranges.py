@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+_DIGITS = frozenset("0123456789")
+
 
 @dataclass(frozen=True, slots=True)
 class ByteRange:
@@ -39,7 +41,8 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return None
     first, dash, last = spec.strip().partition("-")
     first, last = first.strip(), last.strip()
-    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    # ASCII digits only: str.isdigit() also accepts "²" and other digits int() rejects.
+    if not dash or not _digits_or_empty(first) or not _digits_or_empty(last):
         raise Unsatisfiable
     if first == "":
         if last == "" or int(last) == 0 or size == 0:
@@ -54,6 +57,10 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if end < start:
         raise Unsatisfiable
     return ByteRange(start, min(end, size - 1))
+
+
+def _digits_or_empty(text: str) -> bool:
+    return _DIGITS.issuperset(text)
 
 
 def if_range_allows(if_range: str | None, etag: str, last_modified: str) -> bool:

@@ -20,13 +20,22 @@ from proxy.names import normalize
 FileHref = Callable[[DistFile], str]
 
 
-def file_href(project: str, filename: str) -> str:
-    """Where the proxy serves ``filename``, relative to ``/simple/<project>/``."""
+def file_href(project: str, filename: str, variant: str | None = None) -> str:
+    """Where the proxy serves ``filename``, relative to ``/simple/<project>/``; a ``variant``
+    segment tells apart entries of one page that share a filename."""
+    if variant is not None:
+        return f"../../files/{quote(project)}/{variant}/{quote(filename)}"
     return f"../../files/{quote(project)}/{quote(filename)}"
 
 
-def project_file_href(project: str) -> FileHref:
-    return lambda f: file_href(project, f.filename)
+def project_file_href(project: str, files: Iterable[DistFile] = ()) -> FileHref:
+    """File URLs for one page: the plain URL, or a variant URL for every entry whose filename
+    the page lists more than once, so that each entry is fetched as its own bytes."""
+    seen: set[str] = set()
+    shared: set[str] = set()
+    for f in files:
+        (shared if f.filename in seen else seen).add(f.filename)
+    return lambda f: file_href(project, f.filename, f.variant if f.filename in shared else None)
 
 
 def _json_file(f: DistFile, href: FileHref) -> dict[str, Any]:
@@ -152,7 +161,7 @@ def body(raw: bytes) -> Body:
 
 
 def render_project(page: ProjectPage, project: str) -> Rendered:
-    href = project_file_href(project)
+    href = project_file_href(project, page.files)
     return Rendered(json=body(project_json(page, href)), html=body(project_html(page, href)))
 
 

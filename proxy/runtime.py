@@ -81,6 +81,7 @@ class Runtime:
                 on_corrupt=lambda: stats.add("integrity_errors"),
                 on_committed=lambda _path, _n: runtime.after_fill(),
                 remote_timeout=settings.connect_timeout + settings.read_timeout,
+                max_stored_size=settings.max_cache_size,
             )
         runtime._flusher = asyncio.create_task(runtime._flush_forever())
         log.info(

@@ -65,6 +65,7 @@ class Settings:
     index_ttl: float = 600.0
     negative_ttl: float = 60.0
     max_cache_size: int | None = None
+    scrub_interval: float | None = None
     memory_cache_size: int = 256 * 1024**2
     workers: int = 1
     connect_timeout: float = 10.0
@@ -85,6 +86,8 @@ class Settings:
     admin_token: str | None = None
     auth_htpasswd: str | None = None
     auth_tokens: tuple[str, ...] = ()
+    auth_check_threads: int = 2
+    auth_max_pending: int = 64
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     log_level: str = "info"
@@ -271,6 +274,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "index_ttl": _seconds,
     "negative_ttl": _seconds,
     "max_cache_size": _optional(parse_size),
+    "scrub_interval": _optional(_seconds),
     "memory_cache_size": parse_size,
     "workers": _int(1, 64),
     "connect_timeout": _seconds,
@@ -291,6 +295,8 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "admin_token": _optional(_text),
     "auth_htpasswd": _optional(_text),
     "auth_tokens": _names,
+    "auth_check_threads": _int(1, 64),
+    "auth_max_pending": _int(1, 100_000),
     "tls_certfile": _optional(_text),
     "tls_keyfile": _optional(_text),
     "log_level": _log_level,

@@ -176,9 +176,16 @@ class Storage:
             self.index.set(PROJECTS_COUNT, len(self.page_projects()))
 
     def sweep_tmp(self) -> int:
-        """Remove partial downloads nobody is writing (left by a crash); returns how many."""
+        """Remove partial downloads nobody is writing (left by a crash), and lock files nobody
+        holds; returns how many partial downloads went."""
         removed = 0
         for entry in os.scandir(self.tmp_dir):
+            if entry.name.endswith(".lock"):
+                if not lock_held(Path(entry.path)):
+                    # Safe even if someone is just taking it: take_lock re-checks the inode.
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                continue
             if not entry.name.endswith(".part"):
                 continue
             lock_path = self.tmp_dir / (entry.name.split(".", 1)[0] + ".lock")

@@ -3,7 +3,10 @@
 It walks the page records, not the file tree: each listed file the cache holds is hashed; a
 file whose bytes do not match is dropped, and re-fetched when the mirror pinned it (the
 prefetcher wants it) and the upstream is reachable; a pinned file that went missing is
-re-fetched too. Partial downloads are swept first.
+re-fetched too. Partial downloads are swept first. A record that cannot be read, or an entry
+that cannot be stored, is counted and reported; nothing stops the check.
+
+The same pass runs inside ``serve`` on a schedule (``scrub_interval``): see ``proxy/scrub.py``.
 """
 
 from __future__ import annotations
@@ -25,20 +28,39 @@ log = logging.getLogger(__name__)
 READ = 1024 * 1024
 
 
+# Exit statuses of `pypi-proxy verify` (documented in the README).
+WHOLE = 0  # every stored file checked was whole
+REPAIRED = 1  # damage was found; all of it was dropped or fetched again
+DAMAGED = 3  # damage remains: a mirrored file could not be fetched again, or records unreadable
+
+
 @dataclass
 class VerifyReport:
     checked: int = 0
     ok: int = 0
     corrupt: int = 0
+    wrong_size: int = 0
     missing_pinned: int = 0
     repaired: int = 0
     dropped: int = 0
     swept_partials: int = 0
+    unreadable_records: int = 0
+    unstorable_entries: int = 0
     failed: list[str] = field(default_factory=list)
 
     @property
+    def damage_found(self) -> bool:
+        return bool(self.corrupt or self.wrong_size or self.missing_pinned)
+
+    @property
     def whole(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.unreadable_records
+
+    @property
+    def exit_status(self) -> int:
+        if not self.whole:
+            return DAMAGED
+        return REPAIRED if self.damage_found else WHOLE
 
 
 def _sha256(path: Path) -> str | None:
@@ -52,13 +74,17 @@ def _sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def _listed(runtime: Runtime) -> Iterator[Target]:
+def _listed(runtime: Runtime, report: VerifyReport) -> Iterator[Target]:
     storage = runtime.storage
     for project in storage.page_projects():
-        record = storage.load_page(project)
-        if record is None:
+        try:
+            record = storage.load_page(project)
+            files = list(record.page.files) if record is not None else []
+        except Exception as exc:  # an old or damaged record must not stop the whole check
+            report.unreadable_records += 1
+            report.failed.append(f"{project}: page record unreadable ({type(exc).__name__})")
             continue
-        for entry in record.page.files:
+        for entry in files:
             for name in (entry.filename, entry.filename + ".metadata"):
                 target = target_for(entry, name)
                 if target is not None:
@@ -66,12 +92,21 @@ def _listed(runtime: Runtime) -> Iterator[Target]:
 
 
 def _check(runtime: Runtime, target: Target) -> tuple[Target, str, Path | None]:
-    """(target, outcome, path): outcome is ok, corrupt, missing-pinned or absent."""
+    """(target, outcome, path): ok, corrupt, wrong-size, missing-pinned, absent or unstorable."""
     storage = runtime.storage
     sha = target.sha256 or storage.hash_for_url(target.url)
     if sha is None:
         return target, "absent", None
-    path = storage.file_path(sha, target.filename)
+    try:
+        path = storage.file_path(sha, target.filename)
+    except ValueError:
+        return target, "unstorable", None
+    try:
+        size = path.stat().st_size
+    except (FileNotFoundError, NotADirectoryError):
+        return target, "missing-pinned" if storage.is_pinned(sha) else "absent", path
+    if target.size is not None and size != target.size:
+        return target, "wrong-size", path
     actual = _sha256(path)
     if actual is None:
         return target, "missing-pinned" if storage.is_pinned(sha) else "absent", path
@@ -81,34 +116,49 @@ def _check(runtime: Runtime, target: Target) -> tuple[Target, str, Path | None]:
 async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
     report = VerifyReport()
     report.swept_partials = await anyio.to_thread.run_sync(runtime.storage.sweep_tmp)
-    targets = await anyio.to_thread.run_sync(lambda: list(_listed(runtime)))
+    targets = await anyio.to_thread.run_sync(lambda: list(_listed(runtime, report)))
 
     def check_all() -> list[tuple[Target, str, Path | None]]:
         with ThreadPoolExecutor(4) as pool:
             return list(pool.map(lambda t: _check(runtime, t), targets))
 
     results = await anyio.to_thread.run_sync(check_all)
+    seen: set[Path] = set()
     for target, outcome, path in results:
-        if outcome == "absent":
+        if outcome == "unstorable":
+            report.unstorable_entries += 1
             continue
+        if outcome == "absent" or path in seen:
+            continue  # one stored file listed twice (two projects) is checked once
+        if path is not None:
+            seen.add(path)
         report.checked += 1
         if outcome == "ok":
             report.ok += 1
             continue
         pinned = path is not None and runtime.storage.is_pinned(path.parent.name)
-        if outcome == "corrupt":
-            report.corrupt += 1
-            log.warning("verify: %s does not match its sha256; dropping it", target.filename)
+        if outcome in ("corrupt", "wrong-size"):
+            if outcome == "corrupt":
+                report.corrupt += 1
+            else:
+                report.wrong_size += 1
+            runtime.stats.add("integrity_errors")
+            log.warning("verify: %s is damaged (%s); dropping it", target.filename, outcome)
             assert path is not None
             await anyio.to_thread.run_sync(runtime.storage.remove_file, path)
             report.dropped += 1
         else:
             report.missing_pinned += 1
-        if pinned and repair:
+        if pinned:
+            if not repair:
+                report.failed.append(
+                    f"{target.filename}: mirrored, not fetched again (--no-repair)"
+                )
+                continue
             if runtime.filler is None:
                 report.failed.append(f"{target.filename}: offline, cannot re-fetch")
                 continue
-            progress = runtime.filler.start(target)
+            progress = runtime.filler.start(target, pinned=True)
             await wait_done(progress)
             if progress.error:
                 report.failed.append(f"{target.filename}: {progress.error}")

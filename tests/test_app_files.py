@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+import fcntl
 import hashlib
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -223,12 +223,28 @@ def test_size_cap__evicts_least_recently_used(tmp_path: Path, upstream: FakeUpst
 
 
 def test_crash_leftovers__swept_at_start(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """A crashed fill's part is removed at start and the file is then fetched whole; a part
+    whose lock another writer still holds is left alone; nothing else in tmp/ is touched."""
+    built = make_wheel("demo", "1.0")
     tmp = tmp_path / "cache" / "tmp"
     tmp.mkdir(parents=True)
-    (tmp / f"{'a' * 64}.123-abcd.part").write_bytes(b"half a wheel")
-    with _proxy(tmp_path, upstream):
-        assert list(tmp.glob("*.part")) == []
-    assert threading.active_count() >= 1
+    orphan = tmp / f"{built.sha256}.123-abcd.part"  # what a killed fill of this very file leaves
+    orphan.write_bytes(built.content[:100])
+    busy = tmp / f"{'b' * 64}.456-efgh.part"
+    busy.write_bytes(b"another worker is still writing this")
+    other = tmp / "notes.txt"
+    other.write_bytes(b"not a part")
+    with (tmp / f"{'b' * 64}.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another open file: lock_held() sees it as taken
+        with _proxy(tmp_path, upstream) as proxy:
+            assert not orphan.exists()
+            assert busy.read_bytes() == b"another worker is still writing this"
+            assert other.read_bytes() == b"not a part"
+            response = httpx.get(proxy.url + WHEEL)
+            assert response.status_code == 200
+            assert response.content == built.content
+    assert [p.name for p in stored_files(tmp_path / "cache")] == [built.filename]
+    assert sorted(p.name for p in tmp.glob("*.part")) == [busy.name]
 
 
 def test_allowed_file_hosts__links_elsewhere_dropped(

@@ -37,6 +37,20 @@ def nothing_partial(cache: Path) -> bool:
     return not list((cache / "tmp").glob("*.part")) and all_whole(cache)
 
 
+def fetch_whole(url: str) -> tuple[int, int | None, bytes, bool]:
+    """Status, announced Content-Length, the bytes that arrived, and whether the body ended
+    as announced (False: the connection was cut mid-body)."""
+    received = b""
+    with httpx.stream("GET", url, timeout=10) as response:
+        length = response.headers.get("content-length")
+        try:
+            for chunk in response.iter_raw():
+                received += chunk
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            return response.status_code, int(length) if length else None, received, False
+        return response.status_code, int(length) if length else None, received, True
+
+
 @pytest.mark.parametrize(
     "fault",
     ["corrupt_files", "truncate_files", "wrong_length"],
@@ -44,17 +58,28 @@ def nothing_partial(cache: Path) -> bool:
 def test_file_faults__transfer_fails_nothing_kept(
     tmp_path: Path, upstream: FakeUpstream, fault: str
 ) -> None:
+    """The client sees a failed transfer, in one of the two forms a client can tell: a 502
+    before any byte, or a 200 with the index's Content-Length cut short. After the fault
+    clears, the right bytes are fetched anew (nothing bad was kept)."""
+    built = make_wheel("demo", "1.0")
     setattr(upstream, fault, True)
     with ThreadedProxy(configure(tmp_path / "c", upstream)) as proxy:
-        try:
-            response = httpx.get(proxy.url + WHEEL, timeout=10)
-        except httpx.HTTPError:
-            pass  # the connection was cut: the client knows the transfer failed
-        else:
-            assert response.status_code >= 500 or response.content != b"", fault
-            assert response.status_code != 200, fault
+        for _attempt in range(2):  # a second try must not be served a kept copy
+            status, length, received, whole = fetch_whole(proxy.url + WHEEL)
+            if status == 200:
+                assert length == len(built.content), fault
+                assert not whole and len(received) < length, (fault, len(received))
+                assert received == built.content[: len(received)] or fault == "corrupt_files"
+            else:
+                assert status == 502 and whole, (fault, status)
+                assert b"could not fetch" in received, received
+            assert stored(tmp_path / "c") == {}
+            assert nothing_partial(tmp_path / "c")
         assert httpx.get(proxy.url + "/health").status_code == 200
-    assert stored(tmp_path / "c") == {}
+        setattr(upstream, fault, False)
+        again = httpx.get(proxy.url + WHEEL, timeout=10)
+        assert again.status_code == 200 and again.content == built.content
+    assert stored(tmp_path / "c") == {built.filename: built.sha256}
     assert nothing_partial(tmp_path / "c")
 
 

@@ -35,6 +35,12 @@ def test_parse_range__single_ranges(header: str | None, expected: ByteRange | No
         "bytes=--1",
         "bytes=1",
         "bytes=" + "9" * 2000,
+        "bytes=\xb2-",  # Latin-1 superscript two: isdigit() says yes, int() says no
+        "bytes=0-\xb9",
+        "bytes=-\xb3",
+        "bytes=\u0661-",  # Arabic-Indic one: int() would take it, HTTP does not
+        "bytes=1_0-",
+        "bytes=+1-",
     ],
 )
 def test_parse_range__unsatisfiable_or_malformed(header: str) -> None:

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from proxy.access import Access
 from proxy.logs import setup_logging
 from proxy.runtime import Runtime
+from proxy.scrub import scrub_service
 from proxy.settings import PrefetchSettings, Settings
 from proxy.web import admin, files, ops, pages
 from proxy.web.auth import RequireAuth
@@ -39,6 +40,8 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
         app.state.runtime = runtime
         try:
             async with AsyncExitStack() as stack:
+                if settings.scrub_interval:
+                    await stack.enter_async_context(scrub_service(runtime, settings.scrub_interval))
                 for service in services:
                     await stack.enter_async_context(service(runtime))
                 yield
@@ -56,6 +59,7 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
         Route("/simple/{project}", pages.project, methods=["GET", "HEAD"]),
         Route("/simple/{project}/", pages.project, methods=["GET", "HEAD"]),
         Route("/files/{project}/{filename}", files.serve_file, methods=["GET", "HEAD"]),
+        Route("/files/{project}/{variant}/{filename}", files.serve_file, methods=["GET", "HEAD"]),
         Route("/admin/{action}", admin.action, methods=["POST"]),
         Route("/admin/{action}/{project}", admin.action, methods=["POST"]),
     ]
@@ -64,7 +68,14 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
     )
     middleware = [Middleware(RequestLimits)]
     if access.enabled:
-        middleware.append(Middleware(RequireAuth, access=access))
+        middleware.append(
+            Middleware(
+                RequireAuth,
+                access=access,
+                check_threads=settings.auth_check_threads,
+                max_pending=settings.auth_max_pending,
+            )
+        )
     middleware.append(Middleware(FastPages))  # innermost: after limits and authentication
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 

@@ -33,7 +33,6 @@ def _touch(runtime: Runtime, path: Path) -> None:
 def _hit(
     request: Request, runtime: Runtime, path: Path, sha256: str, stat: os.stat_result | None
 ) -> ASGIApp:
-    runtime.stats.add("file_hits")
     _touch(runtime, path)
     return FileResponse(
         path,
@@ -46,35 +45,64 @@ def _hit(
     )
 
 
+def _size_only(size: int, etag: str | None) -> Response:
+    """HEAD of a file that is streamed but not kept: its size, and no promise of ranges."""
+    headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+    if etag is not None:
+        headers["ETag"] = f'"{etag}"'
+    return Response(status_code=200, headers=headers)
+
+
+def _is_variant(value: str) -> bool:
+    return len(value) in (32, 64) and all(c in "0123456789abcdef" for c in value)
+
+
 async def serve_file(request: Request) -> Response | ASGIApp:
     runtime: Runtime = request.app.state.runtime
     runtime.stats.add("requests")
     project: str = request.path_params["project"]
     filename: str = request.path_params["filename"]
-    if not is_valid_project_name(project) or not is_safe_filename(filename):
+    variant: str | None = request.path_params.get("variant")
+    if (
+        not is_valid_project_name(project)
+        or not is_safe_filename(filename)
+        or (variant is not None and not _is_variant(variant))
+    ):
         return error(400, "not a valid project or file name")
     project = normalize(project)
     try:
-        located = await locate(runtime.index, runtime.storage, project, filename)
+        located = await locate(runtime.index, runtime.storage, project, filename, variant)
     except NotFound as exc:
         runtime.stats.add("not_found")
         return error(404, str(exc))
     except UpstreamError as exc:
         return error(502, f"the upstream index is unavailable: {exc}")
+    if located.damaged:
+        runtime.stats.add("integrity_errors")
     if located.path is not None and located.sha256 is not None:
+        runtime.stats.add("file_hits")
         return _hit(request, runtime, located.path, located.sha256, located.stat)
     if runtime.filler is None:
+        if located.damaged:
+            return error(
+                503, f"the stored copy of {filename} was damaged and dropped; the proxy is offline"
+            )
         runtime.stats.add("not_found")
         return error(404, f"{filename} is not in this mirror, and the proxy is offline")
     runtime.stats.add("file_misses")
-    progress = runtime.filler.start(located.target)
+    target = located.target
+    too_big = runtime.filler.too_big(target)
+    if too_big and request.method == "HEAD" and target.size is not None:
+        return _size_only(target.size, target.sha256)
+    progress = runtime.filler.start(target)
     await progress.wait_ready()
     if progress.done and progress.error:
+        progress.release()
         if progress.not_found:
             return error(404, f"the upstream has no {filename}")
         runtime.stats.add("upstream_errors")
         return error(502, f"could not fetch {filename} from the upstream: {progress.error}")
-    if request.method == "HEAD" or request.headers.get("range") is not None:
+    if not too_big and (request.method == "HEAD" or request.headers.get("range") is not None):
         # Range readers get bytes from the verified file; wait for the fill to finish.
         try:
             async for _ in read_progress(progress):
@@ -82,11 +110,18 @@ async def serve_file(request: Request) -> Response | ASGIApp:
         except FillFailed as exc:
             return error(502, f"could not fetch {filename} from the upstream: {exc}")
         if progress.final is None:
-            return error(502, f"could not fetch {filename} from the upstream")
+            if request.method == "HEAD":
+                return _size_only(progress.written, progress.sha256)
+            return error(
+                502, f"{filename} is larger than max_cache_size and is not kept: ask without Range"
+            )
         return _hit(request, runtime, progress.final, progress.final.parent.name, None)
+
+    def sent(n: int) -> None:
+        runtime.stats.add("bytes_served", n)
+        progress.release()  # also when the client left before the body began
+
+    # A file too big to keep answers a Range with the whole file: a 200 is always correct.
     return StreamResponse(
-        read_progress(progress),
-        total=progress.total,
-        etag=located.target.sha256,
-        on_sent=lambda n: runtime.stats.add("bytes_served", n),
+        read_progress(progress), total=progress.total, etag=target.sha256, on_sent=sent
     )

@@ -109,8 +109,16 @@ class FakeUpstream:
         # When not None, file bodies crawl (1 KiB every 0.5 s) until the event is set, then go
         # at full speed: downloads that hold their connections until a test lets them go.
         self.files_gate: threading.Event | None = None
-        # path (no query) -> a hand-made answer, served before anything else the fake knows.
+        # path (no query) -> a hand-made answer with any status, headers and pacing (redirects,
+        # bombs, trickles); served before anything else the fake knows, `raw` included.
         self.raw_routes: dict[str, RawAnswer] = {}
+        # filename -> how many more GETs answer it with one byte changed, slowly (a bad mirror
+        # node behind a load balancer: the first answer lies, a retry gets the real bytes).
+        self.corrupt_first: dict[str, int] = {}
+        self.corrupt_pause = 0.05  # seconds between 64 KiB chunks of such a lying answer
+        # Hand-written answers for exact paths (pages no well-behaved index would send):
+        # path -> (content type, body).
+        self.raw: dict[str, tuple[str, bytes]] = {}
         # A ready-made JSON root (benchmarks: hundreds of thousands of projects).
         self.root_json_override: bytes | None = None
         self._server = _Server((host, port), _handler_for(self))
@@ -200,6 +208,14 @@ class FakeUpstream:
         with self._log_lock:
             self.requests.clear()
 
+    def take_corrupt(self, filename: str) -> bool:
+        with self._log_lock:
+            left = self.corrupt_first.get(filename, 0)
+            if left <= 0:
+                return False
+            self.corrupt_first[filename] = left - 1
+            return True
+
     def take_burst(self) -> bool:
         with self._log_lock:
             if self.fail_next <= 0:
@@ -275,6 +291,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.upstream.raw_routes.get(parts.path)
         if raw is not None:
             self._raw(raw)
+        elif path in self.upstream.raw:
+            content_type, body = self.upstream.raw[path]
+            self._send(200, body, {"Content-Type": content_type})
         elif path == "/simple/":
             self._root(query)
         elif path == "/simple":
@@ -359,6 +378,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fake.corrupt_files and data:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+        if self.command == "GET" and data and fake.take_corrupt(filename):
+            middle = len(data) // 2
+            lie = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+            self._stream(200, lie, headers, len(lie), pause=fake.corrupt_pause)
+            return
         if self.command == "GET" and (fake.truncate_files or fake.wrong_length):
             # Truncated: half the promised body. Wrong length: all of it, but 10 bytes promised
             # more. Either way the connection closes after, as a broken upstream's would.

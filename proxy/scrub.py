@@ -1,0 +1,77 @@
+"""The scrub inside ``serve``: every ``scrub_interval`` seconds, the ``verify`` pass (hash every
+stored file against its page record, drop what is damaged, fetch mirrored files again), so bit
+rot is found without anyone running ``pypi-proxy verify``.
+
+One scrub at a time per cache directory, whichever worker's timer fires first (a lock in
+``state/``); its last result is kept in the cache so every worker's /stats shows the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from proxy.locks import release_lock, take_lock
+from proxy.runtime import Runtime
+from proxy.verify import verify
+
+log = logging.getLogger(__name__)
+LAST_KEY = "scrub:last"
+
+
+async def scrub_once(runtime: Runtime) -> dict[str, Any] | None:
+    """One pass, unless another process is scrubbing this cache; its summary."""
+    lock_path = runtime.storage.state_dir / "scrub.lock"
+    fd = await anyio.to_thread.run_sync(take_lock, lock_path)
+    if fd is None:
+        return None
+    started = time.time()
+    try:
+        report = await verify(runtime, repair=True)
+    finally:
+        release_lock(lock_path, fd)
+    summary = {
+        "finished": time.time(),
+        "seconds": round(time.time() - started, 2),
+        "checked": report.checked,
+        "damaged": report.corrupt + report.wrong_size + report.missing_pinned,
+        "repaired": report.repaired,
+        "dropped": report.dropped,
+        "failed": report.failed[-5:],
+        "exit_status": report.exit_status,
+    }
+    await anyio.to_thread.run_sync(runtime.storage.index.set, LAST_KEY, summary)
+    level = logging.INFO if report.exit_status == 0 else logging.WARNING
+    log.log(level, "scrub: checked %d files, %d damaged", report.checked, summary["damaged"])
+    return summary
+
+
+@asynccontextmanager
+async def scrub_service(runtime: Runtime, interval: float) -> AsyncIterator[None]:
+    def figures() -> dict[str, Any]:
+        return {"scrub": {"interval": interval, "last": runtime.storage.index.get(LAST_KEY)}}
+
+    runtime.extra_stats.append(figures)
+
+    async def forever() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await scrub_once(runtime)
+            except Exception:
+                log.exception("scrub failed")
+
+    task = asyncio.create_task(forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
