@@ -332,22 +332,35 @@ class Upstream:
 
     async def post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
         """One POST (XML-RPC), not retried nor redirected: the caller decides what a failure
-        means."""
+        means. Its answer is capped and deadlined as a page is."""
         shown = redact(url)
         url = strip_credentials(url)
         origin = origin_of(url)
         if origin is None:
             raise Refused(f"refused {shown}: not an http(s) URL")
+        # The answer is read like a page (capped, inflated here), so ask for what we inflate.
+        headers = {**headers, "Accept-Encoding": "gzip, deflate"}
         try:
             with anyio.fail_after(self._limits.deadline):
                 request = self._pages.build_request("POST", url, content=content, headers=headers)
-                return await self._pages.send(request, auth=self._auth_for(origin))
+                response = await self._pages.send(request, auth=self._auth_for(origin), stream=True)
+                try:
+                    body = await self._read_page(response, shown)
+                finally:
+                    await response.aclose()
         except TimeoutError:
             raise UpstreamUnavailable(
                 f"no answer from {shown} within {self._limits.deadline:g}s"
             ) from None
         except httpx.TransportError as exc:
             raise UpstreamUnavailable(f"{type(exc).__name__} posting to {shown}") from None
+        # The body as read, without the headers that described its encoding on the wire.
+        kept = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(response.status_code, headers=kept, content=body, request=request)
 
     @asynccontextmanager
     async def stream(

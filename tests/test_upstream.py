@@ -150,6 +150,19 @@ async def test_breakers__kept_per_origin() -> None:
     assert await upstream.get_page("demo/") is not None  # the index is still asked
 
 
+async def test_post__answer_capped_like_a_page() -> None:
+    from proxy.upstream import UpstreamLimits
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"<x>" * (int(request.url.params["n"])))
+
+    upstream = make(httpx.MockTransport(handler), limits=UpstreamLimits(max_page_size=100))
+    small = await upstream.post("https://index.test/pypi?n=10", b"", {})
+    assert small.status_code == 200 and small.content == b"<x>" * 10
+    with pytest.raises(UpstreamBadResponse, match="max_page_size"):
+        await upstream.post("https://index.test/pypi?n=1000", b"", {})
+
+
 def test_redact() -> None:
     assert redact("https://u:p@h.test:8443/simple/") == "https://***@h.test:8443/simple/"
     assert redact("https://h.test/simple/") == "https://h.test/simple/"
