@@ -10,7 +10,8 @@ checks stand between it and a request:
   ``allowed_private_networks``. Loopback, private, link-local (cloud metadata), shared and
   reserved addresses are refused before a connection is made.
 
-Parsing patterns and judging addresses are pure; only ``AddressGuard.check`` resolves names.
+Parsing patterns and judging addresses are pure; only ``AddressGuard`` resolves names, both
+for the URL check (``check``) and at connect time (``connectable``, see proxy/connect.py).
 """
 
 from __future__ import annotations

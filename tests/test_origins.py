@@ -151,3 +151,36 @@ async def test_connections__only_to_checked_addresses() -> None:
             response = await client.get(f"http://rebind.test:{port}/simple/")
         assert response.status_code == 200
         assert fake.requests[0].headers["host"] == f"rebind.test:{port}"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("allowed_file_hosts", "ftp://files.test"),
+        ("allowed_file_hosts", "files.test/path"),
+        ("allowed_file_hosts", "files.test:port"),
+        ("allowed_private_networks", "10.0.0.0/33"),
+        ("allowed_private_networks", "not-a-network"),
+        ("max_page_size", "0"),
+        ("upstream_deadline", "0"),
+        ("max_redirects", "50"),
+    ],
+)
+def test_settings__bad_values_named(key: str, value: str) -> None:
+    from proxy.errors import SettingsError
+    from proxy.settings import load_settings
+
+    with pytest.raises(SettingsError, match=key):
+        load_settings(None, {f"PYPI_PROXY_{key.upper()}": value})
+
+
+def test_settings__defaults() -> None:
+    from proxy.settings import load_settings
+
+    settings = load_settings(None, {})
+    assert settings.max_page_size == 64 * 1024**2
+    assert settings.max_page_inflated == 128 * 1024**2
+    assert settings.upstream_deadline == 30
+    assert settings.max_redirects == 5
+    assert settings.allowed_private_networks == ()
+    assert (settings.page_connections, settings.file_connections) == (20, 100)
