@@ -1,7 +1,7 @@
-"""A circuit breaker for the upstream: when it is plainly dead, stop making every client wait
-for a timeout. After ``threshold`` consecutive failures the circuit opens and requests fail at
-once (stale pages are served straight away); after ``reset_after`` seconds one request is let
-through as a probe, and its outcome closes the circuit or opens it again.
+"""Circuit breakers for the upstream, one per origin: when a host is plainly dead, stop making
+every client wait for a timeout. After ``threshold`` consecutive failures the circuit opens and
+requests fail at once (stale pages are served straight away); after ``reset_after`` seconds one
+request is let through as a probe, and its outcome closes the circuit or opens it again.
 """
 
 from __future__ import annotations
@@ -65,3 +65,52 @@ class CircuitBreaker:
             "times_opened": self.opened_count,
             "probe_in_seconds": retry_in,
         }
+
+
+class Breakers:
+    """One breaker per origin (scheme://host:port), so that a failing file host never opens the
+    circuit for the index, nor the index for a healthy file host.
+
+    ``snapshot()`` keeps the shape /stats has always shown (the index's own breaker at the top)
+    and lists the other origins under ``origins``. At most ``limit`` origins are remembered;
+    closed ones are forgotten first, as they hold nothing worth keeping.
+    """
+
+    def __init__(
+        self,
+        primary: str,
+        threshold: int = 5,
+        reset_after: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+        limit: int = 256,
+    ) -> None:
+        self.primary = primary
+        self._threshold, self._reset_after, self._clock = threshold, reset_after, clock
+        self._limit = limit
+        self._by_origin: dict[str, CircuitBreaker] = {primary: self._make()}
+
+    def _make(self) -> CircuitBreaker:
+        return CircuitBreaker(self._threshold, self._reset_after, self._clock)
+
+    def for_origin(self, origin: str) -> CircuitBreaker:
+        breaker = self._by_origin.get(origin)
+        if breaker is None:
+            if len(self._by_origin) >= self._limit:
+                self._forget_one()
+            breaker = self._by_origin[origin] = self._make()
+        return breaker
+
+    def _forget_one(self) -> None:
+        others = [o for o in self._by_origin if o != self.primary]
+        closed = [o for o in others if self._by_origin[o].state == CLOSED]
+        victim = (closed or others)[0]
+        del self._by_origin[victim]
+
+    def snapshot(self) -> dict[str, Any]:
+        data = self._by_origin[self.primary].snapshot()
+        data["origins"] = [
+            {"origin": origin, **breaker.snapshot()}
+            for origin, breaker in self._by_origin.items()
+            if origin != self.primary
+        ]
+        return data

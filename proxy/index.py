@@ -13,15 +13,14 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from fnmatch import fnmatchcase
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 
 from proxy.errors import NotFound, StalePage, UpstreamError
 from proxy.memcache import MemoryLRU
 from proxy.models import PageRecord, ProjectListing, ProjectPage, Rendered, RootRecord
+from proxy.origins import host_allowed
 from proxy.parse import (
     parse_project_html,
     parse_project_json,
@@ -309,14 +308,6 @@ class IndexService:
 
 def _older(new: int | None, old: int | None) -> bool:
     return new is not None and old is not None and new < old
-
-
-def host_allowed(url: str, index_url: str, allowed: Sequence[str]) -> bool:
-    """Files come from the index's own host, or from hosts the operator listed (globs)."""
-    host = (urlsplit(url).hostname or "").lower()
-    return host == (urlsplit(index_url).hostname or "").lower() or any(
-        fnmatchcase(host, pattern) for pattern in allowed
-    )
 
 
 def _parse_project(fetched: Fetched, project: str, allowed: Sequence[str] = ()) -> ProjectPage:

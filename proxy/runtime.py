@@ -13,14 +13,15 @@ from typing import Any
 import anyio
 import httpx
 
-from proxy.breaker import CircuitBreaker
+from proxy.breaker import Breakers
 from proxy.evict import evict, over_cap
 from proxy.fill import Filler
 from proxy.index import IndexService
+from proxy.origins import AddressGuard, origin_of
 from proxy.settings import Settings
 from proxy.stats import Stats, write
 from proxy.storage import FILES_BYTES, Storage
-from proxy.upstream import Upstream, make_http_client, redact
+from proxy.upstream import Upstream, UpstreamLimits, make_http_client, redact
 
 log = logging.getLogger(__name__)
 FLUSH_EVERY = 2.0
@@ -34,13 +35,14 @@ class Runtime:
     index: IndexService
     upstream: Upstream | None
     filler: Filler | None
-    http: httpx.AsyncClient | None
+    http: httpx.AsyncClient | None  # pages (and XML-RPC)
     # Added by optional services (the prefetcher) without the core knowing them:
     # figures for /stats (blocking callables) and admin actions.
     extra_stats: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
     actions: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
     # Last atime update per file, so a hot file's inode is not written on every hit.
     touched: dict[Path, float] = field(default_factory=dict)
+    http_files: httpx.AsyncClient | None = None  # package files: a pool of their own
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     _evicting: bool = False
     _flusher: asyncio.Task[None] | None = None
@@ -50,11 +52,17 @@ class Runtime:
         storage = await anyio.to_thread.run_sync(_open_storage, settings.cache_dir)
         stats = Stats()
         http: httpx.AsyncClient | None = None
+        http_files: httpx.AsyncClient | None = None
         upstream: Upstream | None = None
         if not settings.offline:
-            http = make_http_client(settings)
-            breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_reset)
-            upstream = Upstream(http, settings.upstream, retries=settings.retries, breaker=breaker)
+            guard = AddressGuard(
+                settings.upstream,
+                settings.allowed_private_networks,
+                also_own=(settings.xmlrpc_url,),
+            )
+            http = make_http_client(settings, settings.page_connections, guard)
+            http_files = make_http_client(settings, settings.file_connections, guard)
+            upstream = _make_upstream(settings, http, http_files, guard)
         index = IndexService(
             storage,
             upstream,
@@ -64,7 +72,7 @@ class Runtime:
             memory_bytes=settings.memory_cache_size,
             allowed_file_hosts=settings.allowed_file_hosts,
         )
-        runtime = cls(settings, storage, stats, index, upstream, None, http)
+        runtime = cls(settings, storage, stats, index, upstream, None, http, http_files=http_files)
         if upstream is not None:
             runtime.filler = Filler(
                 storage,
@@ -93,8 +101,9 @@ class Runtime:
             with anyio.move_on_after(10):
                 await self.filler.wait_all()
             await self.filler.cancel_all()
-        if self.http is not None:
-            await self.http.aclose()
+        for client in (self.http, self.http_files):
+            if client is not None:
+                await client.aclose()
         await anyio.to_thread.run_sync(write, self.storage, self.stats.take())
         self.storage.close()
 
@@ -125,6 +134,33 @@ class Runtime:
         task = asyncio.create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _make_upstream(
+    settings: Settings, pages: httpx.AsyncClient, files: httpx.AsyncClient, guard: AddressGuard
+) -> Upstream:
+    origin = origin_of(settings.upstream)
+    breakers = Breakers(
+        str(origin) if origin is not None else redact(settings.upstream),
+        settings.breaker_threshold,
+        settings.breaker_reset,
+    )
+    limits = UpstreamLimits(
+        max_page_size=settings.max_page_size,
+        max_page_inflated=settings.max_page_inflated,
+        deadline=settings.upstream_deadline,
+        max_redirects=settings.max_redirects,
+    )
+    return Upstream(
+        pages,
+        settings.upstream,
+        files_client=files,
+        retries=settings.retries,
+        breakers=breakers,
+        limits=limits,
+        allowed_file_hosts=settings.allowed_file_hosts,
+        guard=guard,
+    )
 
 
 def _open_storage(cache_dir: Path) -> Storage:

@@ -7,6 +7,7 @@ result is passed to whatever needs it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ import yaml
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
 from proxy.errors import SettingsError
+from proxy.origins import parse_pattern
 
 ENV_PREFIX = "PYPI_PROXY_"
 
@@ -73,6 +75,13 @@ class Settings:
     breaker_reset: float = 15.0
     ca_bundle: str | None = None
     allowed_file_hosts: tuple[str, ...] = ()
+    allowed_private_networks: tuple[str, ...] = ()
+    max_redirects: int = 5
+    max_page_size: int = 64 * 1024**2
+    max_page_inflated: int = 128 * 1024**2
+    upstream_deadline: float = 30.0
+    page_connections: int = 20
+    file_connections: int = 100
     user_agent: str | None = None
     admin_token: str | None = None
     auth_htpasswd: str | None = None
@@ -146,6 +155,13 @@ def parse_size(value: Any) -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
+def _positive_size(value: Any) -> int:
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError("expected a size above zero, such as 64M")
+    return size
+
+
 def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def wrapped(value: Any) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null")):
@@ -153,6 +169,27 @@ def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return convert(value)
 
     return wrapped
+
+
+def _positive_seconds(value: Any) -> float:
+    number = _seconds(value)
+    if number <= 0:
+        raise ValueError("expected a number of seconds > 0")
+    return number
+
+
+def _origin_patterns(value: Any) -> tuple[str, ...]:
+    patterns = tuple(h.lower() for h in _names(value))
+    for pattern in patterns:
+        parse_pattern(pattern)  # ValueError names the bad entry
+    return patterns
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    networks = _names(value)
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)
+    return networks
 
 
 def _upstream(value: Any) -> str:
@@ -246,7 +283,14 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "breaker_threshold": _int(0, 1000),
     "breaker_reset": _seconds,
     "ca_bundle": _optional(_text),
-    "allowed_file_hosts": lambda v: tuple(h.lower() for h in _names(v)),
+    "allowed_file_hosts": _origin_patterns,
+    "allowed_private_networks": _networks,
+    "max_redirects": _int(0, 20),
+    "max_page_size": _positive_size,
+    "max_page_inflated": _positive_size,
+    "upstream_deadline": _positive_seconds,
+    "page_connections": _int(1, 1000),
+    "file_connections": _int(1, 10000),
     "user_agent": _optional(_text),
     "admin_token": _optional(_text),
     "auth_htpasswd": _optional(_text),

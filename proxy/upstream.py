@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
+import anyio
 import httpx
 
 from proxy import __version__
-from proxy.breaker import CircuitBreaker
+from proxy.bounded import PageTooLarge, read_bounded
+from proxy.breaker import Breakers, CircuitBreaker
+from proxy.connect import guard_connections
 from proxy.errors import NotFound, UpstreamBadResponse, UpstreamUnavailable
+from proxy.origins import AddressGuard, Origin, OriginPolicy, Refused, origin_of
 from proxy.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,7 +31,12 @@ PAGE_ACCEPT = (
     "text/html;q=0.01"
 )
 _RETRY_STATUS = {500, 502, 503, 504, 429}
+_REDIRECT_STATUS = {301, 302, 303, 307, 308}
 MAX_RETRY_AFTER = 10.0
+
+
+class CircuitOpen(UpstreamUnavailable):
+    """The breaker for an origin is open: the request was not sent."""
 
 
 def redact(url: str) -> str:
@@ -55,16 +64,38 @@ def user_agent(settings: Settings) -> str:
     )
 
 
-def make_http_client(settings: Settings) -> httpx.AsyncClient:
+def make_http_client(
+    settings: Settings, max_connections: int, guard: AddressGuard | None = None
+) -> httpx.AsyncClient:
+    """One connection pool. Pages and files get one each, so that downloads, however many and
+    slow, never leave a page waiting for a connection. With ``guard``, every direct connection
+    goes only to an address it has checked (see proxy/connect.py)."""
     verify: str | bool = settings.ca_bundle if settings.ca_bundle else True
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        limits=httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=min(20, max_connections),
+        ),
         headers={"User-Agent": user_agent(settings)},
-        follow_redirects=True,
+        # Redirects are followed by Upstream, one checked hop at a time.
+        follow_redirects=False,
         verify=verify,
         trust_env=True,  # HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE, as operators expect
     )
+    if guard is not None and not guard_connections(client, guard):
+        log.warning("this httpx has no connection pool to guard; only URLs are checked")
+    return client
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamLimits:
+    """What one upstream answer may cost: see max_page_size and friends in config.yaml."""
+
+    max_page_size: int = 64 * 1024**2
+    max_page_inflated: int = 128 * 1024**2
+    deadline: float = 30.0
+    max_redirects: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,31 +111,45 @@ class Fetched:
         return "json" in self.content_type
 
 
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 def _serial_header(response: httpx.Response) -> int | None:
     value = response.headers.get("x-pypi-last-serial", "")
     return int(value) if value.strip().isdigit() else None
 
 
 class Upstream:
-    """Talks to one upstream simple index. Owns no client: one is made per process and passed in."""
+    """Talks to one upstream simple index. Owns no client: they are made per process and passed
+    in (one for pages, optionally another for files)."""
 
     def __init__(
         self,
         client: httpx.AsyncClient,
         index_url: str,
         *,
+        files_client: httpx.AsyncClient | None = None,
         retries: int = 2,
         backoff: float = 0.25,
-        breaker: CircuitBreaker | None = None,
+        breakers: Breakers | None = None,
+        limits: UpstreamLimits | None = None,
+        allowed_file_hosts: Sequence[str] = (),
+        guard: AddressGuard | None = None,
     ) -> None:
-        self._client = client
-        self.breaker = breaker or CircuitBreaker(threshold=0)
+        self._pages = client
+        self._files = files_client or client
         # Credentials travel only as an Authorization header, never inside a URL that httpx
         # could log or put in an exception.
         self._index_url = strip_credentials(index_url)
         self._public_index = redact(index_url)
+        self._policy = OriginPolicy(index_url, allowed_file_hosts)
+        self._guard = guard or AddressGuard(index_url)
+        self._origin = self._policy.index
+        primary = str(self._origin) if self._origin is not None else self._index_url
+        # Per-origin circuit breakers; /stats reads them as ``upstream.breaker``.
+        self.breaker = breakers or Breakers(primary, threshold=0)
         parts = urlsplit(index_url)
-        self._host = parts.hostname
         self._auth = (
             httpx.BasicAuth(parts.username or "", parts.password or "")
             if parts.username is not None or parts.password is not None
@@ -112,10 +157,15 @@ class Upstream:
         )
         self._retries = retries
         self._backoff = backoff
+        self._limits = limits or UpstreamLimits()
 
-    def _auth_for(self, url: str) -> httpx.BasicAuth | None:
-        # Credentials go to the index's own host only, as pip does.
-        return self._auth if urlsplit(url).hostname == self._host else None
+    def _auth_for(self, origin: Origin) -> httpx.BasicAuth | None:
+        # Credentials go to the index's own origin only (scheme, host and port): never to
+        # another port, never over http when the index is https, never after a redirect away.
+        return self._auth if origin == self._origin else None
+
+    def _breaker(self, origin: Origin | None) -> CircuitBreaker:
+        return self.breaker.for_origin(str(origin) if origin is not None else self.breaker.primary)
 
     async def _sleep_before_retry(self, attempt: int, response: httpx.Response | None) -> None:
         delay = self._backoff * (2**attempt)
@@ -126,42 +176,139 @@ class Upstream:
         await asyncio.sleep(delay)
 
     async def get_page(self, path: str, etag: str | None = None) -> Fetched | None:
-        """GET ``<index>/<path>``; None when the upstream says our copy (``etag``) is current."""
+        """GET ``<index>/<path>``; None when the upstream says our copy (``etag``) is current.
+
+        The whole exchange (retries, redirects and body) has one deadline, and the body is
+        capped on the wire and inflated (PageTooLarge).
+        """
         url = self._index_url + path
-        headers = {"Accept": PAGE_ACCEPT}
+        shown = self._public_index + path
+        # Inflated here (bounded), not by httpx: ask only for what bounded.py can inflate.
+        headers = {"Accept": PAGE_ACCEPT, "Accept-Encoding": "gzip, deflate"}
         if etag:
             headers["If-None-Match"] = etag
-        response = await self._send(url, headers, self._public_index + path, stream=False)
+        limits = self._limits
+        try:
+            with anyio.fail_after(limits.deadline):
+                response, body = await self._send(url, headers, shown, self._pages, read=True)
+        except TimeoutError:
+            self._breaker(self._origin).failure()
+            raise UpstreamUnavailable(
+                f"no whole answer for {shown} within {limits.deadline:g}s (upstream_deadline)"
+            ) from None
         if response.status_code == 304:
             return None
         return Fetched(
-            body=response.content,
+            body=body or b"",
             content_type=response.headers.get("content-type", "").lower(),
             etag=response.headers.get("etag"),
             serial=_serial_header(response),
             url=strip_credentials(str(response.url)),
         )
 
-    async def _send(
-        self, url: str, headers: dict[str, str], shown: str, *, stream: bool
+    async def _follow(
+        self,
+        url: str,
+        headers: dict[str, str],
+        shown: str,
+        client: httpx.AsyncClient,
+        hops: list[Origin],
     ) -> httpx.Response:
-        """A GET answered 200 or 304, retried with backoff on connection errors, 5xx and 429."""
-        self._check_circuit(shown)
+        """One GET, following redirects ourselves: each hop's origin and addresses are checked
+        before it is asked, and its credentials decided for it alone."""
+        for _ in range(self._limits.max_redirects + 1):
+            origin = origin_of(url)
+            if origin is None:
+                raise Refused(f"refused {redact(url)}: not an http(s) URL (from {shown})")
+            if not self._policy.allows(origin):
+                raise Refused(f"refused {redact(url)}: {origin} is not an allowed origin")
+            await self._guard.check(origin, redact(url))
+            if not self._breaker(origin).allow():
+                raise CircuitOpen(
+                    f"upstream circuit for {origin} is open (recent failures); "
+                    f"not asking for {shown}"
+                )
+            hops.append(origin)
+            request = client.build_request("GET", url, headers=headers)
+            response = await client.send(request, stream=True, auth=self._auth_for(origin))
+            location = response.headers.get("location")
+            if response.status_code not in _REDIRECT_STATUS or not location:
+                return response
+            await response.aclose()
+            self._breaker(origin).success()  # it answered
+            url = strip_credentials(urljoin(url, location))
+        raise UpstreamBadResponse(
+            f"more than {self._limits.max_redirects} redirects for {shown} (max_redirects)"
+        )
+
+    async def _read_page(self, response: httpx.Response, shown: str) -> bytes:
+        limits = self._limits
+        header = response.headers.get("content-length", "")
+        if header.isdigit() and int(header) > limits.max_page_size:
+            raise PageTooLarge(
+                f"{shown} is {header} bytes, over max_page_size ({limits.max_page_size} bytes)"
+            )
+        if response.is_stream_consumed:
+            # Already read and decoded (an in-memory transport, in tests): cap what it holds.
+            return await read_bounded(
+                _once(response.content),
+                "",
+                max_wire=limits.max_page_size,
+                max_inflated=limits.max_page_inflated,
+                shown=shown,
+            )
+        return await read_bounded(
+            response.aiter_raw(),
+            response.headers.get("content-encoding", ""),
+            max_wire=limits.max_page_size,
+            max_inflated=limits.max_page_inflated,
+            shown=shown,
+        )
+
+    async def _send(
+        self,
+        url: str,
+        headers: dict[str, str],
+        shown: str,
+        client: httpx.AsyncClient,
+        *,
+        read: bool = False,
+    ) -> tuple[httpx.Response, bytes | None]:
+        """A GET answered 200 or 304, retried with backoff on connection errors, 5xx and 429.
+
+        With ``read``, a 200's body is read here (capped, and retried like the rest) and the
+        response is closed; without, the response is returned open for streaming.
+        """
         last_error = "no attempt made"
+        failing: Origin | None = origin_of(url)
         for attempt in range(self._retries + 1):
             response: httpx.Response | None = None
+            hops: list[Origin] = []
             try:
-                request = self._client.build_request("GET", url, headers=headers)
-                response = await self._client.send(request, stream=stream, auth=self._auth_for(url))
+                response = await self._follow(url, headers, shown, client, hops)
+                failing = hops[-1]
+                status = response.status_code
+                if status in (200, 304):
+                    body = None
+                    if read:
+                        try:
+                            body = await self._read_page(response, shown) if status == 200 else b""
+                        finally:
+                            await response.aclose()
+                    self._breaker(failing).success()
+                    return response, body
+            except httpx.PoolTimeout:
+                # Every connection of ours is busy: local congestion, not an upstream failure.
+                raise UpstreamUnavailable(
+                    f"no free upstream connection here in time for {shown} (the proxy is busy)"
+                ) from None
             except httpx.TransportError as exc:
                 last_error = f"{type(exc).__name__} fetching {shown}"
+                failing = hops[-1] if hops else failing
             else:
-                status = response.status_code
-                if status not in _RETRY_STATUS:
-                    self.breaker.success()
-                if status in (200, 304):
-                    return response
                 await response.aclose()
+                if status not in _RETRY_STATUS:
+                    self._breaker(failing).success()
                 if status in (404, 410):
                     raise NotFound(f"upstream has no {shown}")
                 if status not in _RETRY_STATUS:
@@ -169,39 +316,68 @@ class Upstream:
                 last_error = f"upstream answered {status} for {shown}"
             if attempt < self._retries:
                 await self._sleep_before_retry(attempt, response)
-        self.breaker.failure()
+        self._breaker(failing).failure()
         raise UpstreamUnavailable(last_error)
-
-    def _check_circuit(self, shown: str) -> None:
-        if not self.breaker.allow():
-            raise UpstreamUnavailable(
-                f"upstream circuit is open (recent failures); not asking for {shown}"
-            )
 
     def stream_file(self, url: str) -> AbstractAsyncContextManager[httpx.Response]:
         """An open 200 response for a file; retried until its body starts, never after."""
-        return self.stream(url, {"Accept-Encoding": "identity"})
+        return self.stream(url, {"Accept-Encoding": "identity"}, self._files)
 
     def stream_page(
         self, path: str, accept: str = PAGE_ACCEPT
     ) -> AbstractAsyncContextManager[httpx.Response]:
-        """An open 200 response for ``<index>/<path>``, for pages too large to hold at once."""
-        return self.stream(self._index_url + path, {"Accept": accept})
+        """An open 200 response for ``<index>/<path>``, for pages too large to hold at once
+        (the caller reads it as a stream, so no size cap applies)."""
+        return self.stream(self._index_url + path, {"Accept": accept}, self._pages)
 
     async def post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
-        """One POST (XML-RPC), not retried: the caller decides what a failure means."""
+        """One POST (XML-RPC), not retried nor redirected: the caller decides what a failure
+        means. Its answer is capped and deadlined as a page is."""
+        shown = redact(url)
+        url = strip_credentials(url)
+        origin = origin_of(url)
+        if origin is None:
+            raise Refused(f"refused {shown}: not an http(s) URL")
+        # The answer is read like a page (capped, inflated here), so ask for what we inflate.
+        headers = {**headers, "Accept-Encoding": "gzip, deflate"}
+        try:
+            with anyio.fail_after(self._limits.deadline):
+                request = self._pages.build_request("POST", url, content=content, headers=headers)
+                response = await self._pages.send(request, auth=self._auth_for(origin), stream=True)
+                try:
+                    body = await self._read_page(response, shown)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise UpstreamUnavailable(
+                f"no answer from {shown} within {self._limits.deadline:g}s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(f"{type(exc).__name__} posting to {shown}") from None
+        # The body as read, without the headers that described its encoding on the wire.
+        kept = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(response.status_code, headers=kept, content=body, request=request)
+
+    @asynccontextmanager
+    async def stream(
+        self, url: str, headers: dict[str, str], client: httpx.AsyncClient | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """An open 200 response; retried until its body starts, never after. The deadline
+        covers getting the response's head (a body may take as long as it takes to arrive)."""
         shown = redact(url)
         url = strip_credentials(url)
         try:
-            request = self._client.build_request("POST", url, content=content, headers=headers)
-            return await self._client.send(request, auth=self._auth_for(url))
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(f"{type(exc).__name__} posting to {shown}") from None
-
-    @asynccontextmanager
-    async def stream(self, url: str, headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
-        """An open 200 response; retried until its body starts, never after."""
-        response = await self._send(strip_credentials(url), headers, redact(url), stream=True)
+            with anyio.fail_after(self._limits.deadline):
+                response, _ = await self._send(url, headers, shown, client or self._files)
+        except TimeoutError:
+            self._breaker(origin_of(url)).failure()
+            raise UpstreamUnavailable(
+                f"no answer for {shown} within {self._limits.deadline:g}s (upstream_deadline)"
+            ) from None
         try:
             yield response
         finally:

@@ -256,6 +256,11 @@ def test_allowed_file_hosts__links_elsewhere_dropped(
         page = httpx.get(p.url + "/simple/demo/", headers={"accept": "application/*"}).json()
         assert page["files"] == []
         assert httpx.get(p.url + WHEEL).status_code == 404
-    with _proxy(tmp_path, upstream, upstream=via_name, allowed_file_hosts=["127.0.0.*"]) as p:
+    # An origin is host and port: a bare host means its default port, so name the fake's.
+    port = upstream.base_url.rsplit(":", 1)[1]
+    allowed = [f"127.0.0.*:{port}"]
+    with _proxy(tmp_path, upstream, upstream=via_name, allowed_file_hosts=allowed) as p:
         page = httpx.get(p.url + "/simple/demo/", headers={"accept": "application/*"}).json()
         assert len(page["files"]) == 2
+        # 127.0.0.1 is loopback, but it is where the upstream itself (localhost) answers.
+        assert httpx.get(p.url + WHEEL).status_code == 200

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import httpx
 
-from proxy.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from proxy.breaker import CLOSED, HALF_OPEN, OPEN, Breakers, CircuitBreaker
 from proxy.settings import load_settings
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy_server import ThreadedProxy
@@ -55,6 +55,18 @@ def test_breaker__off_when_threshold_zero() -> None:
     for _ in range(100):
         breaker.failure()
     assert breaker.allow()
+
+
+def test_breakers__one_per_origin_bounded() -> None:
+    breakers = Breakers("https://index.test:443", threshold=1, limit=3)
+    breakers.for_origin("https://a.test:443").failure()
+    for name in ("b", "c", "d"):
+        breakers.for_origin(f"https://{name}.test:443")
+    snapshot = breakers.snapshot()
+    assert snapshot["circuit"] == CLOSED  # the index's own
+    origins = {o["origin"]: o["circuit"] for o in snapshot["origins"]}
+    # Closed ones are forgotten first; the open one and the index are kept.
+    assert origins == {"https://a.test:443": OPEN, "https://d.test:443": CLOSED}
 
 
 def test_dead_upstream__clients_stop_waiting_for_timeouts(

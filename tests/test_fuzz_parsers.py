@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.errors import UpstreamBadResponse
-from proxy.index import host_allowed
 from proxy.models import ProjectPage
 from proxy.names import is_safe_filename
+from proxy.origins import host_allowed
 from proxy.parse import parse_project_html, parse_project_json, parse_root_html, parse_root_json
 from proxy.render import render_project
 

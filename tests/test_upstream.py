@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
+from proxy.breaker import Breakers
 from proxy.errors import NotFound, UpstreamBadResponse, UpstreamUnavailable
+from proxy.origins import AddressGuard, IPAddress, literal_address
 from proxy.upstream import PAGE_ACCEPT, Upstream, redact
 
 pytestmark = pytest.mark.anyio
@@ -14,11 +18,21 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+async def _public(host: str, port: int) -> list[IPAddress]:
+    # No name is looked up for real: every test host is public here.
+    address = literal_address("8.8.8.8")
+    assert address is not None
+    return [address]
+
+
 def make(
-    handler: httpx.MockTransport, index: str = "https://u:secret@index.test/simple/"
+    handler: httpx.MockTransport,
+    index: str = "https://u:secret@index.test/simple/",
+    **options: Any,
 ) -> Upstream:
     client = httpx.AsyncClient(transport=handler)
-    return Upstream(client, index, retries=2, backoff=0.001)
+    guard = AddressGuard(index, resolver=_public)
+    return Upstream(client, index, retries=2, backoff=0.001, guard=guard, **options)
 
 
 async def test_get_page__sends_accept_etag_and_credentials() -> None:
@@ -102,6 +116,51 @@ async def test_stream_file__credentials_only_for_index_host() -> None:
         await response.aread()
     assert "authorization" not in seen[0].headers
     assert "authorization" in seen[1].headers
+
+
+async def test_pool_timeout__not_an_upstream_failure() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.PoolTimeout("all connections busy", request=request)
+
+    breakers = Breakers("https://index.test:443", threshold=1)
+    upstream = make(httpx.MockTransport(handler), breakers=breakers)
+    for _ in range(3):
+        with pytest.raises(UpstreamUnavailable, match="busy"):
+            await upstream.get_page("demo/")
+    assert breakers.snapshot()["circuit"] == "closed"
+    assert breakers.snapshot()["consecutive_failures"] == 0
+
+
+async def test_breakers__kept_per_origin() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "files.test":
+            return httpx.Response(503)
+        return httpx.Response(200, content=b"{}")
+
+    breakers = Breakers("https://index.test:443", threshold=2)
+    upstream = make(httpx.MockTransport(handler), breakers=breakers)
+    for _ in range(3):
+        with pytest.raises(UpstreamUnavailable):
+            async with upstream.stream_file("https://files.test/x.whl"):
+                pass
+    snapshot = breakers.snapshot()
+    assert snapshot["circuit"] == "closed"
+    assert snapshot["origins"][0]["origin"] == "https://files.test:443"
+    assert snapshot["origins"][0]["circuit"] == "open"
+    assert await upstream.get_page("demo/") is not None  # the index is still asked
+
+
+async def test_post__answer_capped_like_a_page() -> None:
+    from proxy.upstream import UpstreamLimits
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"<x>" * (int(request.url.params["n"])))
+
+    upstream = make(httpx.MockTransport(handler), limits=UpstreamLimits(max_page_size=100))
+    small = await upstream.post("https://index.test/pypi?n=10", b"", {})
+    assert small.status_code == 200 and small.content == b"<x>" * 10
+    with pytest.raises(UpstreamBadResponse, match="max_page_size"):
+        await upstream.post("https://index.test/pypi?n=1000", b"", {})
 
 
 def test_redact() -> None:

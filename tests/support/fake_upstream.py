@@ -35,10 +35,23 @@ class RequestRecord:
     headers: dict[str, str]  # lower-case names
 
 
+@dataclass(frozen=True)
+class RawAnswer:
+    """A hand-made answer for one path (redirects, crafted pages, bombs, trickles)."""
+
+    status: int = 200
+    headers: dict[str, str] | None = None
+    body: bytes = b""
+    chunk: int = 65536  # bytes written between pauses
+    pace: float = 0.0  # seconds to sleep after each chunk (a trickle)
+    length: bool = True  # False: no Content-Length; the body ends when the connection closes
+
+
 class _Server(ThreadingHTTPServer):
     """Knows its open connections, so stop() can end keep-alive ones a client still holds."""
 
     daemon_threads = True
+    request_queue_size = 256  # many concurrent connections (the default, 5, drops SYNs)
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]):
         self.connections: set[socket.socket] = set()
@@ -93,6 +106,12 @@ class FakeUpstream:
         self.wrong_length = False  # file responses claim more bytes than they send
         self.throttle = 0.0  # seconds to sleep after each 64 KiB of a file body (slow links)
         self.stale_serial_for: dict[str, int] = {}  # project -> serial reported instead
+        # When not None, file bodies crawl (1 KiB every 0.5 s) until the event is set, then go
+        # at full speed: downloads that hold their connections until a test lets them go.
+        self.files_gate: threading.Event | None = None
+        # path (no query) -> a hand-made answer with any status, headers and pacing (redirects,
+        # bombs, trickles); served before anything else the fake knows, `raw` included.
+        self.raw_routes: dict[str, RawAnswer] = {}
         # filename -> how many more GETs answer it with one byte changed, slowly (a bad mirror
         # node behind a load balancer: the first answer lies, a retry gets the real bytes).
         self.corrupt_first: dict[str, int] = {}
@@ -269,7 +288,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(parts.path)
         query = parse_qs(parts.query)
         segments = path.strip("/").split("/")
-        if path in self.upstream.raw:
+        raw = self.upstream.raw_routes.get(parts.path)
+        if raw is not None:
+            self._raw(raw)
+        elif path in self.upstream.raw:
             content_type, body = self.upstream.raw[path]
             self._send(200, body, {"Content-Type": content_type})
         elif path == "/simple/":
@@ -380,6 +402,9 @@ class _Handler(BaseHTTPRequestHandler):
             first, last = byte_range
             headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
             data, status = data[first : last + 1], 206
+        if fake.files_gate is not None and self.command == "GET":
+            self._crawl(status, data, headers, fake.files_gate)
+            return
         if fake.throttle and self.command == "GET":
             self._stream(status, data, headers, len(data), pause=fake.throttle)
             return
@@ -400,6 +425,48 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 if pause:
                     time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _crawl(
+        self, status: int, data: bytes, headers: dict[str, str], gate: threading.Event
+    ) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        sent = 0
+        try:
+            while sent < len(data):
+                step = len(data) - sent if gate.is_set() else 1024
+                self.wfile.write(data[sent : sent + step])
+                self.wfile.flush()
+                sent += step
+                if not gate.is_set():
+                    gate.wait(0.5)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _raw(self, answer: RawAnswer) -> None:
+        self.send_response(answer.status)
+        headers = dict(answer.headers or {})
+        if answer.length:
+            headers.setdefault("Content-Length", str(len(answer.body)))
+        else:
+            headers["Connection"] = "close"
+            self.close_connection = True
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        try:
+            for start in range(0, len(answer.body), answer.chunk):
+                self.wfile.write(answer.body[start : start + answer.chunk])
+                self.wfile.flush()
+                if answer.pace:
+                    time.sleep(answer.pace)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
