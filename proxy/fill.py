@@ -441,7 +441,9 @@ class Filler:
                 )
             progress.total = target.size if target.size is not None else length
             progress.set_ready()
-            async for chunk in response.aiter_bytes(CHUNK):
+            # Raw bytes, as pip reads them: the index's sha256 is of what is sent, and a file
+            # answered with a Content-Encoding nobody asked for must not be inflated (a bomb).
+            async for chunk in response.aiter_raw(CHUNK):
                 if progress.total is not None and progress.written + len(chunk) > progress.total:
                     raise IntegrityError(
                         f"upstream sends more than the {progress.total} bytes of {target.filename}"
