@@ -19,9 +19,10 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from proxy.errors import NotFound, StalePage, UpstreamError
+from proxy.errors import NotFound, StalePage, SuspectPage, UpstreamError
 from proxy.memcache import MemoryLRU
 from proxy.models import PageRecord, ProjectListing, ProjectPage, Rendered, RootRecord
+from proxy.names import normalize
 from proxy.parse import (
     parse_project_html,
     parse_project_json,
@@ -142,8 +143,17 @@ class IndexService:
         self._stats.add("page_misses")
         try:
             return await self.fetch_project(project, current)
-        except NotFound:
-            raise
+        except NotFound as exc:
+            if current is None:
+                raise
+            # One 404 (a CDN edge, a deploy) must not take away a page we hold: only the
+            # prefetcher, with the upstream's listing to confirm, removes a project. Ask again
+            # after negative_ttl rather than on every request.
+            self._stats.add("page_stale")
+            log.warning("serving stored %s although the upstream answered: %s", project, exc)
+            retry_at = self._clock() - self._ttl + min(self._negative_ttl, self._ttl)
+            current.fetched_at = max(current.fetched_at, retry_at)
+            return current
         except UpstreamError as exc:
             self._stats.add("upstream_errors")
             if current is None:
@@ -161,7 +171,10 @@ class IndexService:
         """Ask the upstream for a project's page now (conditionally) and store it.
 
         With ``min_serial`` (the prefetcher knows a change happened), a page older than that
-        raises StalePage instead of being accepted. NotFound removes the stored page.
+        raises StalePage instead of being accepted. A page that does not look like the project
+        (see ``_distrust``) raises SuspectPage and the stored one stays. NotFound leaves the
+        stored page alone (removing a project is the prefetcher's decision, see ``remove``); with
+        no page stored, the 404 is remembered for negative_ttl.
         """
         if self._upstream is None:
             raise NotFound(f"{project}: the proxy is offline")
@@ -171,10 +184,11 @@ class IndexService:
                 current.upstream_etag if current and self._same_hosts(current) else None,
             )
         except NotFound:
-            try:
-                await anyio.to_thread.run_sync(self._forget, project)
-            except (OSError, sqlite3.Error) as exc:
-                log.error("could not record that %s is gone: %s", project, exc)
+            if current is None:
+                try:
+                    await anyio.to_thread.run_sync(self._remember_missing, project)
+                except (OSError, sqlite3.Error) as exc:
+                    log.error("could not record that %s is gone: %s", project, exc)
             raise
         now = self._clock()
         if fetched is None:
@@ -187,7 +201,16 @@ class IndexService:
             await self._save(self._storage.save_page, current)
             self._remember(project, current)
             return current
-        page = await anyio.to_thread.run_sync(_parse_project, fetched, project, self._allowed_hosts)
+        dropped: list[str] = []
+        page = await anyio.to_thread.run_sync(
+            _parse_project, fetched, project, self._allowed_hosts, dropped
+        )
+        if dropped:
+            # One bad entry must not break the page: it is left out, and said so.
+            self._stats.add("entries_dropped", len(dropped))
+            log.warning(
+                "%s: left out %d entries: %s", project, len(dropped), "; ".join(dropped[:5])
+            )
         if _older(page.serial, min_serial):
             raise StalePage(f"{project}: upstream sent serial {page.serial}, expected {min_serial}")
         if current is not None and _older(page.serial, current.page.serial):
@@ -200,6 +223,10 @@ class IndexService:
             )
             current.fetched_at = now
             return current
+        if current is not None and (reason := _distrust(current, page, self._allowed_hosts)):
+            self._stats.add("pages_distrusted")
+            log.warning("not replacing the stored page of %s: %s", project, reason)
+            raise SuspectPage(f"{project}: {reason}; keeping the stored page")
         rendered = await anyio.to_thread.run_sync(render_project, page, project)
         record = PageRecord(
             project=project,
@@ -233,7 +260,10 @@ class IndexService:
 
     def _held_sha(self, sha256: str | None, url: str, filename: str) -> bool:
         sha = sha256 or self._storage.hash_for_url(url)
-        return sha is not None and self._storage.stat_file(sha, filename) is not None
+        try:
+            return sha is not None and self._storage.stat_file(sha, filename) is not None
+        except ValueError:  # an entry stored before such entries were dropped at parse time
+            return False
 
     def _render_held(self, record: PageRecord) -> Rendered:
         files = []
@@ -249,10 +279,29 @@ class IndexService:
         page = dataclasses.replace(record.page, files=kept, versions=versions_from(kept))
         return render_project(page, record.project)
 
-    def _forget(self, project: str) -> None:
+    def _remember_missing(self, project: str) -> None:
+        # Only when nothing is stored: a page someone else stored meanwhile wins.
+        if not self._storage.has_page(project):
+            self._storage.mark_missing(project, self._negative_ttl)
+
+    def remove(self, project: str) -> None:
+        """The project left the upstream (the prefetcher confirmed it): drop its page for good
+        and remember the 404 (blocking)."""
         self._memory.pop(project)
+        self._held.pop(project)
         self._storage.delete_page(project)
         self._storage.mark_missing(project, self._negative_ttl)
+
+    async def upstream_listing(self) -> set[str]:
+        """The normalized names the upstream's root index lists now (no cache): what confirms
+        that a project which answers 404 has really left."""
+        if self._upstream is None:
+            raise UpstreamError("the proxy is offline")
+        fetched = await self._upstream.get_page("")
+        if fetched is None:
+            raise UpstreamError("upstream answered 304 for the root index without a condition")
+        listing = await anyio.to_thread.run_sync(_parse_root, fetched)
+        return {normalize(name) for name, _serial in listing.projects}
 
     def forget(self, project: str) -> None:
         """Drop a project's page from memory (after another component changed it on disk)."""
@@ -307,6 +356,22 @@ class IndexService:
         return record
 
 
+def _distrust(current: PageRecord, page: ProjectPage, allowed: tuple[str, ...]) -> str | None:
+    """Why ``page`` must not replace ``current`` (None when it may): a maintenance or error
+    page served as 200, or a CDN's odd copy, must never empty a project the cache holds."""
+    held = current.page
+    if held.serial is not None and page.serial is None:
+        return f"the new page has no serial, the stored one has {held.serial}"
+    if held.files and current.allowed_hosts == allowed:
+        names = {f.filename for f in page.files}
+        kept_none = not any(f.filename in names for f in held.files)
+        newer = page.serial is not None and held.serial is not None and page.serial > held.serial
+        if kept_none and not newer:
+            # A real index bumps the serial when files go; without that, do not believe it.
+            return f"the new page keeps none of its {len(held.files)} files and no newer serial"
+    return None
+
+
 def _older(new: int | None, old: int | None) -> bool:
     return new is not None and old is not None and new < old
 
@@ -319,11 +384,13 @@ def host_allowed(url: str, index_url: str, allowed: Sequence[str]) -> bool:
     )
 
 
-def _parse_project(fetched: Fetched, project: str, allowed: Sequence[str] = ()) -> ProjectPage:
+def _parse_project(
+    fetched: Fetched, project: str, allowed: Sequence[str] = (), dropped: list[str] | None = None
+) -> ProjectPage:
     if fetched.is_json:
-        page = parse_project_json(fetched.body, fetched.url)
+        page = parse_project_json(fetched.body, fetched.url, dropped)
     else:
-        page = parse_project_html(fetched.body, fetched.url, project)
+        page = parse_project_html(fetched.body, fetched.url, project, dropped)
     if allowed:
         kept = tuple(f for f in page.files if host_allowed(f.url, fetched.url, allowed))
         if len(kept) != len(page.files):

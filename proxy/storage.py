@@ -69,6 +69,9 @@ class Storage:
             self.index.set(key, record)
         self.index.delete(_MISSING + record.project)
 
+    def has_page(self, project: str) -> bool:
+        return _PAGE + project in self.index
+
     def delete_page(self, project: str) -> None:
         if self.index.delete(_PAGE + project):
             self.index.decr(PROJECTS_COUNT)
