@@ -4,7 +4,6 @@ holds now (issue 7, cases 2, 3, 6 and 9), driven through the real server and the
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tests.support.fake_upstream import FakeUpstream
 from tests.support.prefetching import stored
 from tests.support.proxy_server import SubprocessProxy, ThreadedProxy
 from tests.support.wheels import make_wheel
+from tests.test_prefetch_e2e import prefetch_command
 
 JSON = "application/vnd.pypi.simple.v1+json"
 WHEEL = "demo-1.0-py3-none-any.whl"
@@ -185,8 +185,7 @@ def test_prefetch_beside_offline_serve__new_files_listed_without_restart(
         for listing in spread_get(proxy.url, 10):
             assert listing == [WHEEL]
         done = subprocess.run(
-            [sys.executable, "-m", "proxy", "prefetch", "--upstream", upstream.simple_url]
-            + ["--cache-dir", str(cache), "--project", "demo"],
+            prefetch_command(upstream, cache, "--project", "demo"),
             capture_output=True,
             text=True,
             timeout=120,
