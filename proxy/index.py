@@ -3,6 +3,11 @@
 A fresh page is a dictionary lookup. A stale or missing one is fetched from the upstream (one
 request per project however many clients ask at once), revalidated with its ETag, never
 replaced by a page with an older serial, and served stale if the upstream fails.
+
+Another process (a worker, the prefetcher, verify, an admin action) may change a page or its
+files at any time: the copy in memory is checked against the project's generation counter in
+the cache at most once every CHECK_EVERY seconds, so every worker serves what the cache holds
+within about a second, while a hot page still costs no disk read per request.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from proxy.upstream import Fetched, Upstream
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CHECK_EVERY = 1.0  # seconds between generation checks of one project's page in memory
 
 
 def _record_size(rendered_sizes: int) -> int:
@@ -66,7 +72,10 @@ class IndexService:
         self._clock = clock
         self._memory: MemoryLRU[PageRecord | RootRecord] = MemoryLRU(memory_bytes)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
-        self._held: MemoryLRU[tuple[float, Rendered]] = MemoryLRU(memory_bytes // 4)
+        self._held: MemoryLRU[tuple[tuple[float, int], Rendered]] = MemoryLRU(memory_bytes // 4)
+        # Per project in memory: when its generation was last read, and the value then.
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._files_seen = (-CHECK_EVERY, 0)
 
     @property
     def offline(self) -> bool:
@@ -106,11 +115,45 @@ class IndexService:
         result = await asyncio.shield(future)
         return result
 
+    def _unchanged(self, project: str) -> bool:
+        """Whether the copy of ``project`` in memory is still what the cache holds; if not, it
+        is dropped. Reads the cache at most once every CHECK_EVERY seconds per project."""
+        now = time.monotonic()
+        seen = self._seen.get(project)
+        if seen is not None and now - seen[0] < CHECK_EVERY:
+            return True
+        generation = self._storage.generation(project)
+        if seen is not None and seen[1] == generation:
+            self._seen[project] = (now, generation)
+            return True
+        self._memory.pop(project)
+        self._held.pop(project)
+        self._seen.pop(project, None)
+        return False
+
+    def _saw(self, project: str, generation: int) -> None:
+        if len(self._seen) > 4 * max(len(self._memory), 1000):
+            self._seen.clear()  # unknown projects are re-read, never served unchecked
+        self._seen[project] = (time.monotonic(), generation)
+
+    def _files_generation(self) -> int:
+        checked_at, generation = self._files_seen
+        now = time.monotonic()
+        if now - checked_at >= CHECK_EVERY:
+            generation = self._storage.files_generation()
+            self._files_seen = (now, generation)
+        return generation
+
     def peek(self, project: str) -> PageRecord | None:
         """The page if it is in memory and fresh: the whole cost of a hot hit. Offline pages
         are filtered per request, so they take the ordinary path."""
         record = self._memory.get(project)
-        if isinstance(record, PageRecord) and not self.offline and self._current(record):
+        if (
+            isinstance(record, PageRecord)
+            and not self.offline
+            and self._current(record)
+            and self._unchanged(project)
+        ):
             return record
         return None
 
@@ -120,14 +163,19 @@ class IndexService:
         ``allow_stale`` (used by file requests) takes any stored page without revalidating.
         """
         record = self._memory.get(project)
-        if isinstance(record, PageRecord) and (allow_stale or self._current(record)):
+        if isinstance(record, PageRecord) and not self._unchanged(project):
+            record = None
+        if isinstance(record, PageRecord) and (
+            allow_stale or self.offline or self._current(record)
+        ):
             if not allow_stale:
                 self._stats.add("page_hits")
             return record
-        stored = await anyio.to_thread.run_sync(self._storage.load_page, project)
+        generation, stored = await anyio.to_thread.run_sync(self._storage.load_page_at, project)
         if stored is not None and (record is None or stored.fetched_at >= record.fetched_at):
             record = stored
             self._remember(project, stored)
+            self._saw(project, generation)
         current = record if isinstance(record, PageRecord) else None
         if current is not None and (allow_stale or self.offline or self._current(current)):
             if not allow_stale:
@@ -198,8 +246,7 @@ class IndexService:
                 raise StalePage(f"{project}: upstream still has serial {current.page.serial}")
             self._stats.add("page_revalidated")
             current.fetched_at = now
-            await self._save(self._storage.save_page, current)
-            self._remember(project, current)
+            await self._save_page(current)
             return current
         dropped: list[str] = []
         page = await anyio.to_thread.run_sync(
@@ -236,9 +283,18 @@ class IndexService:
             upstream_etag=fetched.etag,
             allowed_hosts=self._allowed_hosts,
         )
-        await self._save(self._storage.save_page, record)
-        self._remember(project, record)
+        await self._save_page(record)
         return record
+
+    async def _save_page(self, record: PageRecord) -> None:
+        """Store a page and keep it in memory, with the generation the save gave it."""
+        try:
+            generation = await anyio.to_thread.run_sync(self._storage.save_page, record)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("could not store %s: %s", record.project, exc)
+        else:
+            self._saw(record.project, generation)
+        self._remember(record.project, record)
 
     async def _save(self, save: Callable[[Any], None], record: Any) -> None:
         """Store a record; a full or failing disk costs the cache entry, not the answer."""
@@ -250,12 +306,13 @@ class IndexService:
     async def held_view(self, record: PageRecord) -> Rendered:
         """The page as offline clients must see it: only files the cache can serve, so that
         pip and uv never pick a file they cannot get."""
+        key = (record.fetched_at, self._files_generation())
         cached = self._held.get(record.project)
-        if cached is not None and cached[0] == record.fetched_at:
+        if cached is not None and cached[0] == key:
             return cached[1]
         rendered = await anyio.to_thread.run_sync(self._render_held, record)
         size = len(rendered.json.raw) + len(rendered.html.raw)
-        self._held.put(record.project, (record.fetched_at, rendered), size * 2)
+        self._held.put(record.project, (key, rendered), size * 2)
         return rendered
 
     def _held_sha(self, sha256: str | None, url: str, filename: str) -> bool:
@@ -287,8 +344,7 @@ class IndexService:
     def remove(self, project: str) -> None:
         """The project left the upstream (the prefetcher confirmed it): drop its page for good
         and remember the 404 (blocking)."""
-        self._memory.pop(project)
-        self._held.pop(project)
+        self.forget(project)
         self._storage.delete_page(project)
         self._storage.mark_missing(project, self._negative_ttl)
 
@@ -306,6 +362,8 @@ class IndexService:
     def forget(self, project: str) -> None:
         """Drop a project's page from memory (after another component changed it on disk)."""
         self._memory.pop(project)
+        self._held.pop(project)
+        self._seen.pop(project, None)
 
     async def root(self) -> RootRecord:
         record = self._memory.get(ROOT_KEY)
