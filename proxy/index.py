@@ -33,6 +33,7 @@ from proxy.parse import (
     parse_project_json,
     parse_root_html,
     parse_root_json,
+    storable_files,
     versions_from,
 )
 from proxy.render import render_project, render_root
@@ -171,7 +172,7 @@ class IndexService:
             if not allow_stale:
                 self._stats.add("page_hits")
             return record
-        generation, stored = await anyio.to_thread.run_sync(self._storage.load_page_at, project)
+        generation, stored = await anyio.to_thread.run_sync(self._load, project)
         if stored is not None and (record is None or stored.fetched_at >= record.fetched_at):
             record = stored
             self._remember(project, stored)
@@ -211,7 +212,29 @@ class IndexService:
             return current
 
     async def stored_project(self, project: str) -> PageRecord | None:
-        return await anyio.to_thread.run_sync(self._storage.load_page, project)
+        return (await anyio.to_thread.run_sync(self._load, project))[1]
+
+    def _load(self, project: str) -> tuple[int, PageRecord | None]:
+        """The stored record and its generation (blocking). A record stored by an older version
+        may list entries that cannot be stored; they are left out here, as parsing now does."""
+        generation, record = self._storage.load_page_at(project)
+        if record is None:
+            return generation, None
+        dropped: list[str] = []
+        files = storable_files(record.page.files, dropped)
+        if not dropped:
+            return generation, record
+        log.warning("%s: stored page lists %d unusable entries; left out", project, len(dropped))
+        page = dataclasses.replace(record.page, files=files)
+        cleaned = PageRecord(
+            project=record.project,
+            page=page,
+            rendered=render_project(page, project),
+            fetched_at=record.fetched_at,
+            upstream_etag=None,  # the stored bytes are not what the upstream's ETag names
+            allowed_hosts=record.allowed_hosts,
+        )
+        return generation, cleaned
 
     async def fetch_project(
         self, project: str, current: PageRecord | None, *, min_serial: int | None = None

@@ -88,6 +88,13 @@ def _storable(entry: DistFile, dropped: list[str] | None) -> DistFile | None:
     return entry
 
 
+def storable_files(
+    files: tuple[DistFile, ...], dropped: list[str] | None = None
+) -> tuple[DistFile, ...]:
+    """The entries the cache can keep (for records stored before they were checked here)."""
+    return tuple(entry for f in files if (entry := _storable(f, dropped)) is not None)
+
+
 def _note(dropped: list[str] | None, filename: str, reason: str) -> None:
     if dropped is not None:
         shown = filename if len(filename) <= 80 else filename[:77] + "..."

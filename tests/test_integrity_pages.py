@@ -3,6 +3,7 @@ holds now (issue 7, cases 2, 3, 6 and 9), driven through the real server and the
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import time
 from pathlib import Path
@@ -10,7 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from proxy.models import DistFile, PageRecord
+from proxy.render import render_project
 from proxy.settings import Settings, load_settings
+from proxy.storage import Storage
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.prefetching import stored
 from tests.support.proxy_server import SubprocessProxy, ThreadedProxy
@@ -195,3 +199,30 @@ def test_prefetch_beside_offline_serve__new_files_listed_without_restart(
         time.sleep(1.5)
         for listing in spread_get(proxy.url, 10):
             assert listing == [WHEEL, "demo-2.0-py3-none-any.whl"], proxy.log()
+
+
+def test_record_stored_with_bad_entries__offline_page_and_files_still_served(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """A record an older version stored, bad entries and all, is served without them."""
+    settings = configure(tmp_path, upstream)
+    with ThreadedProxy(settings) as proxy:
+        assert httpx.get(f"{proxy.url}/files/demo/{WHEEL}").status_code == 200
+    storage = Storage(settings.cache_dir)
+    try:
+        record = storage.load_page("demo")
+        assert record is not None
+        bad = (
+            DistFile("demo-9.0.tar.gz", upstream.base_url + "/x", {"sha256": "not-a-hash"}),
+            DistFile(LONG_NAME, upstream.base_url + "/y", {"sha256": "c" * 64}),
+        )
+        odd = dataclasses.replace(record.page, files=record.page.files + bad)
+        storage.save_page(PageRecord("demo", odd, render_project(odd, "demo"), record.fetched_at))
+    finally:
+        storage.close()
+    upstream.stop()
+    with ThreadedProxy(configure(tmp_path, upstream, offline=True)) as proxy:
+        assert filenames(page(proxy.url)) == [WHEEL]
+        assert httpx.get(f"{proxy.url}/files/demo/{WHEEL}").status_code == 200
+        for name in ("demo-9.0.tar.gz", LONG_NAME):
+            assert httpx.get(f"{proxy.url}/files/demo/{name}").status_code in (400, 404), name

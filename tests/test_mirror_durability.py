@@ -209,3 +209,32 @@ def test_file_shared_by_two_projects__kept_while_one_holds_it(
     upstream.remove_file("b", shared.filename)  # the last holder lets go: now it goes
     assert run_pass(settings, ["a", "b"]).ok
     assert shared.filename not in stored(settings.cache_dir)
+
+
+def test_removal_seen_in_the_json_root__removed(tmp_path: Path, upstream: FakeUpstream) -> None:
+    upstream.xmlrpc_refuse = True
+    settings = configure(tmp_path, upstream, method="json-root")
+    assert run_pass(settings).ok
+    upstream.remove_project("helper")
+    upstream.reset_log()
+    result = run_pass(settings)
+    assert result.ok, result.errors
+    assert upstream.count("/simple/") == 2  # the root, then helper's 404: confirmed, no refetch
+    assert not any(n.startswith("helper") for n in stored(settings.cache_dir))
+    assert offline_files(settings, "helper") is None
+
+
+def test_state_from_before_the_gone_column__opens_and_works(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    settings = configure(tmp_path, upstream)
+    path = state_path(settings.cache_dir)
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE queue (name TEXT PRIMARY KEY, serial INTEGER, attempts INTEGER)")
+    db.execute("INSERT INTO queue (name, serial, attempts) VALUES ('demo', NULL, 0)")
+    db.commit()
+    db.close()
+    result = run_pass(settings)
+    assert result.ok, result.errors
+    assert offline_files(settings, "demo") == DEMO
