@@ -238,3 +238,27 @@ def test_state_from_before_the_gone_column__opens_and_works(
     result = run_pass(settings)
     assert result.ok, result.errors
     assert offline_files(settings, "demo") == DEMO
+
+
+def test_shared_file_moves_between_projects__never_lost(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """One project drops a file while others take it up, in the same pass, again and again:
+    the removal and the new holders' syncs run side by side."""
+    shared = make_wheel("shared", "1.0", payload_size=50_000)
+    names = [f"s{i}" for i in range(6)]
+    for name in names:
+        upstream.add_dist(name, make_wheel(name, "1.0"))
+    upstream.add_dist(names[0], shared)
+    settings = configure(tmp_path, upstream, workers=6)
+    assert run_pass(settings, names).ok
+    holder = names[0]
+    for round_ in range(6):
+        taker = names[(round_ + 1) % len(names)]
+        upstream.add_dist(taker, shared)
+        upstream.remove_file(holder, shared.filename)
+        result = run_pass(settings, names)
+        assert result.ok, (round_, result.errors)
+        assert shared.filename in stored(settings.cache_dir), round_
+        assert held_missing(settings) == [], round_
+        holder = taker
