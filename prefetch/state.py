@@ -176,6 +176,21 @@ class PrefetchState:
                 )
             ]
 
+    def iter_held(self, batch: int = 10_000) -> Iterator[list[tuple[str, str, str]]]:
+        """Every (project, filename, sha256) the mirror holds, in batches (memory stays flat)."""
+        after = ("", "")
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT project, filename, sha256 FROM files WHERE (project, filename) > (?, ?)"
+                    " ORDER BY project, filename LIMIT ?",
+                    (*after, batch),
+                ).fetchall()
+            if not rows:
+                return
+            yield [(str(p), str(f), str(h)) for p, f, h in rows]
+            after = (rows[-1][0], rows[-1][1])
+
     def sha_used_by_others(self, sha256: str, project: str, filename: str | None = None) -> bool:
         """Whether another project holds these bytes (under ``filename``, when given)."""
         query = "SELECT 1 FROM files WHERE sha256 = ? AND project != ?"

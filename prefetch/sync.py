@@ -51,13 +51,12 @@ class Syncer:
     filler: Filler
     state: PrefetchState
     downloads: asyncio.Semaphore
-    # Projects synced in this pass, whose files are checked against the disk at its end.
-    synced: set[str] = field(default_factory=set)
     # Files a sync under way holds but has not recorded in the state yet, so that another
     # project's removal running at the same time does not take them (guarded by _lock).
     _claims: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _listing: set[str] | None = None
+    _mirrored: list[str] = field(default_factory=list)
     _listing_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def sync(self, name: str, serial: int | None) -> Synced:
@@ -93,7 +92,6 @@ class Syncer:
             await anyio.to_thread.run_sync(self.storage.mark_changed, name)
         finally:
             await anyio.to_thread.run_sync(self._unclaim, claimed)
-        self.synced.add(name)
         return Synced(
             files_added=sum(added for _f, added, _b in done),
             bytes_added=sum(size for _f, _a, size in done),
@@ -107,10 +105,22 @@ class Syncer:
         async with self._listing_lock:  # one root fetch per pass, however many 404s
             if self._listing is None:
                 try:
-                    self._listing = await self.index.upstream_listing()
+                    listing = await self.index.upstream_listing()
                 except (UpstreamError, NotFound) as exc:
                     log.warning("cannot confirm that %s is gone: %s", name, exc)
                     return False
+                mirrored = await anyio.to_thread.run_sync(self.state.project_names)
+                self._listing, self._mirrored = listing, mirrored
+        if not _plausible(self._listing, self._mirrored, name):
+            # A maintenance page parses as a listing of (next to) nothing: it confirms nothing.
+            log.warning(
+                "the upstream's root index lists %d projects, too few of the %d the mirror "
+                "holds to confirm that %s is gone",
+                len(self._listing),
+                len(self._mirrored),
+                name,
+            )
+            return False
         return name not in self._listing
 
     def _targets(self, entry: DistFile) -> list[Target]:
@@ -213,12 +223,21 @@ class Syncer:
 
     def wanting(self) -> list[str]:
         """Projects the mirror holds that the disk does not bear out (blocking): a page gone
-        (an admin forget, say), or a file this pass held that is no longer there."""
-        found = [n for n in self.state.project_names() if not self.storage.has_page(n)]
-        for name in sorted(self.synced - set(found)):
-            for held in self.state.held_files(name):
-                if self.storage.stat_file(held.sha256, held.filename) is None:
-                    log.warning("prefetch: %s of %s is missing from disk", held.filename, name)
-                    found.append(name)
-                    break
-        return found
+        (an admin forget, say), or a held file no longer there (evicted in a race, dropped by
+        verify). One stat per held file: the price of an exit 0 that means it."""
+        found = {n for n in self.state.project_names() if not self.storage.has_page(n)}
+        for rows in self.state.iter_held():
+            for project, filename, sha in rows:
+                if project not in found and self.storage.stat_file(sha, filename) is None:
+                    log.warning("prefetch: %s of %s is missing from disk", filename, project)
+                    found.add(project)
+        return sorted(found)
+
+
+def _plausible(listing: set[str], mirrored: list[str], name: str) -> bool:
+    """Whether a root listing looks like the index: it lists at least half of the other
+    projects the mirror holds (or, for a mirror of one, anything at all)."""
+    others = [m for m in mirrored if m != name]
+    if not others:
+        return bool(listing)
+    return sum(1 for m in others if m in listing) * 2 >= len(others)

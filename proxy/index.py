@@ -428,6 +428,14 @@ class IndexService:
             await self._save(self._storage.save_root, current)
             return current
         listing = await anyio.to_thread.run_sync(_parse_root, fetched)
+        if current is not None and (reason := _distrust_root(current.listing, listing)):
+            # A maintenance page must not empty /simple/; ask again after negative_ttl.
+            self._stats.add("pages_distrusted")
+            self._stats.add("page_stale")
+            log.warning("not replacing the stored root index: %s", reason)
+            retry_at = now - self._ttl + min(self._negative_ttl, self._ttl)
+            current.fetched_at = max(current.fetched_at, retry_at)
+            return current
         rendered = await anyio.to_thread.run_sync(render_root, listing)
         record = RootRecord(
             listing=listing, rendered=rendered, fetched_at=now, upstream_etag=fetched.etag
@@ -450,6 +458,14 @@ def _distrust(current: PageRecord, page: ProjectPage, allowed: tuple[str, ...]) 
         if kept_none and not newer:
             # A real index bumps the serial when files go; without that, do not believe it.
             return f"the new page keeps none of its {len(held.files)} files and no newer serial"
+    return None
+
+
+def _distrust_root(held: ProjectListing, listing: ProjectListing) -> str | None:
+    if held.serial is not None and listing.serial is None:
+        return f"the new root index has no serial, the stored one has {held.serial}"
+    if held.projects and not listing.projects:
+        return f"the new root index lists no projects, the stored one {len(held.projects)}"
     return None
 
 

@@ -226,3 +226,12 @@ def test_record_stored_with_bad_entries__offline_page_and_files_still_served(
         assert httpx.get(f"{proxy.url}/files/demo/{WHEEL}").status_code == 200
         for name in ("demo-9.0.tar.gz", LONG_NAME):
             assert httpx.get(f"{proxy.url}/files/demo/{name}").status_code in (400, 404), name
+
+
+def test_maintenance_root__stored_root_kept(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with ThreadedProxy(configure(tmp_path, upstream, index_ttl=0)) as proxy:
+        before = httpx.get(proxy.url + "/simple/", headers={"accept": JSON}).json()["projects"]
+        assert {p["name"] for p in before} == {"demo", "helper"}
+        upstream.maintenance_root = True
+        after = httpx.get(proxy.url + "/simple/", headers={"accept": JSON}).json()["projects"]
+        assert after == before

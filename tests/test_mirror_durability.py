@@ -262,3 +262,32 @@ def test_shared_file_moves_between_projects__never_lost(
         assert shared.filename in stored(settings.cache_dir), round_
         assert held_missing(settings) == [], round_
         holder = taker
+
+
+def test_404_while_the_root_is_a_maintenance_page__nothing_removed(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    settings = configure(
+        tmp_path, upstream, method="per-project", projects=["demo", "helper"], max_attempts=1
+    )
+    assert run_pass(settings).ok
+    upstream.maintenance_root = True
+    upstream.not_found_once.add("helper")
+    failed = run_pass(settings)
+    assert not failed.ok
+    assert "helper-1.5-py3-none-any.whl" in stored(settings.cache_dir)
+    assert offline_files(settings, "helper") == ["helper-1.5-py3-none-any.whl"]
+
+
+def test_held_file_gone_from_disk__next_pass_fetches_it_again(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    settings = configure(tmp_path, upstream)
+    assert run_pass(settings).ok
+    files = settings.cache_dir / "files"
+    (victim,) = [p for p in files.rglob("helper-1.5-py3-none-any.whl")]
+    victim.unlink()
+    result = run_pass(settings)  # no change upstream: only the disk says it is not whole
+    assert result.ok, result.errors
+    assert victim.exists()
+    assert held_missing(settings) == []

@@ -97,6 +97,7 @@ class FakeUpstream:
         self.not_found_once: set[str] = set()  # projects whose next page request answers 404
         # Project pages answer 200 text/html "Scheduled maintenance": no links, no serial.
         self.maintenance = False
+        self.maintenance_root = False  # the same for the root index /simple/
         # A ready-made JSON root (benchmarks: hundreds of thousands of projects).
         self.root_json_override: bytes | None = None
         self._server = _Server((host, port), _handler_for(self))
@@ -311,6 +312,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _root(self, query: dict[str, list[str]]) -> None:
         fake = self.upstream
+        if fake.maintenance_root:
+            body = b"<html><body><h1>Scheduled maintenance</h1>Back soon.</body></html>"
+            self._send(200, body, {"Content-Type": "text/html; charset=utf-8"})
+            return
         as_json = self._wants_json(query)
         # Render under the lock, send outside it: a slow client must not block mutations.
         with fake.index.lock:
