@@ -6,8 +6,9 @@ replaced by a page with an older serial, and served stale if the upstream fails.
 
 Another process (a worker, the prefetcher, verify, an admin action) may change a page or its
 files at any time: the copy in memory is checked against the project's generation counter in
-the cache at most once every CHECK_EVERY seconds, so every worker serves what the cache holds
-within about a second, while a hot page still costs no disk read per request.
+the cache at most once a second (``proxy.generations``), so every worker serves what the cache
+holds within about a second, while a hot page still costs no disk read per request. Which
+upstream answers may replace a stored page is decided in ``proxy.trust``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from urllib.parse import urlsplit
 import anyio
 
 from proxy.errors import NotFound, StalePage, SuspectPage, UpstreamError
+from proxy.generations import Generations
+from proxy.held import HeldViews
 from proxy.memcache import MemoryLRU
 from proxy.models import PageRecord, ProjectListing, ProjectPage, Rendered, RootRecord
 from proxy.names import normalize
@@ -34,16 +37,15 @@ from proxy.parse import (
     parse_root_html,
     parse_root_json,
     storable_files,
-    versions_from,
 )
 from proxy.render import render_project, render_root
 from proxy.stats import Stats
 from proxy.storage import ROOT_KEY, Storage
+from proxy.trust import distrust, distrust_root, older
 from proxy.upstream import Fetched, Upstream
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-CHECK_EVERY = 1.0  # seconds between generation checks of one project's page in memory
 
 
 def _record_size(rendered_sizes: int) -> int:
@@ -73,10 +75,8 @@ class IndexService:
         self._clock = clock
         self._memory: MemoryLRU[PageRecord | RootRecord] = MemoryLRU(memory_bytes)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
-        self._held: MemoryLRU[tuple[tuple[float, int], Rendered]] = MemoryLRU(memory_bytes // 4)
-        # Per project in memory: when its generation was last read, and the value then.
-        self._seen: dict[str, tuple[float, int]] = {}
-        self._files_seen = (-CHECK_EVERY, 0)
+        self._held = HeldViews(storage, memory_bytes // 4)
+        self._generations = Generations(storage, lambda: len(self._memory))
 
     @property
     def offline(self) -> bool:
@@ -117,33 +117,13 @@ class IndexService:
         return result
 
     def _unchanged(self, project: str) -> bool:
-        """Whether the copy of ``project`` in memory is still what the cache holds; if not, it
-        is dropped. Reads the cache at most once every CHECK_EVERY seconds per project."""
-        now = time.monotonic()
-        seen = self._seen.get(project)
-        if seen is not None and now - seen[0] < CHECK_EVERY:
-            return True
-        generation = self._storage.generation(project)
-        if seen is not None and seen[1] == generation:
-            self._seen[project] = (now, generation)
+        """Whether the copy of ``project`` in memory is still what the cache holds; if not,
+        it is dropped from memory here."""
+        if self._generations.unchanged(project):
             return True
         self._memory.pop(project)
         self._held.pop(project)
-        self._seen.pop(project, None)
         return False
-
-    def _saw(self, project: str, generation: int) -> None:
-        if len(self._seen) > 4 * max(len(self._memory), 1000):
-            self._seen.clear()  # unknown projects are re-read, never served unchecked
-        self._seen[project] = (time.monotonic(), generation)
-
-    def _files_generation(self) -> int:
-        checked_at, generation = self._files_seen
-        now = time.monotonic()
-        if now - checked_at >= CHECK_EVERY:
-            generation = self._storage.files_generation()
-            self._files_seen = (now, generation)
-        return generation
 
     def peek(self, project: str) -> PageRecord | None:
         """The page if it is in memory and fresh: the whole cost of a hot hit. Offline pages
@@ -176,7 +156,7 @@ class IndexService:
         if stored is not None and (record is None or stored.fetched_at >= record.fetched_at):
             record = stored
             self._remember(project, stored)
-            self._saw(project, generation)
+            self._generations.saw(project, generation)
         current = record if isinstance(record, PageRecord) else None
         if current is not None and (allow_stale or self.offline or self._current(current)):
             if not allow_stale:
@@ -243,7 +223,7 @@ class IndexService:
 
         With ``min_serial`` (the prefetcher knows a change happened), a page older than that
         raises StalePage instead of being accepted. A page that does not look like the project
-        (see ``_distrust``) raises SuspectPage and the stored one stays. NotFound leaves the
+        (see ``proxy.trust``) raises SuspectPage and the stored one stays. NotFound leaves the
         stored page alone (removing a project is the prefetcher's decision, see ``remove``); with
         no page stored, the 404 is remembered for negative_ttl.
         """
@@ -265,7 +245,7 @@ class IndexService:
         if fetched is None:
             if current is None:
                 raise UpstreamError(f"upstream answered 304 for {project} without a condition")
-            if _older(current.page.serial, min_serial):
+            if older(current.page.serial, min_serial):
                 raise StalePage(f"{project}: upstream still has serial {current.page.serial}")
             self._stats.add("page_revalidated")
             current.fetched_at = now
@@ -281,9 +261,9 @@ class IndexService:
             log.warning(
                 "%s: left out %d entries: %s", project, len(dropped), "; ".join(dropped[:5])
             )
-        if _older(page.serial, min_serial):
+        if older(page.serial, min_serial):
             raise StalePage(f"{project}: upstream sent serial {page.serial}, expected {min_serial}")
-        if current is not None and _older(page.serial, current.page.serial):
+        if current is not None and older(page.serial, current.page.serial):
             # A stale copy (a CDN edge that lags): keep ours rather than go backwards.
             log.warning(
                 "upstream sent %s at serial %s, older than stored %s; keeping stored",
@@ -293,7 +273,7 @@ class IndexService:
             )
             current.fetched_at = now
             return current
-        if current is not None and (reason := _distrust(current, page, self._allowed_hosts)):
+        if current is not None and (reason := distrust(current, page, self._allowed_hosts)):
             self._stats.add("pages_distrusted")
             log.warning("not replacing the stored page of %s: %s", project, reason)
             raise SuspectPage(f"{project}: {reason}; keeping the stored page")
@@ -316,7 +296,7 @@ class IndexService:
         except (OSError, sqlite3.Error) as exc:
             log.error("could not store %s: %s", record.project, exc)
         else:
-            self._saw(record.project, generation)
+            self._generations.saw(record.project, generation)
         self._remember(record.project, record)
 
     async def _save(self, save: Callable[[Any], None], record: Any) -> None:
@@ -329,35 +309,7 @@ class IndexService:
     async def held_view(self, record: PageRecord) -> Rendered:
         """The page as offline clients must see it: only files the cache can serve, so that
         pip and uv never pick a file they cannot get."""
-        key = (record.fetched_at, self._files_generation())
-        cached = self._held.get(record.project)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        rendered = await anyio.to_thread.run_sync(self._render_held, record)
-        size = len(rendered.json.raw) + len(rendered.html.raw)
-        self._held.put(record.project, (key, rendered), size * 2)
-        return rendered
-
-    def _held_sha(self, sha256: str | None, url: str, filename: str) -> bool:
-        sha = sha256 or self._storage.hash_for_url(url)
-        try:
-            return sha is not None and self._storage.stat_file(sha, filename) is not None
-        except ValueError:  # an entry stored before such entries were dropped at parse time
-            return False
-
-    def _render_held(self, record: PageRecord) -> Rendered:
-        files = []
-        for f in record.page.files:
-            if not self._held_sha(f.sha256, f.url, f.filename):
-                continue
-            if f.has_metadata and not self._held_sha(
-                f.metadata_sha256, f.url + ".metadata", f.filename + ".metadata"
-            ):
-                f = dataclasses.replace(f, core_metadata=False)
-            files.append(f)
-        kept = tuple(files)
-        page = dataclasses.replace(record.page, files=kept, versions=versions_from(kept))
-        return render_project(page, record.project)
+        return await self._held.view(record, self._generations.files())
 
     def _remember_missing(self, project: str) -> None:
         # Only when nothing is stored: a page someone else stored meanwhile wins.
@@ -386,7 +338,7 @@ class IndexService:
         """Drop a project's page from memory (after another component changed it on disk)."""
         self._memory.pop(project)
         self._held.pop(project)
-        self._seen.pop(project, None)
+        self._generations.forget(project)
 
     async def root(self) -> RootRecord:
         record = self._memory.get(ROOT_KEY)
@@ -428,7 +380,7 @@ class IndexService:
             await self._save(self._storage.save_root, current)
             return current
         listing = await anyio.to_thread.run_sync(_parse_root, fetched)
-        if current is not None and (reason := _distrust_root(current.listing, listing)):
+        if current is not None and (reason := distrust_root(current.listing, listing)):
             # A maintenance page must not empty /simple/; ask again after negative_ttl.
             self._stats.add("pages_distrusted")
             self._stats.add("page_stale")
@@ -443,34 +395,6 @@ class IndexService:
         await self._save(self._storage.save_root, record)
         self._remember(ROOT_KEY, record)
         return record
-
-
-def _distrust(current: PageRecord, page: ProjectPage, allowed: tuple[str, ...]) -> str | None:
-    """Why ``page`` must not replace ``current`` (None when it may): a maintenance or error
-    page served as 200, or a CDN's odd copy, must never empty a project the cache holds."""
-    held = current.page
-    if held.serial is not None and page.serial is None:
-        return f"the new page has no serial, the stored one has {held.serial}"
-    if held.files and current.allowed_hosts == allowed:
-        names = {f.filename for f in page.files}
-        kept_none = not any(f.filename in names for f in held.files)
-        newer = page.serial is not None and held.serial is not None and page.serial > held.serial
-        if kept_none and not newer:
-            # A real index bumps the serial when files go; without that, do not believe it.
-            return f"the new page keeps none of its {len(held.files)} files and no newer serial"
-    return None
-
-
-def _distrust_root(held: ProjectListing, listing: ProjectListing) -> str | None:
-    if held.serial is not None and listing.serial is None:
-        return f"the new root index has no serial, the stored one has {held.serial}"
-    if held.projects and not listing.projects:
-        return f"the new root index lists no projects, the stored one {len(held.projects)}"
-    return None
-
-
-def _older(new: int | None, old: int | None) -> bool:
-    return new is not None and old is not None and new < old
 
 
 def host_allowed(url: str, index_url: str, allowed: Sequence[str]) -> bool:
