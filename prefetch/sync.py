@@ -88,8 +88,9 @@ class Syncer:
             held = [h for files, _added, _bytes in done for h in files]
             removed = await self._release(name, keep=held)
             await anyio.to_thread.run_sync(self.state.done, name, record.page.serial, held)
-            # Its files are in place now: servers rebuild their views of the page.
-            await anyio.to_thread.run_sync(self.storage.mark_changed, name)
+            if removed or any(added for _f, added, _b in done):
+                # Its files are in place now: servers rebuild their views of the page.
+                await anyio.to_thread.run_sync(self.storage.mark_changed, name)
         finally:
             await anyio.to_thread.run_sync(self._unclaim, claimed)
         return Synced(
