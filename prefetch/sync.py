@@ -61,8 +61,13 @@ class Syncer:
 
     async def sync(self, name: str, serial: int | None) -> Synced:
         current = await self.index.stored_project(name)
+        holding = (
+            None if current is not None else await anyio.to_thread.run_sync(self._holding, name)
+        )
         try:
-            record = await self.index.fetch_project(name, current, min_serial=serial)
+            record = await self.index.fetch_project(
+                name, current, min_serial=serial, holding=holding
+            )
         except NotFound as exc:
             if not await self._gone_confirmed(name):
                 raise SyncFailed(
@@ -98,6 +103,13 @@ class Syncer:
             bytes_added=sum(size for _f, _a, size in done),
             files_removed=removed,
         )
+
+    def _holding(self, name: str) -> tuple[int | None, list[str]]:
+        """What the mirror holds of ``name`` (its serial, its distributions' file names): with
+        its page gone, this is what a new page is checked against."""
+        serial = self.state.project_serial(name) or None  # 0: synced without a serial
+        files = self.state.held_files(name)
+        return serial, [h.filename for h in files if not h.filename.endswith(".metadata")]
 
     async def _gone_confirmed(self, name: str) -> bool:
         """A 404 removes a project only if the upstream's listing agrees it is gone."""

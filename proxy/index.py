@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from fnmatch import fnmatchcase
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -41,7 +41,7 @@ from proxy.parse import (
 from proxy.render import render_project, render_root
 from proxy.stats import Stats
 from proxy.storage import ROOT_KEY, Storage
-from proxy.trust import distrust, distrust_root, older
+from proxy.trust import distrust, distrust_held, distrust_root, older
 from proxy.upstream import Fetched, Upstream
 
 log = logging.getLogger(__name__)
@@ -217,15 +217,21 @@ class IndexService:
         return generation, cleaned
 
     async def fetch_project(
-        self, project: str, current: PageRecord | None, *, min_serial: int | None = None
+        self,
+        project: str,
+        current: PageRecord | None,
+        *,
+        min_serial: int | None = None,
+        holding: tuple[int | None, Collection[str]] | None = None,
     ) -> PageRecord:
         """Ask the upstream for a project's page now (conditionally) and store it.
 
         With ``min_serial`` (the prefetcher knows a change happened), a page older than that
         raises StalePage instead of being accepted. A page that does not look like the project
-        (see ``proxy.trust``) raises SuspectPage and the stored one stays. NotFound leaves the
-        stored page alone (removing a project is the prefetcher's decision, see ``remove``); with
-        no page stored, the 404 is remembered for negative_ttl.
+        (see ``proxy.trust``) raises SuspectPage and the stored one stays; ``holding`` (the
+        serial and file names the mirror holds) stands in for a stored page that went missing.
+        NotFound leaves the stored page alone (removing a project is the prefetcher's decision,
+        see ``remove``); with no page stored, the 404 is remembered for negative_ttl.
         """
         if self._upstream is None:
             raise NotFound(f"{project}: the proxy is offline")
@@ -273,7 +279,11 @@ class IndexService:
             )
             current.fetched_at = now
             return current
-        if current is not None and (reason := distrust(current, page, self._allowed_hosts)):
+        if current is not None:
+            reason = distrust(current, page, self._allowed_hosts)
+        else:
+            reason = distrust_held(*holding, page) if holding is not None else None
+        if reason:
             self._stats.add("pages_distrusted")
             log.warning("not replacing the stored page of %s: %s", project, reason)
             raise SuspectPage(f"{project}: {reason}; keeping the stored page")

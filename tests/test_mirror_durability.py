@@ -291,3 +291,23 @@ def test_held_file_gone_from_disk__next_pass_fetches_it_again(
     assert result.ok, result.errors
     assert victim.exists()
     assert held_missing(settings) == []
+
+
+def test_maintenance_page_after_the_page_was_dropped__held_files_kept(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """With no stored page to compare with, what the mirror holds stands in for it."""
+    settings = dataclasses.replace(configure(tmp_path, upstream), admin_token="t")
+    assert run_pass(settings).ok
+    with ThreadedProxy(settings) as proxy:
+        forgot = httpx.post(proxy.url + "/admin/forget/demo", headers={"x-admin-token": "t"})
+        assert forgot.status_code == 200
+    upstream.maintenance = True
+    before = stored(settings.cache_dir)
+    failed = run_pass(settings)  # the disk check sends demo round again: the page is gone
+    assert not failed.ok
+    assert any("SuspectPage" in e for e in failed.errors), failed.errors
+    assert stored(settings.cache_dir) == before
+    upstream.maintenance = False
+    assert run_pass(settings).ok
+    assert offline_files(settings, "demo") == DEMO
