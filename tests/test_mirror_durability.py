@@ -134,7 +134,7 @@ def test_page_dropped_by_admin__next_pass_restores_it(
 def test_maintenance_page_during_a_pass__fails_and_deletes_nothing(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    settings = configure(tmp_path, upstream)
+    settings = configure(tmp_path, upstream, max_attempts=1)
     assert run_pass(settings, ["demo"]).ok
     before = stored(settings.cache_dir)
     upstream.add_dist("demo", make_wheel("demo", "3.0"))
