@@ -180,8 +180,7 @@ class IndexService:
             # after negative_ttl rather than on every request.
             self._stats.add("page_stale")
             log.warning("serving stored %s although the upstream answered: %s", project, exc)
-            retry_at = self._clock() - self._ttl + min(self._negative_ttl, self._ttl)
-            current.fetched_at = max(current.fetched_at, retry_at)
+            self._retry_later(current)
             return current
         except UpstreamError as exc:
             self._stats.add("upstream_errors")
@@ -189,7 +188,14 @@ class IndexService:
                 raise
             self._stats.add("page_stale")
             log.warning("serving stale %s: %s", project, exc)
+            if isinstance(exc, SuspectPage):  # a 200 the breaker does not count: pace it here
+                self._retry_later(current)
             return current
+
+    def _retry_later(self, current: PageRecord) -> None:
+        """Serve ``current`` from memory for negative_ttl before asking the upstream again."""
+        retry_at = self._clock() - self._ttl + min(self._negative_ttl, self._ttl)
+        current.fetched_at = max(current.fetched_at, retry_at)
 
     async def stored_project(self, project: str) -> PageRecord | None:
         return (await anyio.to_thread.run_sync(self._load, project))[1]

@@ -235,3 +235,17 @@ def test_maintenance_root__stored_root_kept(tmp_path: Path, upstream: FakeUpstre
         upstream.maintenance_root = True
         after = httpx.get(proxy.url + "/simple/", headers={"accept": JSON}).json()["projects"]
         assert after == before
+
+
+def test_maintenance_page__upstream_asked_again_only_after_negative_ttl(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    settings = configure(tmp_path, upstream, index_ttl=0.5, negative_ttl=30)
+    with ThreadedProxy(settings) as proxy:
+        before = filenames(page(proxy.url))
+        time.sleep(0.6)
+        upstream.maintenance = True
+        upstream.reset_log()
+        for _ in range(5):
+            assert filenames(page(proxy.url)) == before
+        assert upstream.count("/simple/demo/") == 1
