@@ -7,6 +7,8 @@ depend on which files are on disk.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -35,7 +37,14 @@ class Generations:
         seen = self._seen.get(project)
         if seen is not None and now - seen[0] < CHECK_EVERY:
             return True
-        generation = self._storage.generation(project)
+        try:
+            generation = self._storage.generation(project)
+        except (OSError, sqlite3.Error):
+            # The cache cannot be read just now: keep serving the copy in memory (if any) and
+            # look again in a second, rather than fail the request.
+            if seen is not None:
+                self._seen[project] = (now, seen[1])
+            return seen is not None
         if seen is not None and seen[1] == generation:
             self._seen[project] = (now, generation)
             return True
@@ -56,6 +65,7 @@ class Generations:
         checked_at, generation = self._files_seen
         now = self._clock()
         if now - checked_at >= CHECK_EVERY:
-            generation = self._storage.files_generation()
+            with contextlib.suppress(OSError, sqlite3.Error):
+                generation = self._storage.files_generation()
             self._files_seen = (now, generation)
         return generation
