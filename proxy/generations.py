@@ -12,9 +12,12 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+import diskcache
+
 from proxy.storage import Storage
 
 CHECK_EVERY = 1.0  # seconds between reads of one counter
+_UNREADABLE = (OSError, sqlite3.Error, diskcache.Timeout)
 
 
 class Generations:
@@ -39,7 +42,7 @@ class Generations:
             return True
         try:
             generation = self._storage.generation(project)
-        except (OSError, sqlite3.Error):
+        except _UNREADABLE:
             # The cache cannot be read just now: keep serving the copy in memory (if any) and
             # look again in a second, rather than fail the request.
             if seen is not None:
@@ -65,7 +68,7 @@ class Generations:
         checked_at, generation = self._files_seen
         now = self._clock()
         if now - checked_at >= CHECK_EVERY:
-            with contextlib.suppress(OSError, sqlite3.Error):
+            with contextlib.suppress(*_UNREADABLE):
                 generation = self._storage.files_generation()
             self._files_seen = (now, generation)
         return generation
