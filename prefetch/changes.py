@@ -28,6 +28,7 @@ from proxy.upstream import Upstream
 log = logging.getLogger(__name__)
 JSON_ROOT_ACCEPT = "application/vnd.pypi.simple.v1+json"
 BATCH = 10_000
+REMOVE_PROJECT = "remove project"  # the changelog's action when a project is deleted
 
 
 class NoSerials(UpstreamError):
@@ -69,7 +70,7 @@ async def by_xmlrpc(
         queued = await anyio.to_thread.run_sync(state.root_diff, selection)
         if selection is not None:  # selected names the upstream does not list: sync sees 404
             missing = [(name, None) for name in selection - listed]
-            queued += await anyio.to_thread.run_sync(state.enqueue, missing)
+            queued += await anyio.to_thread.run_sync(partial(state.enqueue, missing, gone=True))
     else:
         since = int(marker["serial"])
         queued = 0
@@ -77,13 +78,16 @@ async def by_xmlrpc(
             page = await client.changes_since(since)
             if not page:
                 break
-            rows = [
-                (normalize(name), serial)
-                for name, serial in page
-                if selection is None or normalize(name) in selection
-            ]
-            queued += await anyio.to_thread.run_sync(state.enqueue, rows)
-            newest = max(serial for _name, serial in page)
+            # Per project, the last row of the page says whether it still exists.
+            latest: dict[str, tuple[int, bool]] = {}
+            for name, serial, action in page:
+                key = normalize(name)
+                if selection is None or key in selection:
+                    latest[key] = (serial, action == REMOVE_PROJECT)
+            for gone in (False, True):
+                rows = [(k, serial) for k, (serial, g) in latest.items() if g == gone]
+                queued += await anyio.to_thread.run_sync(partial(state.enqueue, rows, gone=gone))
+            newest = max(serial for _name, serial, _action in page)
             if newest <= since:  # an upstream that does not advance would loop forever
                 break
             since = newest

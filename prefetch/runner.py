@@ -154,7 +154,14 @@ class Prefetcher:
                 await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
             await self._round(syncer, progress, result, attempt)
             if await anyio.to_thread.run_sync(state.queue_length) == 0:
-                break
+                # "Whole" is what the disk says, not what the syncs reported: a page dropped
+                # or a held file gone meanwhile sends its project round again.
+                wanting = await anyio.to_thread.run_sync(syncer.wanting)
+                if not wanting:
+                    break
+                log.warning("prefetch: %d projects to sync again: %s", len(wanting), wanting[:5])
+                result.errors.append(f"not whole on disk: {', '.join(wanting[:5])}")
+                await anyio.to_thread.run_sync(state.requeue, wanting, attempt + 1)
         progress.finish()
         remaining = await anyio.to_thread.run_sync(state.queue_length)
         result.failed = remaining

@@ -3,7 +3,8 @@
     meta      key/value: mirror serial (the upstream serial the mirror is whole at), the serial
               up to which changes are already queued, last run, result and error
     projects  per project: the serial it was last synced at
-    queue     projects still to sync, with the serial each must reach and attempts so far
+    queue     projects still to sync, with the serial each must reach, attempts so far, and
+              whether the upstream's changelog or root listing said the project is gone
     files     per project: the files the mirror holds for it (so removals can be undone)
     root      scratch: a streamed root index, diffed against ``projects`` in SQL
 
@@ -26,7 +27,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS projects (name TEXT PRIMARY KEY, serial INTEGER);
 CREATE TABLE IF NOT EXISTS queue (
-    name TEXT PRIMARY KEY, serial INTEGER, attempts INTEGER NOT NULL DEFAULT 0
+    name TEXT PRIMARY KEY, serial INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+    gone INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS files (
     project TEXT NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER,
@@ -50,6 +52,9 @@ class PrefetchState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
+        if "gone" not in columns:  # a state file from before the column
+            self._db.execute("ALTER TABLE queue ADD COLUMN gone INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -87,16 +92,41 @@ class PrefetchState:
             row = self._db.execute("SELECT serial FROM projects WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
-    def enqueue(self, items: Iterable[tuple[str, int | None]]) -> int:
-        """Queue projects; an entry already queued keeps the higher serial. Returns rows seen."""
-        rows = list(items)
+    def enqueue(self, items: Iterable[tuple[str, int | None]], *, gone: bool = False) -> int:
+        """Queue projects; an entry already queued keeps the higher serial, and takes the newest
+        word on whether the upstream says it is ``gone``. Returns rows seen."""
+        rows = [(name, serial, int(gone)) for name, serial in items]
         with self._tx() as db:
             db.executemany(
-                "INSERT INTO queue (name, serial) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
-                "serial = max(coalesce(excluded.serial, 0), coalesce(queue.serial, 0))",
+                "INSERT INTO queue (name, serial, gone) VALUES (?, ?, ?) ON CONFLICT(name) DO "
+                "UPDATE SET serial = max(coalesce(excluded.serial, 0), coalesce(queue.serial, 0)),"
+                " gone = excluded.gone",
                 rows,
             )
         return len(rows)
+
+    def requeue(self, names: Iterable[str], attempts: int) -> int:
+        """Queue projects found wanting after a round (a page or a held file missing), for the
+        round that runs ``attempts``; their serial stays what it was."""
+        rows = [(name, attempts) for name in names]
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO queue (name, serial, attempts) VALUES (?, NULL, ?) "
+                "ON CONFLICT(name) DO UPDATE SET attempts = excluded.attempts",
+                rows,
+            )
+        return len(rows)
+
+    def listed_gone(self, name: str) -> bool:
+        """Whether the change detection saw the upstream drop ``name`` (changelog or root)."""
+        with self._lock:
+            row = self._db.execute("SELECT gone FROM queue WHERE name = ?", (name,)).fetchone()
+        return bool(row and row[0])
+
+    def project_names(self) -> list[str]:
+        """The projects the mirror holds."""
+        with self._lock:
+            return [row[0] for row in self._db.execute("SELECT name FROM projects")]
 
     def queue_batch(self, after: str, limit: int) -> list[tuple[str, int | None, int]]:
         with self._lock:
@@ -146,12 +176,30 @@ class PrefetchState:
                 )
             ]
 
-    def sha_used_by_others(self, sha256: str, project: str) -> bool:
+    def iter_held(self, batch: int = 10_000) -> Iterator[list[tuple[str, str, str]]]:
+        """Every (project, filename, sha256) the mirror holds, in batches (memory stays flat)."""
+        after = ("", "")
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT project, filename, sha256 FROM files WHERE (project, filename) > (?, ?)"
+                    " ORDER BY project, filename LIMIT ?",
+                    (*after, batch),
+                ).fetchall()
+            if not rows:
+                return
+            yield [(str(p), str(f), str(h)) for p, f, h in rows]
+            after = (rows[-1][0], rows[-1][1])
+
+    def sha_used_by_others(self, sha256: str, project: str, filename: str | None = None) -> bool:
+        """Whether another project holds these bytes (under ``filename``, when given)."""
+        query = "SELECT 1 FROM files WHERE sha256 = ? AND project != ?"
+        params: tuple[str, ...] = (sha256, project)
+        if filename is not None:
+            query += " AND filename = ?"
+            params += (filename,)
         with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM files WHERE sha256 = ? AND project != ? LIMIT 1", (sha256, project)
-            )
-            return row.fetchone() is not None
+            return self._db.execute(query + " LIMIT 1", params).fetchone() is not None
 
     # -- diffing a streamed root index -------------------------------------------------------
 
@@ -180,13 +228,18 @@ class PrefetchState:
                 "LEFT JOIN projects p ON p.name = r.name "
                 "WHERE p.serial IS NULL OR r.serial IS NULL OR r.serial > p.serial "
                 "ON CONFLICT(name) DO UPDATE SET serial = "
-                "max(coalesce(excluded.serial, 0), coalesce(queue.serial, 0))"
+                "max(coalesce(excluded.serial, 0), coalesce(queue.serial, 0)), gone = 0"
             )
-            # Gone from the root: queue with no serial; the sync sees the 404 and removes it.
-            gone = "SELECT name, NULL FROM projects WHERE name NOT IN (SELECT name FROM root)"
+            db.execute("UPDATE queue SET gone = 0 WHERE name IN (SELECT name FROM root)")
+            # Gone from the root: queue with no serial, marked gone; the sync removes it only
+            # if its page answers 404 too.
+            gone = "SELECT name, NULL, 1 FROM projects WHERE name NOT IN (SELECT name FROM root)"
             if selection is not None:
                 gone += " AND name IN (SELECT name FROM selection)"
-            db.execute(f"INSERT OR IGNORE INTO queue (name, serial) {gone}")
+            db.execute(
+                f"INSERT INTO queue (name, serial, gone) {gone} "
+                "ON CONFLICT(name) DO UPDATE SET gone = 1"
+            )
             after = db.execute("SELECT count(*) FROM queue").fetchone()[0]
             db.execute("DROP TABLE root")
         return int(after - before)

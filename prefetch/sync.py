@@ -1,17 +1,26 @@
-"""Bringing one project in the mirror up to date: its page, its files, and removals."""
+"""Bringing one project in the mirror up to date: its page, its files, and removals.
+
+What the mirror holds is pinned before it is downloaded (the page gives the sha256), so eviction
+in another process can never take a file between its download and its pin. A file is deleted
+only when no project holds it any more (projects can share a file), and a project leaves the
+mirror only when its page answers 404 *and* the upstream's changelog or root index no longer
+lists it: one transient 404 never drops what the mirror holds.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
 from functools import partial
 
 import anyio
 
 from prefetch.filters import select
 from prefetch.state import HeldFile, PrefetchState
-from proxy.errors import NotFound, ProxyError
+from proxy.errors import NotFound, ProxyError, UpstreamError
 from proxy.files import target_for
 from proxy.fill import Filler, Target, wait_done
 from proxy.index import IndexService
@@ -42,26 +51,90 @@ class Syncer:
     filler: Filler
     state: PrefetchState
     downloads: asyncio.Semaphore
+    # Files a sync under way holds but has not recorded in the state yet, so that another
+    # project's removal running at the same time does not take them (guarded by _lock).
+    _claims: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _listing: set[str] | None = None
+    _mirrored: list[str] = field(default_factory=list)
+    _listing_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def sync(self, name: str, serial: int | None) -> Synced:
         current = await self.index.stored_project(name)
+        holding = (
+            None if current is not None else await anyio.to_thread.run_sync(self._holding, name)
+        )
         try:
-            record = await self.index.fetch_project(name, current, min_serial=serial)
-        except NotFound:
+            record = await self.index.fetch_project(
+                name, current, min_serial=serial, holding=holding
+            )
+        except NotFound as exc:
+            if not await self._gone_confirmed(name):
+                raise SyncFailed(
+                    f"{exc}, but the upstream still lists {name}: kept, to try again"
+                ) from None
             removed = await self._release(name, keep=[])
+            await anyio.to_thread.run_sync(self.index.remove, name)
             await anyio.to_thread.run_sync(self.state.done, name, None, None)
             log.info("%s is gone upstream; removed %d files", name, removed)
             return Synced(files_removed=removed, gone=True)
         wanted = select(record.page.files, self.settings)
-        results = await asyncio.gather(*(self._fetch(entry) for entry in wanted))
-        held = [h for files, _added, _bytes in results for h in files]
-        removed = await self._release(name, keep=held)
-        await anyio.to_thread.run_sync(self.state.done, name, record.page.serial, held)
+        claimed: list[tuple[str, str]] = []
+        pinned: list[str] = []
+        try:
+            results = await asyncio.gather(
+                *(self._fetch(entry, claimed, pinned) for entry in wanted), return_exceptions=True
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                await anyio.to_thread.run_sync(self._unpin_unheld, name, pinned)
+                raise failures[0]
+            done = [r for r in results if not isinstance(r, BaseException)]
+            held = [h for files, _added, _bytes in done for h in files]
+            removed = await self._release(name, keep=held)
+            await anyio.to_thread.run_sync(self.state.done, name, record.page.serial, held)
+            if removed or any(added for _f, added, _b in done):
+                # Its files are in place now: servers rebuild their views of the page.
+                await anyio.to_thread.run_sync(self.storage.mark_changed, name)
+        finally:
+            await anyio.to_thread.run_sync(self._unclaim, claimed)
         return Synced(
-            files_added=sum(added for _f, added, _b in results),
-            bytes_added=sum(size for _f, _a, size in results),
+            files_added=sum(added for _f, added, _b in done),
+            bytes_added=sum(size for _f, _a, size in done),
             files_removed=removed,
         )
+
+    def _holding(self, name: str) -> tuple[int | None, list[str]]:
+        """What the mirror holds of ``name`` (its serial, its distributions' file names): with
+        its page gone, this is what a new page is checked against."""
+        serial = self.state.project_serial(name) or None  # 0: synced without a serial
+        files = self.state.held_files(name)
+        return serial, [h.filename for h in files if not h.filename.endswith(".metadata")]
+
+    async def _gone_confirmed(self, name: str) -> bool:
+        """A 404 removes a project only if the upstream's listing agrees it is gone."""
+        if await anyio.to_thread.run_sync(self.state.listed_gone, name):
+            return True
+        async with self._listing_lock:  # one root fetch per pass, however many 404s
+            if self._listing is None:
+                try:
+                    listing = await self.index.upstream_listing()
+                except (UpstreamError, NotFound) as exc:
+                    log.warning("cannot confirm that %s is gone: %s", name, exc)
+                    return False
+                mirrored = await anyio.to_thread.run_sync(self.state.project_names)
+                self._listing, self._mirrored = listing, mirrored
+        if not _plausible(self._listing, self._mirrored, name):
+            # A maintenance page parses as a listing of (next to) nothing: it confirms nothing.
+            log.warning(
+                "the upstream's root index lists %d projects, too few of the %d the mirror "
+                "holds to confirm that %s is gone",
+                len(self._listing),
+                len(self._mirrored),
+                name,
+            )
+            return False
+        return name not in self._listing
 
     def _targets(self, entry: DistFile) -> list[Target]:
         names = [entry.filename]
@@ -69,28 +142,66 @@ class Syncer:
             names.append(entry.filename + ".metadata")
         return [t for n in names if (t := target_for(entry, n)) is not None]
 
-    async def _fetch(self, entry: DistFile) -> tuple[list[HeldFile], int, int]:
+    def _claim(
+        self, sha: str, filename: str, claimed: list[tuple[str, str]], pinned: list[str]
+    ) -> int | None:
+        """Hold a file for this sync and pin it; its size if it is on disk already."""
+        with self._lock:
+            self._claims[(sha, filename)] += 1
+            claimed.append((sha, filename))
+            if not self.storage.is_pinned(sha):
+                self.storage.pin(sha)
+                pinned.append(sha)
+            stat = self.storage.stat_file(sha, filename)
+        return stat.st_size if stat is not None else None
+
+    def _unclaim(self, claimed: list[tuple[str, str]]) -> None:
+        with self._lock:
+            self._claims.subtract(claimed)
+            for key in claimed:
+                if self._claims[key] <= 0:
+                    del self._claims[key]
+
+    def _unpin_unheld(self, name: str, pinned: list[str]) -> None:
+        """After a failed sync: drop the pins it added for files nothing records as held."""
+        with self._lock:
+            held = {h.sha256 for h in self.state.held_files(name)}
+            for sha in pinned:
+                if sha not in held and not self._held_elsewhere(sha, name, None):
+                    self.storage.unpin(sha)
+
+    async def _fetch(
+        self, entry: DistFile, claimed: list[tuple[str, str]], pinned: list[str]
+    ) -> tuple[list[HeldFile], int, int]:
         held: list[HeldFile] = []
         added = added_bytes = 0
         for target in self._targets(entry):
             sha = target.sha256 or await anyio.to_thread.run_sync(
                 self.storage.hash_for_url, target.url
             )
-            stat = self.storage.stat_file(sha, target.filename) if sha else None
-            if stat is None:
+            size = None
+            if sha is not None:
+                size = await anyio.to_thread.run_sync(
+                    self._claim, sha, target.filename, claimed, pinned
+                )
+            if size is None:
                 async with self.downloads:
                     progress = self.filler.start(target)
                     await wait_done(progress)
                 if progress.error or progress.final is None:
                     raise SyncFailed(f"{target.filename}: {progress.error or 'not stored'}")
-                sha = progress.final.parent.name
-                size = progress.final.stat().st_size
+                fetched_sha = progress.final.parent.name
+                if sha is None:  # no hash on the page: pinned only now, so check it stayed
+                    sha = fetched_sha
+                    on_disk = await anyio.to_thread.run_sync(
+                        self._claim, sha, target.filename, claimed, pinned
+                    )
+                    if on_disk is None:
+                        raise SyncFailed(f"{target.filename}: evicted before it was pinned")
+                size = progress.written
                 added += 1
                 added_bytes += size
-            else:
-                size = stat.st_size
             assert sha is not None
-            await anyio.to_thread.run_sync(self.storage.pin, sha)
             held.append(HeldFile(target.filename, sha, size))
         return held, added, added_bytes
 
@@ -105,8 +216,41 @@ class Syncer:
             removed += await anyio.to_thread.run_sync(partial(self._remove, name, old))
         return removed
 
+    def _held_elsewhere(self, sha: str, name: str, filename: str | None) -> bool:
+        if filename is None:
+            claimed = any(key[0] == sha for key in self._claims)
+        else:
+            claimed = (sha, filename) in self._claims
+        return claimed or self.state.sha_used_by_others(sha, name, filename)
+
     def _remove(self, name: str, old: HeldFile) -> int:
-        if not self.state.sha_used_by_others(old.sha256, name):
-            self.storage.unpin(old.sha256)
-        path = self.storage.file_path(old.sha256, old.filename)
-        return 1 if path.exists() and self.storage.remove_file(path) >= 0 else 0
+        """Let go of one file ``name`` held: unpinned and deleted only if nothing else holds
+        it (another project lists the same bytes, or a sync under way just claimed them)."""
+        with self._lock:
+            if not self._held_elsewhere(old.sha256, name, None):
+                self.storage.unpin(old.sha256)
+            if self._held_elsewhere(old.sha256, name, old.filename):
+                return 0
+            path = self.storage.file_path(old.sha256, old.filename)
+            return 1 if path.exists() and self.storage.remove_file(path) > 0 else 0
+
+    def wanting(self) -> list[str]:
+        """Projects the mirror holds that the disk does not bear out (blocking): a page gone
+        (an admin forget, say), or a held file no longer there (evicted in a race, dropped by
+        verify). One stat per held file: the price of an exit 0 that means it."""
+        found = {n for n in self.state.project_names() if not self.storage.has_page(n)}
+        for rows in self.state.iter_held():
+            for project, filename, sha in rows:
+                if project not in found and self.storage.stat_file(sha, filename) is None:
+                    log.warning("prefetch: %s of %s is missing from disk", filename, project)
+                    found.add(project)
+        return sorted(found)
+
+
+def _plausible(listing: set[str], mirrored: list[str], name: str) -> bool:
+    """Whether a root listing looks like the index: it lists at least half of the other
+    projects the mirror holds (or, for a mirror of one, anything at all)."""
+    others = [m for m in mirrored if m != name]
+    if not others:
+        return bool(listing)
+    return sum(1 for m in others if m in listing) * 2 >= len(others)

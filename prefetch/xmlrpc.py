@@ -42,9 +42,9 @@ class ChangelogClient:
             raise XmlRpcRefused("list_packages_with_serial did not return a mapping")
         return {str(k): int(v) for k, v in data.items()}
 
-    async def changes_since(self, serial: int) -> list[tuple[str, int]]:
-        """One page of (project, serial) changes after ``serial``, oldest first."""
+    async def changes_since(self, serial: int) -> list[tuple[str, int, str]]:
+        """One page of (project, serial, action) changes after ``serial``, oldest first."""
         rows = await self.call("changelog_since_serial", serial)
         if not isinstance(rows, list):
             raise XmlRpcRefused("changelog_since_serial did not return a list")
-        return [(str(row[0]), int(row[4])) for row in rows if len(row) >= 5]
+        return [(str(row[0]), int(row[4]), str(row[3])) for row in rows if len(row) >= 5]

@@ -6,6 +6,9 @@ ProxyError
  +-- UpstreamError          the upstream could not be used
  |    +-- UpstreamUnavailable   connection refused or reset, timeout, 5xx after retries
  |    +-- UpstreamBadResponse   an answer we cannot use: unparsable page, unexpected status
+ |    +-- StalePage             the upstream's page is older than the serial we need
+ |    +-- SuspectPage           a page we do not trust to replace the stored one (no serial
+ |                              where ours had one, or every file gone without a newer serial)
  +-- IntegrityError         downloaded bytes do not match the hash the index promised
 """
 
@@ -41,4 +44,8 @@ class IntegrityError(ProxyError):
 
 
 class StalePage(UpstreamError):
+    pass
+
+
+class SuspectPage(UpstreamError):
     pass

@@ -3,6 +3,12 @@
 A fresh page is a dictionary lookup. A stale or missing one is fetched from the upstream (one
 request per project however many clients ask at once), revalidated with its ETag, never
 replaced by a page with an older serial, and served stale if the upstream fails.
+
+Another process (a worker, the prefetcher, verify, an admin action) may change a page or its
+files at any time: the copy in memory is checked against the project's generation counter in
+the cache at most once a second (``proxy.generations``), so every worker serves what the cache
+holds within about a second, while a hot page still costs no disk read per request. Which
+upstream answers may replace a stored page is decided in ``proxy.trust``.
 """
 
 from __future__ import annotations
@@ -12,25 +18,29 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import anyio
 
-from proxy.errors import NotFound, StalePage, UpstreamError
+from proxy.errors import NotFound, StalePage, SuspectPage, UpstreamError
+from proxy.generations import Generations
+from proxy.held import HeldViews
 from proxy.memcache import MemoryLRU
 from proxy.models import PageRecord, ProjectListing, ProjectPage, Rendered, RootRecord
+from proxy.names import normalize
 from proxy.origins import host_allowed
 from proxy.parse import (
     parse_project_html,
     parse_project_json,
     parse_root_html,
     parse_root_json,
-    versions_from,
+    storable_files,
 )
 from proxy.render import render_project, render_root
 from proxy.stats import Stats
 from proxy.storage import ROOT_KEY, Storage
+from proxy.trust import distrust, distrust_held, distrust_root, older
 from proxy.upstream import Fetched, Upstream
 
 log = logging.getLogger(__name__)
@@ -64,7 +74,8 @@ class IndexService:
         self._clock = clock
         self._memory: MemoryLRU[PageRecord | RootRecord] = MemoryLRU(memory_bytes)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
-        self._held: MemoryLRU[tuple[float, Rendered]] = MemoryLRU(memory_bytes // 4)
+        self._held = HeldViews(storage, memory_bytes // 4)
+        self._generations = Generations(storage, lambda: len(self._memory))
 
     @property
     def offline(self) -> bool:
@@ -104,11 +115,25 @@ class IndexService:
         result = await asyncio.shield(future)
         return result
 
+    def _unchanged(self, project: str) -> bool:
+        """Whether the copy of ``project`` in memory is still what the cache holds; if not,
+        it is dropped from memory here."""
+        if self._generations.unchanged(project):
+            return True
+        self._memory.pop(project)
+        self._held.pop(project)
+        return False
+
     def peek(self, project: str) -> PageRecord | None:
         """The page if it is in memory and fresh: the whole cost of a hot hit. Offline pages
         are filtered per request, so they take the ordinary path."""
         record = self._memory.get(project)
-        if isinstance(record, PageRecord) and not self.offline and self._current(record):
+        if (
+            isinstance(record, PageRecord)
+            and not self.offline
+            and self._current(record)
+            and self._unchanged(project)
+        ):
             return record
         return None
 
@@ -118,14 +143,19 @@ class IndexService:
         ``allow_stale`` (used by file requests) takes any stored page without revalidating.
         """
         record = self._memory.get(project)
-        if isinstance(record, PageRecord) and (allow_stale or self._current(record)):
+        if isinstance(record, PageRecord) and not self._unchanged(project):
+            record = None
+        if isinstance(record, PageRecord) and (
+            allow_stale or self.offline or self._current(record)
+        ):
             if not allow_stale:
                 self._stats.add("page_hits")
             return record
-        stored = await anyio.to_thread.run_sync(self._storage.load_page, project)
+        generation, stored = await anyio.to_thread.run_sync(self._load, project)
         if stored is not None and (record is None or stored.fetched_at >= record.fetched_at):
             record = stored
             self._remember(project, stored)
+            self._generations.saw(project, generation)
         current = record if isinstance(record, PageRecord) else None
         if current is not None and (allow_stale or self.offline or self._current(current)):
             if not allow_stale:
@@ -141,26 +171,72 @@ class IndexService:
         self._stats.add("page_misses")
         try:
             return await self.fetch_project(project, current)
-        except NotFound:
-            raise
+        except NotFound as exc:
+            if current is None:
+                raise
+            # One 404 (a CDN edge, a deploy) must not take away a page we hold: only the
+            # prefetcher, with the upstream's listing to confirm, removes a project. Ask again
+            # after negative_ttl rather than on every request.
+            self._stats.add("page_stale")
+            log.warning("serving stored %s although the upstream answered: %s", project, exc)
+            self._retry_later(current)
+            return current
         except UpstreamError as exc:
             self._stats.add("upstream_errors")
             if current is None:
                 raise
             self._stats.add("page_stale")
             log.warning("serving stale %s: %s", project, exc)
+            if isinstance(exc, SuspectPage):  # a 200 the breaker does not count: pace it here
+                self._retry_later(current)
             return current
 
+    def _retry_later(self, current: PageRecord) -> None:
+        """Serve ``current`` from memory for negative_ttl before asking the upstream again."""
+        retry_at = self._clock() - self._ttl + min(self._negative_ttl, self._ttl)
+        current.fetched_at = max(current.fetched_at, retry_at)
+
     async def stored_project(self, project: str) -> PageRecord | None:
-        return await anyio.to_thread.run_sync(self._storage.load_page, project)
+        return (await anyio.to_thread.run_sync(self._load, project))[1]
+
+    def _load(self, project: str) -> tuple[int, PageRecord | None]:
+        """The stored record and its generation (blocking). A record stored by an older version
+        may list entries that cannot be stored; they are left out here, as parsing now does."""
+        generation, record = self._storage.load_page_at(project)
+        if record is None:
+            return generation, None
+        dropped: list[str] = []
+        files = storable_files(record.page.files, dropped)
+        if not dropped:
+            return generation, record
+        log.warning("%s: stored page lists %d unusable entries; left out", project, len(dropped))
+        page = dataclasses.replace(record.page, files=files)
+        cleaned = PageRecord(
+            project=record.project,
+            page=page,
+            rendered=render_project(page, project),
+            fetched_at=record.fetched_at,
+            upstream_etag=None,  # the stored bytes are not what the upstream's ETag names
+            allowed_hosts=record.allowed_hosts,
+        )
+        return generation, cleaned
 
     async def fetch_project(
-        self, project: str, current: PageRecord | None, *, min_serial: int | None = None
+        self,
+        project: str,
+        current: PageRecord | None,
+        *,
+        min_serial: int | None = None,
+        holding: tuple[int | None, Collection[str]] | None = None,
     ) -> PageRecord:
         """Ask the upstream for a project's page now (conditionally) and store it.
 
         With ``min_serial`` (the prefetcher knows a change happened), a page older than that
-        raises StalePage instead of being accepted. NotFound removes the stored page.
+        raises StalePage instead of being accepted. A page that does not look like the project
+        (see ``proxy.trust``) raises SuspectPage and the stored one stays; ``holding`` (the
+        serial and file names the mirror holds) stands in for a stored page that went missing.
+        NotFound leaves the stored page alone (removing a project is the prefetcher's decision,
+        see ``remove``); with no page stored, the 404 is remembered for negative_ttl.
         """
         if self._upstream is None:
             raise NotFound(f"{project}: the proxy is offline")
@@ -170,26 +246,35 @@ class IndexService:
                 current.upstream_etag if current and self._same_hosts(current) else None,
             )
         except NotFound:
-            try:
-                await anyio.to_thread.run_sync(self._forget, project)
-            except (OSError, sqlite3.Error) as exc:
-                log.error("could not record that %s is gone: %s", project, exc)
+            if current is None:
+                try:
+                    await anyio.to_thread.run_sync(self._remember_missing, project)
+                except (OSError, sqlite3.Error) as exc:
+                    log.error("could not record that %s is gone: %s", project, exc)
             raise
         now = self._clock()
         if fetched is None:
             if current is None:
                 raise UpstreamError(f"upstream answered 304 for {project} without a condition")
-            if _older(current.page.serial, min_serial):
+            if older(current.page.serial, min_serial):
                 raise StalePage(f"{project}: upstream still has serial {current.page.serial}")
             self._stats.add("page_revalidated")
             current.fetched_at = now
-            await self._save(self._storage.save_page, current)
-            self._remember(project, current)
+            await self._save_page(current)
             return current
-        page = await anyio.to_thread.run_sync(_parse_project, fetched, project, self._allowed_hosts)
-        if _older(page.serial, min_serial):
+        dropped: list[str] = []
+        page = await anyio.to_thread.run_sync(
+            _parse_project, fetched, project, self._allowed_hosts, dropped
+        )
+        if dropped:
+            # One bad entry must not break the page: it is left out, and said so.
+            self._stats.add("entries_dropped", len(dropped))
+            log.warning(
+                "%s: left out %d entries: %s", project, len(dropped), "; ".join(dropped[:5])
+            )
+        if older(page.serial, min_serial):
             raise StalePage(f"{project}: upstream sent serial {page.serial}, expected {min_serial}")
-        if current is not None and _older(page.serial, current.page.serial):
+        if current is not None and older(page.serial, current.page.serial):
             # A stale copy (a CDN edge that lags): keep ours rather than go backwards.
             log.warning(
                 "upstream sent %s at serial %s, older than stored %s; keeping stored",
@@ -199,6 +284,14 @@ class IndexService:
             )
             current.fetched_at = now
             return current
+        if current is not None:
+            reason = distrust(current, page, self._allowed_hosts)
+        else:
+            reason = distrust_held(*holding, page) if holding is not None else None
+        if reason:
+            self._stats.add("pages_distrusted")
+            log.warning("not replacing the stored page of %s: %s", project, reason)
+            raise SuspectPage(f"{project}: {reason}; keeping the stored page")
         rendered = await anyio.to_thread.run_sync(render_project, page, project)
         record = PageRecord(
             project=project,
@@ -208,9 +301,18 @@ class IndexService:
             upstream_etag=fetched.etag,
             allowed_hosts=self._allowed_hosts,
         )
-        await self._save(self._storage.save_page, record)
-        self._remember(project, record)
+        await self._save_page(record)
         return record
+
+    async def _save_page(self, record: PageRecord) -> None:
+        """Store a page and keep it in memory, with the generation the save gave it."""
+        try:
+            generation = await anyio.to_thread.run_sync(self._storage.save_page, record)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("could not store %s: %s", record.project, exc)
+        else:
+            self._generations.saw(record.project, generation)
+        self._remember(record.project, record)
 
     async def _save(self, save: Callable[[Any], None], record: Any) -> None:
         """Store a record; a full or failing disk costs the cache entry, not the answer."""
@@ -222,40 +324,36 @@ class IndexService:
     async def held_view(self, record: PageRecord) -> Rendered:
         """The page as offline clients must see it: only files the cache can serve, so that
         pip and uv never pick a file they cannot get."""
-        cached = self._held.get(record.project)
-        if cached is not None and cached[0] == record.fetched_at:
-            return cached[1]
-        rendered = await anyio.to_thread.run_sync(self._render_held, record)
-        size = len(rendered.json.raw) + len(rendered.html.raw)
-        self._held.put(record.project, (record.fetched_at, rendered), size * 2)
-        return rendered
+        return await self._held.view(record, self._generations.files())
 
-    def _held_sha(self, sha256: str | None, url: str, filename: str) -> bool:
-        sha = sha256 or self._storage.hash_for_url(url)
-        return sha is not None and self._storage.stat_file(sha, filename) is not None
+    def _remember_missing(self, project: str) -> None:
+        # Only when nothing is stored: a page someone else stored meanwhile wins.
+        if not self._storage.has_page(project):
+            self._storage.mark_missing(project, self._negative_ttl)
 
-    def _render_held(self, record: PageRecord) -> Rendered:
-        files = []
-        for f in record.page.files:
-            if not self._held_sha(f.sha256, f.url, f.filename):
-                continue
-            if f.has_metadata and not self._held_sha(
-                f.metadata_sha256, f.url + ".metadata", f.filename + ".metadata"
-            ):
-                f = dataclasses.replace(f, core_metadata=False)
-            files.append(f)
-        kept = tuple(files)
-        page = dataclasses.replace(record.page, files=kept, versions=versions_from(kept))
-        return render_project(page, record.project)
-
-    def _forget(self, project: str) -> None:
-        self._memory.pop(project)
+    def remove(self, project: str) -> None:
+        """The project left the upstream (the prefetcher confirmed it): drop its page for good
+        and remember the 404 (blocking)."""
+        self.forget(project)
         self._storage.delete_page(project)
         self._storage.mark_missing(project, self._negative_ttl)
+
+    async def upstream_listing(self) -> set[str]:
+        """The normalized names the upstream's root index lists now (no cache): what confirms
+        that a project which answers 404 has really left."""
+        if self._upstream is None:
+            raise UpstreamError("the proxy is offline")
+        fetched = await self._upstream.get_page("")
+        if fetched is None:
+            raise UpstreamError("upstream answered 304 for the root index without a condition")
+        listing = await anyio.to_thread.run_sync(_parse_root, fetched)
+        return {normalize(name) for name, _serial in listing.projects}
 
     def forget(self, project: str) -> None:
         """Drop a project's page from memory (after another component changed it on disk)."""
         self._memory.pop(project)
+        self._held.pop(project)
+        self._generations.forget(project)
 
     async def root(self) -> RootRecord:
         record = self._memory.get(ROOT_KEY)
@@ -297,6 +395,14 @@ class IndexService:
             await self._save(self._storage.save_root, current)
             return current
         listing = await anyio.to_thread.run_sync(_parse_root, fetched)
+        if current is not None and (reason := distrust_root(current.listing, listing)):
+            # A maintenance page must not empty /simple/; ask again after negative_ttl.
+            self._stats.add("pages_distrusted")
+            self._stats.add("page_stale")
+            log.warning("not replacing the stored root index: %s", reason)
+            retry_at = now - self._ttl + min(self._negative_ttl, self._ttl)
+            current.fetched_at = max(current.fetched_at, retry_at)
+            return current
         rendered = await anyio.to_thread.run_sync(render_root, listing)
         record = RootRecord(
             listing=listing, rendered=rendered, fetched_at=now, upstream_etag=fetched.etag
@@ -306,15 +412,13 @@ class IndexService:
         return record
 
 
-def _older(new: int | None, old: int | None) -> bool:
-    return new is not None and old is not None and new < old
-
-
-def _parse_project(fetched: Fetched, project: str, allowed: Sequence[str] = ()) -> ProjectPage:
+def _parse_project(
+    fetched: Fetched, project: str, allowed: Sequence[str] = (), dropped: list[str] | None = None
+) -> ProjectPage:
     if fetched.is_json:
-        page = parse_project_json(fetched.body, fetched.url)
+        page = parse_project_json(fetched.body, fetched.url, dropped)
     else:
-        page = parse_project_html(fetched.body, fetched.url, project)
+        page = parse_project_html(fetched.body, fetched.url, project, dropped)
     if allowed:
         kept = tuple(f for f in page.files if host_allowed(f.url, fetched.url, allowed))
         if len(kept) != len(page.files):

@@ -2,10 +2,17 @@
 
 Anything a client could read is kept; file links that are not http(s) are dropped, because a
 mirror must never be talked into fetching from ``file:``, ``ftp:`` or ``javascript:`` URLs.
+
+An entry the cache could not store or verify is dropped too, so that one bad entry never breaks
+the rest of the page: a filename that is not one safe path component of at most 255 bytes, or a
+sha256 that is given but is not 64 hex digits (bytes we could never check). A PEP 658 metadata
+hash of that kind only drops the metadata advertisement. Callers that pass ``dropped`` get one
+line per dropped entry, to count and log.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from html.parser import HTMLParser
@@ -21,7 +28,9 @@ from packaging.utils import (
 
 from proxy.errors import UpstreamBadResponse
 from proxy.models import DistFile, ProjectListing, ProjectPage
-from proxy.names import is_safe_filename
+from proxy.names import MAX_FILENAME_LENGTH, is_safe_filename, is_sha256
+
+_METADATA_SUFFIX = ".metadata"
 
 _MODELLED_FILE_KEYS = {
     "filename",
@@ -49,6 +58,47 @@ def _hashes(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
         return {}
     return {str(k).lower(): str(v).lower() for k, v in value.items() if isinstance(v, str)}
+
+
+def _fits(filename: str) -> bool:
+    # The file system's limit is in bytes; a name of 255 characters can be 1,000 bytes of UTF-8.
+    return is_safe_filename(filename) and len(filename.encode("utf-8")) <= MAX_FILENAME_LENGTH
+
+
+def _bad_sha256(hashes: Mapping[str, str]) -> bool:
+    value = hashes.get("sha256")
+    return value is not None and not is_sha256(value)
+
+
+def _storable(entry: DistFile, dropped: list[str] | None) -> DistFile | None:
+    """The entry as the cache can keep it, or None (noted in ``dropped``) when it cannot."""
+    if not _fits(entry.filename):
+        _note(dropped, entry.filename, "filename is not a storable path component")
+        return None
+    if _bad_sha256(entry.hashes):
+        _note(dropped, entry.filename, "sha256 is not 64 hex digits")
+        return None
+    metadata = entry.core_metadata
+    if metadata is not False and (
+        (isinstance(metadata, Mapping) and _bad_sha256(metadata))
+        or not _fits(entry.filename + _METADATA_SUFFIX)
+    ):
+        _note(dropped, entry.filename, "metadata cannot be stored; not advertised")
+        return dataclasses.replace(entry, core_metadata=False)
+    return entry
+
+
+def storable_files(
+    files: tuple[DistFile, ...], dropped: list[str] | None = None
+) -> tuple[DistFile, ...]:
+    """The entries the cache can keep (for records stored before they were checked here)."""
+    return tuple(entry for f in files if (entry := _storable(f, dropped)) is not None)
+
+
+def _note(dropped: list[str] | None, filename: str, reason: str) -> None:
+    if dropped is not None:
+        shown = filename if len(filename) <= 80 else filename[:77] + "..."
+        dropped.append(f"{shown!r}: {reason}")
 
 
 def _text(value: Any) -> str | None:
@@ -89,7 +139,7 @@ def _serial(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def parse_project_json(body: bytes, page_url: str) -> ProjectPage:
+def parse_project_json(body: bytes, page_url: str, dropped: list[str] | None = None) -> ProjectPage:
     data = _load_json(body)
     meta = data.get("meta") if isinstance(data.get("meta"), Mapping) else {}
     assert isinstance(meta, Mapping)
@@ -98,7 +148,7 @@ def parse_project_json(body: bytes, page_url: str) -> ProjectPage:
         raise UpstreamBadResponse("upstream JSON page has no files list")
     files: list[DistFile] = []
     for item in raw_files:
-        entry = _json_file(item, page_url)
+        entry = _json_file(item, page_url, dropped)
         if entry is not None:
             files.append(entry)
     versions = data.get("versions")
@@ -120,7 +170,7 @@ def parse_project_json(body: bytes, page_url: str) -> ProjectPage:
     )
 
 
-def _json_file(item: Any, page_url: str) -> DistFile | None:
+def _json_file(item: Any, page_url: str, dropped: list[str] | None) -> DistFile | None:
     if not isinstance(item, Mapping):
         return None
     filename, url = item.get("filename"), item.get("url")
@@ -134,7 +184,7 @@ def _json_file(item: Any, page_url: str) -> DistFile | None:
     size = item.get("size")
     provenance = item.get("provenance")
     gpg = item.get("gpg-sig")
-    return DistFile(
+    entry = DistFile(
         filename=filename,
         url=urldefrag(url).url,
         hashes=_hashes(item.get("hashes")),
@@ -147,6 +197,7 @@ def _json_file(item: Any, page_url: str) -> DistFile | None:
         gpg_sig=gpg if isinstance(gpg, bool) else None,
         extra={k: v for k, v in item.items() if k not in _MODELLED_FILE_KEYS},
     )
+    return _storable(entry, dropped)
 
 
 class _LinkCollector(HTMLParser):
@@ -203,7 +254,9 @@ def _metadata_attr(value: str | None) -> bool | dict[str, str]:
     return _hash_fragment(value) or True
 
 
-def parse_project_html(body: bytes, page_url: str, name: str = "") -> ProjectPage:
+def parse_project_html(
+    body: bytes, page_url: str, name: str = "", dropped: list[str] | None = None
+) -> ProjectPage:
     collector = _collect(body)
     files: list[DistFile] = []
     for attrs, text in collector.anchors:
@@ -217,7 +270,7 @@ def parse_project_html(body: bytes, page_url: str, name: str = "") -> ProjectPag
         yanked_attr = attrs.get("data-yanked")
         metadata = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
         gpg = attrs.get("data-gpg-sig")
-        files.append(
+        entry = _storable(
             DistFile(
                 filename=filename,
                 url=url,
@@ -231,8 +284,11 @@ def parse_project_html(body: bytes, page_url: str, name: str = "") -> ProjectPag
                     else None
                 ),
                 gpg_sig=None if gpg is None else gpg.lower() == "true",
-            )
+            ),
+            dropped,
         )
+        if entry is not None:
+            files.append(entry)
     meta = collector.meta
     status = meta.get("pypi:project-status")
     project_status: dict[str, str] | None = None

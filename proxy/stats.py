@@ -26,6 +26,8 @@ COUNTERS = (
     "bytes_fetched",
     "upstream_errors",
     "integrity_errors",
+    "entries_dropped",
+    "pages_distrusted",
     "evicted_files",
     "evicted_bytes",
 )
@@ -92,6 +94,8 @@ def summary(totals: dict[str, int], cache: dict[str, int], extra: dict[str, Any]
         "bytes_fetched": totals["bytes_fetched"],
         "upstream_errors": totals["upstream_errors"],
         "integrity_errors": totals["integrity_errors"],
+        "entries_dropped": totals["entries_dropped"],
+        "pages_distrusted": totals["pages_distrusted"],
         "evicted": {"files": totals["evicted_files"], "bytes": totals["evicted_bytes"]},
         "cache": {
             "projects": cache["projects"],

@@ -28,6 +28,8 @@ _URLHASH = "urlhash:"
 _PIN = "pin:"
 _SIZE = "size:"
 MAX_REMEMBERED_SIZES = 100_000
+_GEN = "gen:"  # per project: bumped by every change to its page or to the files it lists
+FILES_GEN = "gen-files"  # bumped when stored files go (verify, eviction) whatever they belong to
 ROOT_KEY = "root"
 FILES_COUNT = "count:files"
 FILES_BYTES = "count:bytes"
@@ -64,17 +66,47 @@ class Storage:
         record = self.index.get(_PAGE + project)
         return record if isinstance(record, PageRecord) else None
 
-    def save_page(self, record: PageRecord) -> None:
+    def save_page(self, record: PageRecord) -> int:
+        """Store a page record; returns the project's new generation."""
         key = _PAGE + record.project
-        if self.index.add(key, record):
-            self.index.incr(PROJECTS_COUNT)
-        else:
-            self.index.set(key, record)
-        self.index.delete(_MISSING + record.project)
+        with self.index.transact():  # the record and its generation change together
+            if self.index.add(key, record):
+                self.index.incr(PROJECTS_COUNT)
+            else:
+                self.index.set(key, record)
+            self.index.delete(_MISSING + record.project)
+            return int(self.index.incr(_GEN + record.project))
+
+    def has_page(self, project: str) -> bool:
+        return _PAGE + project in self.index
 
     def delete_page(self, project: str) -> None:
-        if self.index.delete(_PAGE + project):
-            self.index.decr(PROJECTS_COUNT)
+        with self.index.transact():
+            if self.index.delete(_PAGE + project):
+                self.index.decr(PROJECTS_COUNT)
+            self.index.incr(_GEN + project)
+
+    def load_page_at(self, project: str) -> tuple[int, PageRecord | None]:
+        """The project's generation and its record, the generation read first: a change made
+        in between shows as a newer generation later, never as a missed one."""
+        return self.generation(project), self.load_page(project)
+
+    # Generations let every process (workers, prefetch, verify, admin actions) see what another
+    # changed: a reader keeps a copy in memory and compares one small counter now and then.
+
+    def generation(self, project: str) -> int:
+        return int(self.index.get(_GEN + project, 0))
+
+    def mark_changed(self, project: str) -> None:
+        """The files a project lists changed on disk (added or removed) without a new page."""
+        self.index.incr(_GEN + project)
+
+    def files_generation(self) -> int:
+        return int(self.index.get(FILES_GEN, 0))
+
+    def mark_files_changed(self) -> None:
+        """Stored files went away (verify, eviction): offline views must be built again."""
+        self.index.incr(FILES_GEN)
 
     def page_projects(self) -> list[str]:
         return [k[len(_PAGE) :] for k in self.index.iterkeys() if str(k).startswith(_PAGE)]
@@ -155,6 +187,7 @@ class Storage:
             path.parent.rmdir()
         self.index.decr(FILES_COUNT)
         self.index.decr(FILES_BYTES, size)
+        self.index.incr(FILES_GEN)  # offline views listing it are built again, in every worker
         return size
 
     def is_pinned(self, sha256: str) -> bool:

@@ -151,3 +151,43 @@ def test_rendered_bodies__gzip_and_stable_etag() -> None:
 
 def test_file_href__percent_encodes() -> None:
     assert file_href("demo", "demo-1.0+a b.whl") == "../../files/demo/demo-1.0%2Ba%20b.whl"
+
+
+def test_parse__entries_that_cannot_be_stored_are_dropped_and_noted() -> None:
+    long_name = "demo-" + "\u00e9" * 127 + "x.tar.gz"  # 140 characters, 267 bytes
+    good = {"filename": "demo-1.0.tar.gz", "url": "https://files.test/a", "hashes": {"sha256": SHA}}
+    data = {
+        "meta": {"api-version": "1.1"},
+        "name": "demo",
+        "files": [
+            good,
+            {"filename": "demo-2.0.tar.gz", "url": "https://f.test/b", "hashes": {"sha256": "x"}},
+            {"filename": long_name, "url": "https://files.test/c", "hashes": {"sha256": SHA}},
+            {
+                "filename": "demo-3.0-py3-none-any.whl",
+                "url": "https://files.test/d",
+                "hashes": {"sha256": SHA},
+                "core-metadata": {"sha256": "not-hex"},
+            },
+            {"filename": "demo-4.0.tar.gz", "url": "https://files.test/e", "hashes": {}},
+        ],
+    }
+    dropped: list[str] = []
+    page = parse_project_json(json.dumps(data).encode(), PAGE_URL, dropped)
+    assert [f.filename for f in page.files] == [
+        "demo-1.0.tar.gz",
+        "demo-3.0-py3-none-any.whl",
+        "demo-4.0.tar.gz",  # no hash at all: learnt when downloaded, as before
+    ]
+    assert page.files[1].core_metadata is False
+    assert len(dropped) == 3
+    html = (
+        f'<a href="https://files.test/a#sha256={SHA}">demo-1.0.tar.gz</a>'
+        '<a href="https://files.test/b#sha256=not-a-hash">demo-2.0.tar.gz</a>'
+        f'<a href="https://files.test/c#sha256={SHA}">{long_name}</a>'
+    ).encode()
+    dropped = []
+    parsed = parse_project_html(html, PAGE_URL, "demo", dropped)
+    assert [f.filename for f in parsed.files] == ["demo-1.0.tar.gz"]
+    assert len(dropped) == 2
+    assert parse_project_html(html, PAGE_URL, "demo").files == parsed.files  # no list: same

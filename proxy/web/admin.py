@@ -1,6 +1,8 @@
 """/admin/<action>: state-changing actions, only with the admin token (Bearer or X-Admin-Token).
 
-- ``POST /admin/forget/<project>``: drop a project's cached page (its files stay until evicted)
+- ``POST /admin/forget/<project>``: drop a project's cached page (its files stay until evicted);
+  every worker follows within about a second (the page's generation changes in the cache), and
+  the next prefetch pass brings a mirrored project's page back
 - ``POST /admin/<name>``: an action a service registered, e.g. ``prefetch`` to start a pass
 """
 

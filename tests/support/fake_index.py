@@ -46,6 +46,8 @@ class FakeProject:
     name: str
     files: dict[str, FakeFile] = field(default_factory=dict)
     serial: int = 0
+    # (filename, sha256 text) listed on the page as they are, with no file behind them.
+    odd_entries: list[tuple[str, str]] = field(default_factory=list)
 
 
 def version_of(filename: str) -> str | None:
@@ -244,6 +246,9 @@ def project_json(project: FakeProject, base_url: str, relative: bool, serial: in
         if fake.with_metadata:
             item["core-metadata"] = {"sha256": fake.built.metadata_sha256}
         files.append(item)
+    for filename, sha256 in project.odd_entries:
+        url = file_url(base_url, project.name, filename, relative)
+        files.append({"filename": filename, "url": url, "hashes": {"sha256": sha256}})
     data = {
         "meta": {"api-version": "1.1", "_last-serial": serial},
         "name": project.name,
@@ -267,6 +272,9 @@ def project_html(project: FakeProject, base_url: str, relative: bool) -> bytes:
             value = f"sha256={fake.built.metadata_sha256}"
             attrs.append(f'data-core-metadata="{value}" data-dist-info-metadata="{value}"')
         links.append(f"<a {' '.join(attrs)}>{escape(fake.built.filename)}</a><br/>")
+    for filename, sha256 in project.odd_entries:
+        url = file_url(base_url, project.name, filename, relative)
+        links.append(f'<a href="{escape(url)}#sha256={escape(sha256)}">{escape(filename)}</a><br/>')
     body = "\n".join(links)
     return (
         '<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.1">'

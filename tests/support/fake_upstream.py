@@ -98,6 +98,7 @@ class FakeUpstream:
         self.html_only = False
         self.json_only = False
         self.no_etag = False
+        self.no_serial = False  # pages without X-PyPI-Last-Serial (HTML then has no serial)
         self.xmlrpc_refuse = False  # POST /pypi answers 405
         self.xmlrpc_page_size = 50_000
         self.auth: tuple[str, str] | None = None  # HTTP Basic required when set
@@ -119,6 +120,10 @@ class FakeUpstream:
         # Hand-written answers for exact paths (pages no well-behaved index would send):
         # path -> (content type, body).
         self.raw: dict[str, tuple[str, bytes]] = {}
+        self.not_found_once: set[str] = set()  # projects whose next page request answers 404
+        # Project pages answer 200 text/html "Scheduled maintenance": no links, no serial.
+        self.maintenance = False
+        self.maintenance_root = False  # the same for the root index /simple/
         # A ready-made JSON root (benchmarks: hundreds of thousands of projects).
         self.root_json_override: bytes | None = None
         self._server = _Server((host, port), _handler_for(self))
@@ -187,6 +192,18 @@ class FakeUpstream:
 
     def remove_project(self, name: str) -> None:
         self.index.remove_project(name)
+
+    def add_odd_entry(self, project: str, filename: str, sha256: str) -> None:
+        """List an entry the way a broken index might: any filename, any hash text, no file."""
+        with self.index.lock:
+            self.index.project(project).odd_entries.append((filename, sha256))
+
+    def take_not_found(self, project: str) -> bool:
+        with self._log_lock:
+            if project in self.not_found_once:
+                self.not_found_once.discard(project)
+                return True
+            return False
 
     def reported_serial(self, project: str, actual: int) -> int:
         stale = {canonicalize_name(k): v for k, v in self.stale_serial_for.items()}
@@ -322,9 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _page(self, body: bytes, as_json: bool, serial: int) -> None:
         headers = {
             "Content-Type": model.JSON_TYPE if as_json else "text/html; charset=utf-8",
-            "X-PyPI-Last-Serial": str(serial),
             "Vary": "Accept",
         }
+        if not self.upstream.no_serial:
+            headers["X-PyPI-Last-Serial"] = str(serial)
         if not self.upstream.no_etag:
             headers["ETag"] = etag = model.etag_of(body)
             if model.etag_matches(self.headers.get("If-None-Match"), etag):
@@ -334,6 +352,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _root(self, query: dict[str, list[str]]) -> None:
         fake = self.upstream
+        if fake.maintenance_root:
+            body = b"<html><body><h1>Scheduled maintenance</h1>Back soon.</body></html>"
+            self._send(200, body, {"Content-Type": "text/html; charset=utf-8"})
+            return
         as_json = self._wants_json(query)
         # Render under the lock, send outside it: a slow client must not block mutations.
         with fake.index.lock:
@@ -350,6 +372,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._redirect(f"/simple/{normalized}/", raw_query)
             return
         fake = self.upstream
+        if fake.take_not_found(normalized):
+            self._send(404, b"no such project (once)\n")
+            return
+        if fake.maintenance:
+            body = b"<html><body><h1>Scheduled maintenance</h1>Back soon.</body></html>"
+            self._send(200, body, {"Content-Type": "text/html; charset=utf-8"})
+            return
         as_json = self._wants_json(parse_qs(raw_query))
         with fake.index.lock:
             project = fake.index.projects.get(normalized)
