@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
 from pathlib import Path
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -16,8 +15,11 @@ from proxy.models import TEXT_HTML, Body
 from proxy.ranges import ByteRange, Unsatisfiable, if_range_allows, parse_range
 
 FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
-CHUNK = 1024 * 1024
-INLINE_READ = 64 * 1024  # smaller reads are not worth a thread hop
+# The server waits for a client's socket to drain before each body chunk, so a slow (or
+# never-reading) client holds about two chunks of memory: keep them small. A stored file's
+# reads are small enough to make inline, and the kernel is asked to read ahead so that they
+# come from the page cache rather than block on the disk.
+CHUNK = 64 * 1024
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -172,13 +174,11 @@ class FileResponse:
             return
         fd = os.open(self.path, os.O_RDONLY)
         try:
+            if length > CHUNK and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, start, length, os.POSIX_FADV_WILLNEED)
             sent = 0
             while sent < length:
-                want = min(CHUNK, length - sent)
-                if want <= INLINE_READ:
-                    chunk = os.pread(fd, want, start + sent)
-                else:
-                    chunk = await anyio.to_thread.run_sync(os.pread, fd, want, start + sent)
+                chunk = os.pread(fd, min(CHUNK, length - sent), start + sent)
                 if not chunk:
                     raise OSError("file shrank while being sent")
                 sent += len(chunk)
@@ -220,8 +220,11 @@ class StreamResponse:
         sent = 0
         try:
             async for chunk in self.chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                sent += len(chunk)
+                # in small pieces: each waits for the client to take the one before
+                for at in range(0, len(chunk), CHUNK):
+                    piece = chunk[at : at + CHUNK]
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+                    sent += len(piece)
             await send({"type": "http.response.body", "body": b""})
         finally:
             self.on_sent(sent)
