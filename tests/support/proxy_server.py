@@ -4,6 +4,7 @@ user runs it)."""
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import ssl
 import subprocess
@@ -78,7 +79,9 @@ class SubprocessProxy:
         env: dict[str, str] | None = None,
         scheme: str = "http",
         verify: ssl.SSLContext | bool = True,
+        nofile: int | None = None,
     ) -> None:
+        self.nofile = nofile  # the server's open-file limit (soft and hard), to reach it cheaply
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.verify = verify
@@ -99,8 +102,16 @@ class SubprocessProxy:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> SubprocessProxy:
+        nofile = self.nofile
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the handle
-            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log)
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, stdout=log, stderr=log, preexec_fn=limit
+            )
         try:
             return self._wait_healthy()
         except BaseException:
