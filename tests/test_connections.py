@@ -105,6 +105,15 @@ def test_connections__idle_and_trickled_head_cut(quick: SubprocessProxy) -> None
     assert httpx.get(quick.url + "/health").status_code == 200
 
 
+def test_connections__unread_body_trickled_after_answer_cut(quick: SubprocessProxy) -> None:
+    """A body nobody reads, trickled on after its answer, gets the same deadline as a head."""
+    with connect(quick) as sock:
+        sock.sendall(b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+        took, said = read_until_closed(sock, 8, trickle=b"a")
+    assert said.startswith(b"HTTP/1.1 405 ")
+    assert 1.2 < took < 5
+
+
 @pytest.mark.parametrize(
     ("head", "status"),
     [
@@ -198,6 +207,16 @@ def test_connections__all_busy_health_only(upstream: FakeUpstream, tmp_path: Pat
             assert len(said) < 3 * 1024 * 1024
             sock.close()
         assert httpx.get(proxy.url + "/simple/demo/", timeout=5).status_code == 200
+        # a slow reader that keeps taking bytes is not stalled: it outlives send_timeout
+        with connect(proxy, rcvbuf=4096) as slow:
+            slow.sendall(f"GET {three_mb} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            got, started = 0, time.monotonic()
+            while time.monotonic() - started < 3:
+                data = slow.recv(4096)
+                assert data, "a slow but steady reader was cut"
+                got += len(data)
+                time.sleep(0.2)
+            assert 0 < got < 3 * 1024 * 1024
     finally:
         proxy.stop()
 

@@ -8,8 +8,9 @@ hostile clients needs, enforced while bytes arrive rather than once a whole head
 - A head larger than ``max_head_size`` is refused as it arrives (414 while still in the
   request target, 431 in the headers), so the parser never holds more than the limit plus one
   read; before, a 200 MB header value was buffered (and copied, quadratically) whole.
-- A response the client stops reading (the socket's buffer full, no progress) for
-  ``send_timeout`` seconds is dropped, so never-reading clients cannot hold slots for ever.
+- A response the client stops reading (writing paused, and not one byte taken) for
+  ``send_timeout`` seconds is dropped, so never-reading clients cannot hold slots for ever;
+  a slow reader that takes anything in that time is left alone.
 - At most ``max_connections`` connections, lowered to fit the open-file limit with room left
   for files, upstream sockets and the cache. When a new one arrives at the cap, the connection
   idle the longest (keep-alive, or still sending its head: a half-sent request costs a file
@@ -26,9 +27,15 @@ to drain before each body chunk, so a response costs at most about two of its ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import resource
+import socket
+import struct
+import termios
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +49,7 @@ from proxy.settings import Settings
 log = logging.getLogger("proxy")
 
 HEALTH_PATH = "/health"
+FULL_NOTE_EVERY = 60.0  # seconds between warnings that the connection cap is reached
 LINGER = 2.0  # seconds a refused client's further bytes are read and dropped before the close
 
 
@@ -95,6 +103,18 @@ class _Pool:
         self.open = 0
         self.overflow = 0
         self.idle: dict[GuardedProtocol, None] = {}
+        self._noted = -FULL_NOTE_EVERY
+
+    def note_full(self) -> None:
+        """Tell the operator (at most once a minute) that the cap is being reached."""
+        now = time.monotonic()
+        if now - self._noted >= FULL_NOTE_EVERY:
+            self._noted = now
+            log.warning(
+                "%d connections open (max_connections): closing idle ones, then answering "
+                "/health only (503 for the rest) until some end",
+                self.open,
+            )
 
 
 _pools: weakref.WeakKeyDictionary[ServerState, _Pool] = weakref.WeakKeyDictionary()
@@ -164,6 +184,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         pool = self._pool
         if pool.open >= self._limits.max_connections:
+            pool.note_full()
             if pool.idle:
                 next(iter(pool.idle))._evict()
             elif pool.overflow < self._limits.overflow:
@@ -213,39 +234,73 @@ class GuardedProtocol(HttpToolsProtocol):
             self._head_timer = None
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
+        if self._lingering or not self._counted:
             return
         super().data_received(data)  # feeds the parser, whose callbacks update the state
-        if not self._reading_head or self.transport.is_closing():
+        if self.transport.is_closing():
             return
-        # Still inside a head after this read: count it, and start the head's deadline.
-        self._head_bytes += len(data)
-        if self._head_bytes > self._limits.max_head_size:
-            # the parser reports the target as it comes, headers only once each is whole
-            if len(getattr(self, "url", b"")) * 2 > self._head_bytes:
-                self._refuse(414, "URI Too Long", b"request target too long\n")
-            else:
-                self._refuse(431, "Request Header Fields Too Large", b"request head too large\n")
-        elif self._head_timer is None and not self._busy:
+        if self._reading_head:
+            # Still inside a head after this read: count it against the limit.
+            self._head_bytes += len(data)
+            if self._head_bytes > self._limits.max_head_size:
+                # the parser reports the target as it comes, headers only once each is whole
+                if len(getattr(self, "url", b"")) * 2 > self._head_bytes:
+                    self._refuse(414, "URI Too Long", b"request target too long\n")
+                else:
+                    self._refuse(
+                        431, "Request Header Fields Too Large", b"request head too large\n"
+                    )
+                return
+        if not self._busy and self._head_timer is None:
+            # Bytes while no request is served (a head begun, or a body nobody reads after its
+            # answer): they must end within the deadline, however slowly they come.
             self._head_timer = self.loop.call_later(self._limits.head_timeout, self._head_late)
 
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._send_timer is None:
-            self._send_timer = self.loop.call_later(self._limits.send_timeout, self._send_stalled)
+            self._arm_send_timer()
 
     def resume_writing(self) -> None:
         self._cancel_send_timer()
         super().resume_writing()
+
+    def _queued(self) -> int:
+        """Bytes not yet taken by the client: ours, and those in the kernel's send queue (which
+        on loopback can hold megabytes, so our buffer alone shows no progress for a long time)."""
+        queued = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and hasattr(termios, "TIOCOUTQ"):
+            with contextlib.suppress(OSError):
+                answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+                queued += struct.unpack("i", answer)[0]
+        return queued
+
+    def _arm_send_timer(self) -> None:
+        waiting = self._queued()
+        self._send_timer = self.loop.call_later(
+            self._limits.send_timeout, self._send_check, waiting
+        )
 
     def _cancel_send_timer(self) -> None:
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
 
-    def _send_stalled(self) -> None:
-        """The client read nothing for send_timeout seconds: drop it, and its buffered bytes."""
+    def _send_check(self, waiting: int) -> None:
+        """Writing has been paused for send_timeout seconds: if the client took some bytes in
+        that time it is slow, not stalled, and gets another period; if none, it is dropped
+        with what is buffered for it."""
         self._send_timer = None
+        if self.transport.is_closing():
+            return
+        if self._queued() < waiting:
+            self._arm_send_timer()
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:  # a reset, so the kernel drops its queue too
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
 
     def _head_late(self) -> None:
@@ -289,8 +344,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._reading_head = True
 
     def on_response_complete(self) -> None:
+        pipelined = bool(self.pipeline)  # uvicorn starts the next request at once
         super().on_response_complete()
-        if self.transport.is_closing() or self.pipeline:
+        if self.transport.is_closing() or pipelined:
             return
         self._busy = False
         self._pool.idle[self] = None
