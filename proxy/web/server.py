@@ -28,30 +28,37 @@ _UNBUILT = "pypi-proxy:app-built-in-load"  # uvicorn wants an app argument; ``lo
 
 
 class ProxyConfig(uvicorn.Config):
-    """uvicorn's config plus the settings (as plain data) and the names of the services."""
+    """uvicorn's config plus the settings (as plain data) and the names of the services.
+    ``app`` is for tests that hold the app they serve; a real server builds it in ``load``."""
 
-    def __init__(self, settings: Settings, services: Sequence[str] = (), **kw: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        services: Sequence[str] = (),
+        app: Any = None,
+        **overrides: Any,
+    ) -> None:
         self.settings_data = settings_to_mapping(settings)
         self.services = ",".join(services)
         self.connection_limits = ConnectionLimits.from_settings(settings)
-        super().__init__(
-            _UNBUILT,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            http=GuardedProtocol,
-            ws="none",  # no websockets here; an upgrade would leave the guard's counts
-            lifespan="on",
-            log_level=settings.log_level,
-            access_log=settings.access_log,
-            log_config=None,
-            proxy_headers=False,
-            server_header=False,
-            timeout_graceful_shutdown=10,
-            ssl_certfile=settings.tls_certfile,
-            ssl_keyfile=settings.tls_keyfile,
-            **kw,
-        )
+        options: dict[str, Any] = {
+            "host": settings.host,
+            "port": settings.port,
+            "workers": settings.workers,
+            "http": GuardedProtocol,
+            "ws": "none",  # no websockets here; an upgrade would leave the guard's counts
+            "lifespan": "on",
+            "log_level": settings.log_level,
+            "access_log": settings.access_log,
+            "log_config": None,
+            "proxy_headers": False,
+            "server_header": False,
+            "timeout_graceful_shutdown": 10,
+            "ssl_certfile": settings.tls_certfile,
+            "ssl_keyfile": settings.tls_keyfile,
+        }
+        options.update(overrides)
+        super().__init__(_UNBUILT if app is None else app, **options)
 
     def load(self) -> None:
         if self.app == _UNBUILT:

@@ -20,6 +20,7 @@ import uvicorn
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.web.app import create_app
+from proxy.web.server import ProxyConfig
 
 
 def free_port() -> int:
@@ -30,13 +31,14 @@ def free_port() -> int:
 
 
 class ThreadedProxy:
-    """The ASGI app under uvicorn on a loopback port, in a background thread."""
+    """The ASGI app under uvicorn (with the guarded protocol, as served) on a loopback port,
+    in a background thread."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on"
+        config = ProxyConfig(
+            settings, app=self.app, host="127.0.0.1", port=free_port(), log_level="warning"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
