@@ -326,15 +326,14 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._lingering:
             self.transport.close()
 
-    # Parser callbacks and response completion: where a connection turns busy or idle.
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._reading_head = True
-
+    # Parser callbacks and response completion: where a connection turns busy or idle. They
+    # run for every request, so they stay short.
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._head_bytes = 0
-        self._cancel_head_timer()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         self._busy = True
         self._pool.idle.pop(self, None)
         super().on_headers_complete()
