@@ -188,6 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ],
             )
             setup_logging(settings.log_level)
+            if args.admin_token:
+                log.warning(
+                    "--admin-token is visible to every local process (ps); "
+                    "prefer --admin-token-file or admin_token_file"
+                )
             return _serve(settings)
         if args.command == "verify":
             settings = _settings(args, ["cache_dir", "upstream", "offline"])

@@ -4,7 +4,8 @@ hostile clients needs, enforced while bytes arrive rather than once a whole head
 - A connection with no request in progress and no bytes arriving is closed after
   ``idle_timeout`` seconds: fresh connections too (uvicorn times out only keep-alive ones).
 - A request head must be complete within ``head_timeout`` seconds of its first byte, however
-  slowly the bytes trickle in: 408, then the connection is closed.
+  slowly the bytes trickle in: 408, then the connection is closed. The same deadline holds for
+  bytes that arrive after an answer (a body the app did not read).
 - A head larger than ``max_head_size`` is refused as it arrives (414 while still in the
   request target, 431 in the headers), so the parser never holds more than the limit plus one
   read; before, a 200 MB header value was buffered (and copied, quadratically) whole.
