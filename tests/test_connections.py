@@ -201,6 +201,11 @@ def test_connections__all_busy_health_only(upstream: FakeUpstream, tmp_path: Pat
             assert client.get(proxy.url + "/health").status_code == 200
             busy = client.get(proxy.url + "/simple/demo/")
             assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        # idle overflow connections make room only for more overflow, never past the cap
+        with connect(proxy) as first, connect(proxy) as second:
+            for sock in (first, second):
+                sock.sendall(b"GET /simple/demo/ HTTP/1.1\r\nHost: x\r\n")
+            assert httpx.get(proxy.url + "/simple/demo/", timeout=5).status_code == 503
         time.sleep(2)  # each send is cut once it has made no progress for 1 s
         for sock in stalled:
             _, said = read_until_closed(sock, 6)

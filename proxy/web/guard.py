@@ -80,7 +80,8 @@ class ConnectionLimits:
             return self
         reserve = max(64, open_files // 4)
         cap = max(1, min(self.max_connections, open_files - reserve))
-        return dataclasses.replace(self, max_connections=cap, overflow=max(4, reserve // 8))
+        overflow = max(4, min(reserve // 8, cap // 8))
+        return dataclasses.replace(self, max_connections=cap, overflow=overflow)
 
 
 def raise_open_file_limit() -> int | None:
@@ -187,7 +188,11 @@ class GuardedProtocol(HttpToolsProtocol):
         if pool.open >= self._limits.max_connections:
             pool.note_full()
             if pool.idle:
-                next(iter(pool.idle))._evict()
+                victim = next(iter(pool.idle))
+                victim._evict()
+                if victim._overflow:  # only an overflow place came free
+                    self._overflow = True
+                    self.app = _HealthOnly(self.app)
             elif pool.overflow < self._limits.overflow:
                 self._overflow = True
                 self.app = _HealthOnly(self.app)
