@@ -4,6 +4,7 @@ Times and counts are kept small with lowered timeouts, caps and open-file limits
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -184,16 +185,18 @@ def flood(proxy: SubprocessProxy, three_mb: str) -> None:
 
 def test_connections__all_busy_health_only(upstream: FakeUpstream, tmp_path: Path) -> None:
     """Every slot busy (clients that never read a download): a newcomer still gets /health,
-    and a clean 503 for anything else; once the stalled sends time out, the slots come back."""
+    and a clean 503 for anything else, even when it evicts an idle overflow connection; once
+    the stalled sends time out the slots come back, and a slow but steady reader is kept."""
     wheel = make_wheel("big", "1.0", payload_size=3 * 1024 * 1024)
     upstream.add_dist("big", wheel)
     three_mb = f"/files/big/{wheel.filename}"
     proxy = start(upstream, tmp_path / "c", max_connections="3", send_timeout="1")
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(proxy.stop)
         assert httpx.get(proxy.url + three_mb).status_code == 200
         stalled = []
         for _ in range(3):
-            sock = connect(proxy, rcvbuf=4096)
+            sock = stack.enter_context(connect(proxy, rcvbuf=4096))
             sock.sendall(f"GET {three_mb} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             stalled.append(sock)
         time.sleep(0.5)
@@ -222,8 +225,6 @@ def test_connections__all_busy_health_only(upstream: FakeUpstream, tmp_path: Pat
                 got += len(data)
                 time.sleep(0.2)
             assert 0 < got < 3 * 1024 * 1024
-    finally:
-        proxy.stop()
 
 
 def test_connections__slow_readers_hold_little_memory(served: tuple[SubprocessProxy, str]) -> None:
