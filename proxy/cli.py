@@ -9,7 +9,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from proxy import __version__
 from proxy.errors import SettingsError
@@ -48,7 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--index-ttl", dest="index_ttl", help="seconds a page is served before it is revalidated"
     )
-    serve.add_argument("--admin-token", dest="admin_token")
+    serve.add_argument(
+        "--admin-token",
+        dest="admin_token",
+        help="token for /admin/ actions (visible to local processes: prefer --admin-token-file)",
+    )
+    serve.add_argument(
+        "--admin-token-file",
+        dest="admin_token_file",
+        help="file holding the admin token (its trailing newline is ignored)",
+    )
     serve.add_argument("--workers", help="worker processes sharing the cache")
     serve.add_argument(
         "--max-cache-size",
@@ -105,28 +113,8 @@ PREFETCH_SERVICE = "prefetch.service:prefetch_service"
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
+    from proxy.web.server import serve
 
-    from proxy.web.app import (
-        SERVICES_ENV,
-        SETTINGS_ENV,
-        create_app,
-        load_services,
-        settings_to_env,
-    )
-
-    common: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level,
-        "access_log": settings.access_log,
-        "proxy_headers": False,
-        "server_header": False,
-        "log_config": None,
-        "timeout_graceful_shutdown": 10,
-        "ssl_certfile": settings.tls_certfile,
-        "ssl_keyfile": settings.tls_keyfile,
-    }
     log.info(
         "pypi-proxy %s listening on %s://%s:%d/simple/",
         __version__,
@@ -134,13 +122,7 @@ def _serve(settings: Settings) -> int:
         settings.host,
         settings.port,
     )
-    if settings.workers > 1:
-        os.environ[SETTINGS_ENV] = settings_to_env(settings)
-        os.environ[SERVICES_ENV] = PREFETCH_SERVICE
-        uvicorn.run("proxy.web.app:app_from_env", factory=True, workers=settings.workers, **common)
-    else:
-        uvicorn.run(create_app(settings, load_services(PREFETCH_SERVICE)), **common)
-    return 0
+    return serve(settings, [PREFETCH_SERVICE])
 
 
 def _stats(settings: Settings) -> int:
@@ -200,11 +182,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "offline",
                     "index_ttl",
                     "admin_token",
+                    "admin_token_file",
                     "workers",
                     "max_cache_size",
                 ],
             )
             setup_logging(settings.log_level)
+            if args.admin_token:
+                log.warning(
+                    "--admin-token is visible to every local process (ps); "
+                    "prefer --admin-token-file or admin_token_file"
+                )
             return _serve(settings)
         if args.command == "verify":
             settings = _settings(args, ["cache_dir", "upstream", "offline"])

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
@@ -84,14 +84,22 @@ class Settings:
     file_connections: int = 100
     user_agent: str | None = None
     admin_token: str | None = None
+    admin_token_file: str | None = None
     auth_htpasswd: str | None = None
     auth_tokens: tuple[str, ...] = ()
     auth_check_threads: int = 2
     auth_max_pending: int = 64
+    auth_tokens_file: str | None = None
+    upstream_password_file: str | None = None
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     log_level: str = "info"
     access_log: bool = False
+    idle_timeout: float = 15.0
+    head_timeout: float = 10.0
+    max_head_size: int = 64 * 1024
+    max_connections: int = 1000
+    send_timeout: float = 60.0
     prefetch: PrefetchSettings = field(default_factory=PrefetchSettings)
 
     @property
@@ -140,6 +148,13 @@ def _seconds(value: Any) -> float:
     return number
 
 
+def _positive_seconds(value: Any) -> float:
+    number = _seconds(value)
+    if number == 0 or number == float("inf"):
+        raise ValueError("expected a number of seconds > 0")
+    return number
+
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -162,6 +177,16 @@ def _positive_size(value: Any) -> int:
     return size
 
 
+def _size_between(low: int, high: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        size = parse_size(value)
+        if not low <= size <= high:
+            raise ValueError(f"expected a size from {low} to {high} bytes")
+        return size
+
+    return convert
+
+
 def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def wrapped(value: Any) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null")):
@@ -169,13 +194,6 @@ def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return convert(value)
 
     return wrapped
-
-
-def _positive_seconds(value: Any) -> float:
-    number = _seconds(value)
-    if number <= 0:
-        raise ValueError("expected a number of seconds > 0")
-    return number
 
 
 def _origin_patterns(value: Any) -> tuple[str, ...]:
@@ -293,14 +311,22 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "file_connections": _int(1, 10000),
     "user_agent": _optional(_text),
     "admin_token": _optional(_text),
+    "admin_token_file": _optional(_text),
     "auth_htpasswd": _optional(_text),
     "auth_tokens": _names,
     "auth_check_threads": _int(1, 64),
     "auth_max_pending": _int(1, 100_000),
+    "auth_tokens_file": _optional(_text),
+    "upstream_password_file": _optional(_text),
     "tls_certfile": _optional(_text),
     "tls_keyfile": _optional(_text),
     "log_level": _log_level,
     "access_log": _bool,
+    "idle_timeout": _positive_seconds,
+    "head_timeout": _positive_seconds,
+    "max_head_size": _size_between(4 * 1024, 16 * 1024**2),
+    "max_connections": _int(1, 1_000_000),
+    "send_timeout": _positive_seconds,
     "prefetch": lambda v: v,  # merged key by key in _apply_prefetch
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}
@@ -366,6 +392,79 @@ def _apply(values: dict[str, Any], source: Mapping[str, Any], where: str) -> Non
             _convert_into(values, _CONVERTERS, key, raw, where)
 
 
+# A setting naming a file that holds a secret, and the setting it fills: secrets given this way
+# appear neither on a command line nor in an environment, which other local processes can read.
+SECRET_FILES = {
+    "admin_token_file": "admin_token",
+    "auth_tokens_file": "auth_tokens",
+    "upstream_password_file": "upstream",
+}
+
+
+def _read_secret(key: str, path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(
+            f"invalid setting {key!r}: cannot read {path}: {exc.strerror}"
+        ) from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"invalid setting {key!r}: {path} is not UTF-8 text") from None
+    # Editors and `echo` end a file with a newline; it is never part of the secret.
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text.strip():
+        raise SettingsError(f"invalid setting {key!r}: {path} is empty")
+    return text
+
+
+def _with_password(upstream: str, password: str) -> str:
+    parts = urlsplit(upstream)
+    if not parts.username or parts.password is not None:
+        raise SettingsError(
+            "invalid setting 'upstream_password_file': 'upstream' must name a user and no "
+            "password (https://user@host/simple/)"
+        )
+    netloc = f"{parts.username}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _resolve_secret_files(values: dict[str, Any]) -> None:
+    """Fill each secret from its file; giving both the secret and its file is an error."""
+    for file_key, target in SECRET_FILES.items():
+        path = values.get(file_key)
+        if path is None:
+            continue
+        secret = _read_secret(file_key, path)
+        if target == "upstream":
+            values[target] = _with_password(values.get(target, PYPI_SIMPLE_ENDPOINT), secret)
+            continue
+        if values.get(target):
+            raise SettingsError(
+                f"invalid setting {file_key!r}: give {target} or {file_key}, not both"
+            )
+        if target == "auth_tokens":
+            lines = (line.strip() for line in secret.splitlines())
+            values[target] = tuple(line for line in lines if line and not line.startswith("#"))
+        else:
+            values[target] = secret
+
+
+def _build(values: dict[str, Any]) -> Settings:
+    """Converted values to Settings, with the checks that span several keys."""
+    values = dict(values)
+    values["prefetch"] = PrefetchSettings(**values.get("prefetch", {}))
+    settings = Settings(**values)
+    if bool(settings.tls_certfile) != bool(settings.tls_keyfile):
+        raise SettingsError(
+            "invalid setting 'tls_certfile': tls_certfile and tls_keyfile go together"
+        )
+    for key in ("tls_certfile", "tls_keyfile", "auth_htpasswd", "ca_bundle"):
+        path = getattr(settings, key)
+        if path and not Path(path).is_file():
+            raise SettingsError(f"invalid setting {key!r}: no file at {path}")
+    return settings
+
+
 def load_settings(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -383,14 +482,32 @@ def load_settings(
     }
     _apply(values, from_env, "environment (PYPI_PROXY_*)")
     _apply(values, {k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
-    values["prefetch"] = PrefetchSettings(**values.get("prefetch", {}))
-    settings = Settings(**values)
-    if bool(settings.tls_certfile) != bool(settings.tls_keyfile):
-        raise SettingsError(
-            "invalid setting 'tls_certfile': tls_certfile and tls_keyfile go together"
-        )
-    for key in ("tls_certfile", "tls_keyfile", "auth_htpasswd", "ca_bundle"):
-        path = getattr(settings, key)
-        if path and not Path(path).is_file():
-            raise SettingsError(f"invalid setting {key!r}: no file at {path}")
-    return settings
+    _resolve_secret_files(values)
+    return _build(values)
+
+
+def settings_to_mapping(settings: Settings) -> dict[str, Any]:
+    """Plain data (str, numbers, lists, dicts) that ``settings_from_mapping`` turns back into
+    equal Settings: how a worker process gets its parent's settings."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
+    data = {f.name: plain(getattr(settings, f.name)) for f in dataclasses.fields(Settings)}
+    data["prefetch"] = {
+        f.name: plain(getattr(settings.prefetch, f.name))
+        for f in dataclasses.fields(PrefetchSettings)
+    }
+    return data
+
+
+def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
+    """Settings from ``settings_to_mapping``'s data, through the same converters as every other
+    source (secret files were read already: their secrets are in the data)."""
+    values: dict[str, Any] = {}
+    _apply(values, data, "settings handed to a worker")
+    return _build(values)

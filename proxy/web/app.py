@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import importlib
-import json
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from proxy.access import Access
-from proxy.logs import setup_logging
 from proxy.runtime import Runtime
 from proxy.scrub import scrub_service
-from proxy.settings import PrefetchSettings, Settings
+from proxy.settings import Settings
 from proxy.web import admin, files, ops, pages
 from proxy.web.auth import RequireAuth
 from proxy.web.fastpath import FastPages
 from proxy.web.limits import RequestLimits
-
-SETTINGS_ENV = "PYPIPROXY_WORKER_SETTINGS"
-SERVICES_ENV = "PYPIPROXY_WORKER_SERVICES"
 
 # An optional part that lives as long as the server (the prefetch scheduler): it is handed the
 # runtime and may add figures to /stats and admin actions. The core never imports one.
@@ -80,26 +72,9 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
-def settings_to_env(settings: Settings) -> str:
-    data = asdict(settings)
-    data["cache_dir"] = str(settings.cache_dir)
-    return json.dumps(data)
-
-
-def app_from_env() -> Starlette:
-    """Factory for worker processes: the parent passes its merged settings in the environment."""
-    data = json.loads(os.environ[SETTINGS_ENV])
-    data["cache_dir"] = Path(data["cache_dir"])
-    prefetch: dict[str, Any] = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in data["prefetch"].items()
-    }
-    data["prefetch"] = PrefetchSettings(**prefetch)
-    setup_logging(data["log_level"])  # a spawned worker inherits no logging configuration
-    return create_app(Settings(**data), load_services(os.environ.get(SERVICES_ENV, "")))
-
-
 def load_services(spec: str) -> list[Service]:
-    """Services named as ``module:attribute`` (comma-separated), for worker processes."""
+    """Services named as ``module:attribute`` (comma-separated): how the composition root names
+    them to a worker process, which imports them itself."""
     found: list[Service] = []
     for item in filter(None, spec.split(",")):
         module, _, attribute = item.partition(":")

@@ -6,7 +6,6 @@ import os
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -15,8 +14,11 @@ from proxy.models import TEXT_HTML, Body
 from proxy.ranges import ByteRange, Unsatisfiable, if_range_allows, parse_range
 
 FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
-CHUNK = 1024 * 1024
-INLINE_READ = 64 * 1024  # smaller reads are not worth a thread hop
+# The server waits for a client's socket to drain before each body chunk, so a slow (or
+# never-reading) client holds about two chunks of memory: keep them small. A stored file's
+# reads are small enough to make inline, and the kernel is asked to read ahead so that they
+# come from the page cache rather than block on the disk.
+CHUNK = 64 * 1024
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -180,12 +182,10 @@ class FileResponse:
         fd = self.fd
         sent = 0
         try:
+            if length > CHUNK and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, start, length, os.POSIX_FADV_WILLNEED)
             while sent < length:
-                want = min(CHUNK, length - sent)
-                if want <= INLINE_READ:
-                    chunk = os.pread(fd, want, start + sent)
-                else:
-                    chunk = await anyio.to_thread.run_sync(os.pread, fd, want, start + sent)
+                chunk = os.pread(fd, min(CHUNK, length - sent), start + sent)
                 if not chunk:
                     raise OSError("file shrank while being sent")
                 sent += len(chunk)
@@ -213,6 +213,15 @@ class StreamResponse:
         self.etag = etag
         self.on_sent = on_sent
 
+    @staticmethod
+    async def _pieces(send: Send, chunk: bytes) -> int:
+        """Send in small pieces: each waits for the client to take the one before, so a slow
+        reader holds little memory."""
+        for at in range(0, len(chunk), CHUNK):
+            piece = chunk[at : at + CHUNK]
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        return len(chunk)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [
             (b"content-type", b"application/octet-stream"),
@@ -236,11 +245,9 @@ class StreamResponse:
                 return
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             if first is not None:
-                await send({"type": "http.response.body", "body": first, "more_body": True})
-                sent += len(first)
+                sent += await self._pieces(send, first)
                 async for chunk in self.chunks:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    sent += len(chunk)
+                    sent += await self._pieces(send, chunk)
             await send({"type": "http.response.body", "body": b""})
         finally:
             closing = getattr(self.chunks, "aclose", None)

@@ -4,6 +4,7 @@ user runs it)."""
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import ssl
 import subprocess
@@ -19,6 +20,7 @@ import uvicorn
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.web.app import create_app
+from proxy.web.server import ProxyConfig
 
 
 def free_port() -> int:
@@ -29,13 +31,14 @@ def free_port() -> int:
 
 
 class ThreadedProxy:
-    """The ASGI app under uvicorn on a loopback port, in a background thread."""
+    """The ASGI app under uvicorn (with the guarded protocol, as served) on a loopback port,
+    in a background thread."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on"
+        config = ProxyConfig(
+            settings, app=self.app, host="127.0.0.1", port=free_port(), log_level="warning"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -78,7 +81,9 @@ class SubprocessProxy:
         env: dict[str, str] | None = None,
         scheme: str = "http",
         verify: ssl.SSLContext | bool = True,
+        nofile: int | None = None,
     ) -> None:
+        self.nofile = nofile  # the server's open-file limit (soft and hard), to reach it cheaply
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.verify = verify
@@ -99,8 +104,16 @@ class SubprocessProxy:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> SubprocessProxy:
+        nofile = self.nofile
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the handle
-            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log)
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, stdout=log, stderr=log, preexec_fn=limit
+            )
         try:
             return self._wait_healthy()
         except BaseException:
