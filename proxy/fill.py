@@ -35,7 +35,8 @@ from proxy.upstream import Upstream, redact
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024
+CHUNK = 1024 * 1024  # upstream reads
+READ_CHUNK = 256 * 1024  # what one reader holds at a time: a slow client costs little memory
 REMOTE_POLL = 0.02
 
 
@@ -236,7 +237,7 @@ async def read_progress(progress: Progress) -> AsyncIterator[bytes]:
                     available = min(available, progress.total)
                 limit = available if done else available - 1
                 if pos < limit:
-                    chunk = os.pread(fd, min(CHUNK, limit - pos), pos)
+                    chunk = os.pread(fd, min(READ_CHUNK, limit - pos), pos)
                     if not chunk:
                         raise FillFailed("temporary file shrank")
                     pos += len(chunk)

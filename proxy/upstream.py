@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -150,8 +150,10 @@ class Upstream:
         # Per-origin circuit breakers; /stats reads them as ``upstream.breaker``.
         self.breaker = breakers or Breakers(primary, threshold=0)
         parts = urlsplit(index_url)
+        # Userinfo in a URL is percent-encoded (a password may hold "@", ":" or "/"): decode it,
+        # as pip does, before it becomes a Basic header.
         self._auth = (
-            httpx.BasicAuth(parts.username or "", parts.password or "")
+            httpx.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
             if parts.username is not None or parts.password is not None
             else None
         )

@@ -166,3 +166,19 @@ async def test_post__answer_capped_like_a_page() -> None:
 def test_redact() -> None:
     assert redact("https://u:p@h.test:8443/simple/") == "https://***@h.test:8443/simple/"
     assert redact("https://h.test/simple/") == "https://h.test/simple/"
+
+
+async def test_credentials__percent_encoded_userinfo_decoded() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"{}", headers={"content-type": "text/html"})
+
+    upstream = make(
+        httpx.MockTransport(handler), index="https://me%40corp:p%40ss%3Aw%2Frd@index.test/simple/"
+    )
+    await upstream.get_page("demo/")
+    expected = httpx.BasicAuth("me@corp", "p@ss:w/rd")
+    probe = next(expected.auth_flow(httpx.Request("GET", "https://index.test/")))
+    assert seen[0].headers["authorization"] == probe.headers["authorization"]
