@@ -114,12 +114,14 @@ async def by_json_root(
         parser = ijson.parse_async(_AsyncReader(response))
         name: str | None = None
         async for prefix, event, value in parser:
-            if prefix == "meta._last-serial" and event == "number":
-                meta_serial = int(value)
+            if prefix == "meta._last-serial" and (found := _serial_value(event, value)) is not None:
+                meta_serial = found
             elif prefix == "projects.item.name" and event == "string":
                 name = normalize(value)
-            elif prefix == "projects.item._last-serial" and event == "number":
-                serial = int(value)
+            elif (
+                prefix == "projects.item._last-serial"
+                and (serial := _serial_value(event, value)) is not None
+            ):
                 max_serial = max(max_serial, serial)
                 if name is not None:
                     batch.append((name, serial))
@@ -167,6 +169,15 @@ async def detect(
     if selection is None:
         raise UpstreamError("per-project revalidation needs a selection of projects")
     return await by_project(state, selection)
+
+
+def _serial_value(event: str, value: Any) -> int | None:
+    """A serial as a JSON number or a numeric string (as some mirrors send it)."""
+    if event == "number":
+        return int(value)
+    if event == "string" and value.isascii() and value.isdigit() and len(value) < 20:
+        return int(value)
+    return None
 
 
 class _AsyncReader:

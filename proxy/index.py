@@ -39,11 +39,14 @@ from proxy.parse import (
 )
 from proxy.render import render_project, render_root
 from proxy.stats import Stats
-from proxy.storage import ROOT_KEY, Storage
+from proxy.storage import Storage
 from proxy.trust import distrust, distrust_held, distrust_root, older
 from proxy.upstream import Fetched, Upstream
 
 log = logging.getLogger(__name__)
+# The root listing's key in memory and among fetches under way: never a project's name (a
+# project may be called "root"), so the two can never be handed each other's record.
+_ROOT = "/"
 T = TypeVar("T")
 
 
@@ -356,19 +359,19 @@ class IndexService:
         self._generations.forget(project)
 
     async def root(self) -> RootRecord:
-        record = self._memory.get(ROOT_KEY)
+        record = self._memory.get(_ROOT)
         if isinstance(record, RootRecord) and (self.offline or self._fresh(record.fetched_at)):
             self._stats.add("page_hits")
             return record
         stored = await anyio.to_thread.run_sync(self._storage.load_root)
         if stored is not None:
-            self._remember(ROOT_KEY, stored)
+            self._remember(_ROOT, stored)
             if self.offline or self._fresh(stored.fetched_at):
                 self._stats.add("page_hits")
                 return stored
         if self._upstream is None:
             return await anyio.to_thread.run_sync(self._offline_root)
-        return await self._shared(ROOT_KEY, lambda: self._refresh_root(stored))
+        return await self._shared(_ROOT, lambda: self._refresh_root(stored))
 
     def _offline_root(self) -> RootRecord:
         # Offline with no stored root: list what the mirror holds.
@@ -408,7 +411,7 @@ class IndexService:
             listing=listing, rendered=rendered, fetched_at=now, upstream_etag=fetched.etag
         )
         await self._save(self._storage.save_root, record)
-        self._remember(ROOT_KEY, record)
+        self._remember(_ROOT, record)
         return record
 
 

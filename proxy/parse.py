@@ -136,7 +136,12 @@ def _load_json(body: bytes) -> dict[str, Any]:
 
 
 def _serial(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A serial as a number, or as a numeric string (as some mirrors send it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
+        return int(value)
+    return None
 
 
 def parse_project_json(body: bytes, page_url: str, dropped: list[str] | None = None) -> ProjectPage:
@@ -195,9 +200,16 @@ def _json_file(item: Any, page_url: str, dropped: list[str] | None) -> DistFile 
         upload_time=item.get("upload-time") if isinstance(item.get("upload-time"), str) else None,
         provenance=urljoin(page_url, provenance) if isinstance(provenance, str) else None,
         gpg_sig=gpg if isinstance(gpg, bool) else None,
-        extra={k: v for k, v in item.items() if k not in _MODELLED_FILE_KEYS},
+        extra=_extra_file_keys(item),
     )
     return _storable(entry, dropped)
+
+
+def _extra_file_keys(item: Mapping[str, Any]) -> dict[str, Any]:
+    extra = {k: v for k, v in item.items() if k not in _MODELLED_FILE_KEYS}
+    if "requires-python" in item and item["requires-python"] is None:
+        extra["requires-python"] = None  # an explicit null passes through as null
+    return extra
 
 
 class _LinkCollector(HTMLParser):

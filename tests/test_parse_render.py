@@ -191,3 +191,27 @@ def test_parse__entries_that_cannot_be_stored_are_dropped_and_noted() -> None:
     assert [f.filename for f in parsed.files] == ["demo-1.0.tar.gz"]
     assert len(dropped) == 2
     assert parse_project_html(html, PAGE_URL, "demo").files == parsed.files  # no list: same
+
+
+def test_serial__numeric_string_accepted() -> None:
+    page = dict(UPSTREAM_JSON, meta={"api-version": "1.1", "_last-serial": "37059094"})
+    assert parse_project_json(json.dumps(page).encode(), PAGE_URL).serial == 37059094
+    root = {"meta": {"_last-serial": "9"}, "projects": [{"name": "a", "_last-serial": "7"}]}
+    listing = parse_root_json(json.dumps(root).encode())
+    assert listing.serial == 9 and listing.projects == (("a", 7),)
+    for odd in ("-3", "1e5", "²", "", "12 "):
+        page = dict(UPSTREAM_JSON, meta={"_last-serial": odd})
+        assert parse_project_json(json.dumps(page).encode(), PAGE_URL).serial is None
+
+
+def test_requires_python_null__passes_through_as_null() -> None:
+    entry = {"filename": "demo-1.0.tar.gz", "url": "https://files.test/demo-1.0.tar.gz"}
+    page = {
+        "meta": {"api-version": "1.1"},
+        "name": "demo",
+        "files": [dict(entry, **{"requires-python": None}), entry],
+    }
+    parsed = parse_project_json(json.dumps(page).encode(), PAGE_URL)
+    files = json.loads(render_project(parsed, "demo").json.raw)["files"]
+    assert "requires-python" in files[0] and files[0]["requires-python"] is None
+    assert "requires-python" not in files[1]
