@@ -67,7 +67,7 @@ def check(settings: Settings, timeout: float) -> tuple[bool, str]:
         finally:
             connection.close()
     except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
-        return False, f"{url}: {exc or type(exc).__name__}"
+        return False, f"{url}: {str(exc) or type(exc).__name__}"
     return status == 200, f"{url}: {status}"
 
 
