@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint lock bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+
+## Rewrite requirements.lock (what the image installs: exact versions and hashes) from
+## pyproject.toml's dependencies, plus setuptools to build the project. Run after changing them.
+lock: $(STAMP)
+	printf 'setuptools>=69\n' | $(BIN)/uv pip compile pyproject.toml - --universal \
+	  --python-version 3.12 --generate-hashes --custom-compile-command 'make lock' \
+	  --quiet -o requirements.lock
 
 ## Hot-cache throughput against the local fake upstream, next to proxpi
 bench: $(STAMP)

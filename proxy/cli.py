@@ -1,4 +1,5 @@
-"""The command line: ``pypi-proxy serve | stats`` (``python -m proxy`` works the same)."""
+"""The command line: ``pypi-proxy serve | prefetch | verify | stats | health`` (``python -m
+proxy`` works the same)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ from pathlib import Path
 
 from proxy import __version__
 from proxy.errors import SettingsError
+from proxy.healthcheck import add_arguments as add_health_arguments
+from proxy.healthcheck import run as health
 from proxy.logs import setup_logging
 from proxy.settings import ENV_PREFIX, Settings, load_settings
+from proxy.storage import check_cache_dir
 
 log = logging.getLogger("proxy")
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool cut off by `| head`
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = commands.add_parser("stats", help="print the cache's figures as JSON")
     _common(stats)
+
+    health = commands.add_parser(
+        "health", help="ask the running server's /health (for container health checks)"
+    )
+    _common(health)
+    add_health_arguments(health)
     return parser
 
 
@@ -169,6 +180,20 @@ def _verify(settings: Settings, repair: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a reader gone early (`stats | head`) shows here, not at exit
+    except BrokenPipeError:
+        # Quiet, as a shell tool is: point stdout at /dev/null so the interpreter's own flush
+        # at exit does not print a second traceback, and exit as SIGPIPE would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return status
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
@@ -193,12 +218,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "--admin-token is visible to every local process (ps); "
                     "prefer --admin-token-file or admin_token_file"
                 )
+            check_cache_dir(settings.cache_dir)  # one line, before the server starts
             return _serve(settings)
         if args.command == "verify":
             settings = _settings(args, ["cache_dir", "upstream", "offline"])
             setup_logging(settings.log_level)
             return _verify(settings, args.repair)
         settings = _settings(args, ["cache_dir", "upstream"])
+        if args.command == "health":
+            return health(settings, args.timeout)
         setup_logging(settings.log_level)
         if args.command == "prefetch":
             from prefetch.command import run

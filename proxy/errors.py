@@ -2,6 +2,7 @@
 
 ProxyError
  +-- SettingsError          a setting is missing or invalid (names the key)
+ |    +-- CacheUnusable         the cache directory cannot be made, written or opened
  +-- NotFound               the project or file does not exist (upstream said so, or offline)
  +-- UpstreamError          the upstream could not be used
  |    +-- UpstreamUnavailable   connection refused or reset, timeout, 5xx after retries
@@ -20,6 +21,10 @@ class ProxyError(Exception):
 
 
 class SettingsError(ProxyError):
+    pass
+
+
+class CacheUnusable(SettingsError):
     pass
 
 

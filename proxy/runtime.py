@@ -18,7 +18,7 @@ from proxy.evict import evict, over_cap
 from proxy.fill import Filler
 from proxy.index import IndexService
 from proxy.origins import AddressGuard, origin_of
-from proxy.settings import Settings
+from proxy.settings import Settings, upstream_warning
 from proxy.stats import Stats, write
 from proxy.storage import FILES_BYTES, Storage
 from proxy.upstream import Upstream, UpstreamLimits, make_http_client, redact
@@ -84,6 +84,9 @@ class Runtime:
                 max_stored_size=settings.max_cache_size,
             )
         runtime._flusher = asyncio.create_task(runtime._flush_forever())
+        doubt = None if settings.offline else upstream_warning(settings.upstream)
+        if doubt:
+            log.warning("upstream %s %s", redact(settings.upstream), doubt)
         log.info(
             "cache %s, upstream %s%s",
             settings.cache_dir,
@@ -165,6 +168,11 @@ def _make_upstream(
 
 def _open_storage(cache_dir: Path) -> Storage:
     storage = Storage(cache_dir)
+    try:
+        storage.check_writable()  # one clear line now, not a traceback at the first download
+    except BaseException:
+        storage.close()
+        raise
     swept = storage.sweep_tmp()
     if swept:
         log.info("removed %d partial downloads left by an earlier run", swept)

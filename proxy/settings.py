@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import yaml
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
+from proxy.environment import settings_from_environment
 from proxy.errors import SettingsError
 from proxy.origins import parse_pattern
 
@@ -129,11 +130,15 @@ def _bool(value: Any) -> bool:
 
 def _int(low: int, high: int) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
+        expected = f"expected a whole number from {low} to {high}"
         if isinstance(value, bool):
-            raise ValueError("expected a whole number")
-        number = int(str(value).strip()) if not isinstance(value, int) else value
+            raise ValueError(expected)
+        try:
+            number = int(str(value).strip()) if not isinstance(value, int) else value
+        except ValueError:
+            raise ValueError(expected) from None  # not int()'s "invalid literal for int()"
         if not low <= number <= high:
-            raise ValueError(f"expected a number from {low} to {high}")
+            raise ValueError(expected)
         return number
 
     return convert
@@ -142,7 +147,10 @@ def _int(low: int, high: int) -> Callable[[Any], int]:
 def _seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number of seconds")
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("expected a number of seconds, such as 30 or 0.5") from None
     if number < 0 or number != number:
         raise ValueError("expected a number of seconds >= 0")
     return number
@@ -218,6 +226,34 @@ def _upstream(value: Any) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+def _simple_index(value: Any) -> str:
+    """The upstream: a bare host (``https://host/``) is refused, since every page would be 404.
+
+    Only the host-only form is refused: a private index may live under another path (devpi's
+    ``/root/pypi/+simple/``, a hosted feed's ``/<user>/``), so any other path is taken, with a
+    warning at startup where it does not end in ``simple`` (see ``upstream_warning``).
+    """
+    url = _upstream(value)
+    parts = urlsplit(url)
+    if parts.path in ("", "/"):
+        host = parts.netloc.rsplit("@", 1)[-1]  # never echo the credentials
+        raise ValueError(
+            f"{parts.scheme}://{host}/ names a host, not its simple index: "
+            f"write {parts.scheme}://{host}/simple/ (the URL pip's --index-url takes)"
+        )
+    return url
+
+
+def upstream_warning(url: str) -> str | None:
+    """Why an upstream URL looks wrong, or None: its path should end in ``simple``."""
+    if urlsplit(url).path.rstrip("/").endswith("simple"):  # /simple/, devpi's /+simple/
+        return None
+    return (
+        "does not end in /simple/; if every page is 404, set upstream to the simple index URL "
+        "(the one pip's --index-url takes), such as https://host/simple/"
+    )
+
+
 def _log_level(value: Any) -> str:
     level = str(value).strip().lower()
     if level not in ("critical", "error", "warning", "info", "debug"):
@@ -286,7 +322,7 @@ assert set(_PREFETCH_CONVERTERS) == {f.name for f in dataclasses.fields(Prefetch
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "host": _text,
     "port": _int(0, 65535),
-    "upstream": _upstream,
+    "upstream": _simple_index,
     "cache_dir": lambda v: Path(str(v)).expanduser(),
     "offline": _bool,
     "index_ttl": _seconds,
@@ -348,6 +384,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+# Values never echoed in a message: URLs may carry credentials, tokens are secrets.
+_MAY_HOLD_SECRETS = frozenset({"upstream", "xmlrpc_url", "admin_token", "auth_tokens"})
+
+
 def _convert_into(
     target: dict[str, Any],
     converters: Mapping[str, Callable[[Any], Any]],
@@ -367,9 +407,8 @@ def _convert_into(
     try:
         target[name] = convert(raw)
     except (TypeError, ValueError) as exc:
-        raise SettingsError(
-            f"invalid setting '{prefix}{name}' in {where}: {exc} (got {raw!r})"
-        ) from None
+        got = "" if name in _MAY_HOLD_SECRETS else f" (got {raw!r})"
+        raise SettingsError(f"invalid setting '{prefix}{name}' in {where}: {exc}{got}") from None
 
 
 def _apply_prefetch(values: dict[str, Any], source: Any, where: str) -> None:
@@ -475,11 +514,8 @@ def load_settings(
     if config_file is not None:
         _apply(values, _read_yaml(config_file), f"config file {config_file}")
     env = os.environ if environ is None else environ
-    from_env = {
-        k[len(ENV_PREFIX) :].lower(): v
-        for k, v in env.items()
-        if k.startswith(ENV_PREFIX) and k != ENV_PREFIX + "CONFIG"
-    }
+    known = set(_CONVERTERS) | {"prefetch"}
+    from_env = settings_from_environment(env, ENV_PREFIX, known, skip=(ENV_PREFIX + "CONFIG",))
     _apply(values, from_env, "environment (PYPI_PROXY_*)")
     _apply(values, {k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
     _resolve_secret_files(values)

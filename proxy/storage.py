@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
+import tempfile
 import time
 from pathlib import Path
 
 import diskcache
 
+from proxy.errors import CacheUnusable
 from proxy.locks import lock_held
 from proxy.models import PageRecord, RootRecord
 from proxy.names import is_safe_filename, is_sha256
@@ -36,6 +39,28 @@ FILES_BYTES = "count:bytes"
 PROJECTS_COUNT = "count:projects"
 
 
+def unusable(root: Path, exc: OSError | sqlite3.Error) -> CacheUnusable:
+    """One line for an operator: which directory, what failed, which setting to change."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+        reason += f" ({exc.filename})" if exc.filename else ""
+    else:
+        reason = f"its index database: {exc}"
+    return CacheUnusable(
+        f"cannot use the cache directory {root}: {reason}; set cache_dir "
+        "(PYPI_PROXY_CACHE_DIR, --cache-dir) to a directory this user can write"
+    )
+
+
+def check_cache_dir(root: Path) -> None:
+    """Make the cache directory if needed and prove it writable, before a server starts."""
+    storage = Storage(root)
+    try:
+        storage.check_writable()
+    finally:
+        storage.close()
+
+
 class Storage:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -43,19 +68,31 @@ class Storage:
         self.tmp_dir = root / "tmp"
         self.state_dir = root / "state"
         self._sizes: dict[str, int] = {}
-        for directory in (self.files_dir, self.tmp_dir, self.state_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        # Pages must never be culled by diskcache's own size limit: eviction is ours to decide.
-        # diskcache opens one SQLite connection per thread, each with its own page cache and
-        # memory map: keep those small so memory stays bounded however many threads run.
-        self.index = diskcache.Cache(
-            str(root / "index"),
-            size_limit=2**62,
-            eviction_policy="none",
-            timeout=60,
-            sqlite_cache_size=512,
-            sqlite_mmap_size=2**24,
-        )
+        try:
+            for directory in (self.files_dir, self.tmp_dir, self.state_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+            # Pages must never be culled by diskcache's own size limit: eviction is ours to
+            # decide. diskcache opens one SQLite connection per thread, each with its own page
+            # cache and memory map: keep those small so memory stays bounded however many
+            # threads run.
+            self.index = diskcache.Cache(
+                str(root / "index"),
+                size_limit=2**62,
+                eviction_policy="none",
+                timeout=60,
+                sqlite_cache_size=512,
+                sqlite_mmap_size=2**24,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise unusable(root, exc) from None
+
+    def check_writable(self) -> None:
+        """Write and remove a file in tmp/, as every download does; CacheUnusable if it fails."""
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.tmp_dir, prefix="probe-", suffix=".probe"):
+                pass
+        except OSError as exc:
+            raise unusable(self.root, exc) from None
 
     def close(self) -> None:
         self.index.close()
