@@ -22,7 +22,8 @@ from prefetch.filters import select
 from prefetch.state import HeldFile, PrefetchState
 from proxy.errors import NotFound, ProxyError, UpstreamError
 from proxy.files import target_for
-from proxy.fill import Filler, Target, wait_done
+from proxy.fill import Filler, Target
+from proxy.follow import wait_done
 from proxy.index import IndexService
 from proxy.models import DistFile
 from proxy.settings import PrefetchSettings

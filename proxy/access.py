@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxy.htpasswd import Entry, Htpasswd, HtpasswdError, load_htpasswd
+from proxy.errors import HtpasswdError
+from proxy.htpasswd import Entry, Htpasswd, load_htpasswd
 
 log = logging.getLogger(__name__)
 MAX_REMEMBERED = 10_000  # pairs remembered as right, and as many as wrong

@@ -11,6 +11,12 @@ ProxyError
  |    +-- SuspectPage           a page we do not trust to replace the stored one (no serial
  |                              where ours had one, or every file gone without a newer serial)
  +-- IntegrityError         downloaded bytes do not match the hash the index promised
+ |    +-- FillFailed            a reader's transfer is cut: its download gave no verified bytes
+ +-- Unsatisfiable          a Range header that cannot be served (416)
+ +-- HtpasswdError          an htpasswd file that cannot be read or parsed
+
+Elsewhere, under the same root: prefetch's SyncFailed and AlreadyRunning (ProxyError), NoSerials
+and XmlRpcRefused (UpstreamError).
 """
 
 from __future__ import annotations
@@ -54,3 +60,18 @@ class StalePage(UpstreamError):
 
 class SuspectPage(UpstreamError):
     pass
+
+
+class FillFailed(IntegrityError):
+    """The download did not produce verified bytes; readers must abort their transfer. The
+    server's log filter knows it by ``quiet_abort``: it is logged by us, not as a crash."""
+
+    quiet_abort = True
+
+
+class Unsatisfiable(ProxyError):
+    """Answer 416 with ``Content-Range: bytes */size``."""
+
+
+class HtpasswdError(ProxyError):
+    """The file cannot be used at all (unreadable, not UTF-8): nobody logs in through it."""

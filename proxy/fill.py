@@ -7,7 +7,8 @@ length and sha256 match the index. Readers never get the last byte before that c
 a client can never complete a transfer of wrong bytes: on a mismatch its connection is cut short.
 
 Across worker processes, an exclusive ``flock`` on ``tmp/<key>.lock`` elects one downloader; the
-others follow its temporary file (named inside the lock file) by polling.
+others follow its temporary file (named inside the lock file) by polling: see ``proxy/follow.py``
+for what readers see and why they can never complete wrong bytes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,8 @@ import httpx
 
 from proxy.errors import IntegrityError, NotFound, UpstreamUnavailable
 from proxy.evict import LOW_WATER
-from proxy.locks import lock_held, release_lock, take_lock
+from proxy.follow import Progress, RemoteProgress
+from proxy.locks import release_lock, take_lock
 from proxy.names import is_sha256
 from proxy.storage import Storage
 from proxy.upstream import Upstream, redact
@@ -36,12 +38,6 @@ from proxy.upstream import Upstream, redact
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024  # upstream reads
-READ_CHUNK = 256 * 1024  # what one reader holds at a time: a slow client costs little memory
-REMOTE_POLL = 0.02
-
-
-class FillFailed(Exception):
-    """The download did not produce verified bytes; readers must abort their transfer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,224 +53,6 @@ class Target:
         field could hold a path), and per filename, since two names may share one hash."""
         what = self.sha256 if self.sha256 and is_sha256(self.sha256) else self.url
         return hashlib.sha256(f"{what}\0{self.filename}".encode()).hexdigest()
-
-
-class Progress:
-    """What readers see of one download run by this process: bytes written so far, whether it
-    ended, and how. It is tied to one temporary file (one inode): readers get their own
-    descriptor on it, so a rename into ``files/`` or a later download cannot change what they
-    read."""
-
-    def __init__(self, part: Path | None = None, total: int | None = None) -> None:
-        self.part = part
-        self.total = total
-        self.expected: str | None = None  # the sha256 the bytes must have, when known
-        self.written = 0
-        self.done = False
-        self.error: str | None = None
-        self.final: Path | None = None
-        self.sha256: str | None = None
-        self.not_found = False
-        self.stored = True  # False: verified and handed to readers, but kept nowhere
-        self.read_fd: int | None = None  # open while the download runs
-        self._ready = asyncio.Event()
-        self._changed = asyncio.Event()
-
-    def notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def set_ready(self) -> None:
-        self._ready.set()
-
-    async def wait_ready(self) -> None:
-        await self._ready.wait()
-
-    async def refresh(self) -> None:
-        """Wait for news (in-process fills are pushed, not polled)."""
-        await self._changed.wait()
-
-    def finish(self, error: str | None) -> None:
-        self.done, self.error = True, error
-        self._ready.set()
-        self.notify()
-
-    def open_source(self) -> int:
-        """A descriptor the caller owns on this download's bytes."""
-        if self.done and self.error:
-            raise FillFailed(self.error)
-        if self.read_fd is not None:
-            return os.dup(self.read_fd)
-        if self.done and self.final is not None:
-            try:
-                return os.open(self.final, os.O_RDONLY)
-            except FileNotFoundError:
-                raise FillFailed("the stored file was removed before it could be read") from None
-        raise FillFailed(self.error or "no download")
-
-    def release(self) -> None:
-        """The reader is finished with this progress (followers hold a descriptor of their own)."""
-
-
-class RemoteProgress(Progress):
-    """A download run by another worker process, followed through its temporary file.
-
-    The follower opens that file once and keeps the descriptor, so it follows one inode. It
-    completes only when that very inode is the one renamed into ``files/`` (the writer renames
-    only after the sha256 matched). A download that failed (its file unlinked), was replaced by
-    a later one, or whose writer died, fails the follower's transfer instead.
-    """
-
-    def __init__(
-        self,
-        lock_path: Path,
-        final_of: Callable[[], Path | None],
-        total: int | None,
-        timeout: float,
-    ) -> None:
-        super().__init__(total=total)
-        self._lock_path = lock_path
-        self._final_of = final_of
-        self._timeout = timeout
-        self._fd: int | None = None
-
-    def _open_final(self) -> bool:
-        final = self._final_of()
-        if final is None:
-            return False
-        try:
-            self._fd = os.open(final, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        self.final, self.written = final, os.fstat(self._fd).st_size
-        self.finish(None)
-        return True
-
-    async def wait_ready(self) -> None:
-        if self._fd is not None or self.done:
-            return  # already following (callers may ask twice)
-        deadline = time.monotonic() + self._timeout
-        while True:
-            if self._open_final():
-                return
-            try:
-                name = self._lock_path.read_text(errors="replace").strip()
-            except FileNotFoundError:
-                name = ""
-            if name:
-                try:
-                    self._fd = os.open(self._lock_path.parent / name, os.O_RDONLY)
-                except FileNotFoundError:
-                    pass  # renamed into place or discarded just now: look again
-                else:
-                    self.part = self._lock_path.parent / name
-                    self.written = os.fstat(self._fd).st_size
-                    return
-            if not lock_held(self._lock_path) or time.monotonic() > deadline:
-                if not self._open_final():
-                    self.finish("the other worker's download ended without a file")
-                return
-            await asyncio.sleep(REMOTE_POLL)
-
-    async def refresh(self) -> None:
-        await asyncio.sleep(REMOTE_POLL)
-        if self._fd is None or self.done:
-            return
-        mine = os.fstat(self._fd)
-        self.written = mine.st_size
-        final = self._final_of()
-        if final is not None:
-            try:
-                there = os.stat(final)
-            except FileNotFoundError:
-                there = None
-            if there is not None and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
-                self.final = final
-                self.finish(None)
-                return
-            if there is not None:
-                self.finish("another download was stored instead of the one followed")
-                return
-        if mine.st_nlink == 0:
-            self.finish("the other worker's download failed")
-        elif not lock_held(self._lock_path):
-            self.finish("the other worker's download stopped")
-
-    def open_source(self) -> int:
-        if self.done and self.error:
-            raise FillFailed(self.error)
-        if self._fd is None:
-            raise FillFailed("no download to follow")
-        return os.dup(self._fd)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-async def read_progress(progress: Progress) -> AsyncIterator[bytes]:
-    """Yield the bytes of a fill as they arrive, holding back the last one until verified.
-
-    Belt and braces: the reader also hashes what it sends, and sends the last byte only when
-    that digest is the expected one, so no interleaving of writers can complete a transfer
-    of wrong bytes.
-    """
-    try:
-        await progress.wait_ready()
-        fd = progress.open_source()
-        try:
-            digest = hashlib.sha256()
-            pos = 0
-            while True:
-                done, error = progress.done, progress.error
-                if done and error:
-                    raise FillFailed(error)
-                # Never past the size the index gives: an upstream that sends more must not
-                # let a read end exactly there and look like a whole transfer.
-                available = progress.written
-                if progress.total is not None:
-                    available = min(available, progress.total)
-                limit = available if done else available - 1
-                if pos < limit:
-                    chunk = os.pread(fd, min(READ_CHUNK, limit - pos), pos)
-                    if not chunk:
-                        raise FillFailed("temporary file shrank")
-                    pos += len(chunk)
-                    digest.update(chunk)
-                    if done and pos == limit:
-                        _check_whole(progress, digest.hexdigest(), pos)
-                    yield chunk
-                    continue
-                if done:
-                    if pos == 0:
-                        _check_whole(progress, digest.hexdigest(), pos)
-                    return
-                await progress.refresh()
-        finally:
-            os.close(fd)
-    finally:
-        progress.release()
-
-
-def _check_whole(progress: Progress, digest: str, length: int) -> None:
-    expected = progress.expected or progress.sha256
-    if expected is None and progress.final is not None:
-        expected = progress.final.parent.name
-    if expected is None or digest != expected:
-        raise FillFailed("the bytes read do not match the index's sha256")
-    if progress.total is not None and length != progress.total:
-        raise FillFailed(f"read {length} bytes, expected {progress.total}")
-
-
-async def wait_done(progress: Progress) -> None:
-    """Wait until a fill ended (either way); readers are not needed for it to go on."""
-    try:
-        await progress.wait_ready()
-        while not progress.done:
-            await progress.refresh()
-    finally:
-        progress.release()
 
 
 class Filler:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import bcrypt
 
+from proxy.errors import HtpasswdError  # the file cannot be used at all: nobody logs in
+
 _BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
 _SHA = re.compile(r"\{SHA\}[A-Za-z0-9+/]{27}=")
 _DES = re.compile(r"[./0-9A-Za-z]{13}")
@@ -39,10 +41,6 @@ _CRYPT_IDS = {
     "sha1": "SHA1-crypt",
     "md5": "Sun-MD5",
 }
-
-
-class HtpasswdError(Exception):
-    """The file cannot be used at all (unreadable, not UTF-8): nobody logs in through it."""
 
 
 @dataclass(frozen=True, slots=True)

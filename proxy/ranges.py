@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxy.errors import Unsatisfiable
+
+__all__ = ["ByteRange", "Unsatisfiable", "if_range_allows", "parse_range"]
+
 _DIGITS = frozenset("0123456789")
 
 
@@ -15,10 +19,6 @@ class ByteRange:
     @property
     def length(self) -> int:
         return self.end - self.start + 1
-
-
-class Unsatisfiable(Exception):
-    """Answer 416 with ``Content-Range: bytes */size``."""
 
 
 MAX_RANGE_HEADER = 1024

@@ -21,7 +21,8 @@ from pathlib import Path
 import anyio
 
 from proxy.files import target_for
-from proxy.fill import Target, wait_done
+from proxy.fill import Target
+from proxy.follow import wait_done
 from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)

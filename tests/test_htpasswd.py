@@ -10,7 +10,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from proxy.htpasswd import Entry, HtpasswdError, dummy_entry, load_htpasswd, parse_htpasswd
+from proxy.errors import HtpasswdError
+from proxy.htpasswd import Entry, dummy_entry, load_htpasswd, parse_htpasswd
 
 BCRYPT_Y = bcrypt.hashpw(b"bcrypt-pw", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")
 SHA = "{SHA}" + base64.b64encode(hashlib.sha1(b"sha-pw").digest()).decode()

@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from proxy.errors import NotFound, UpstreamError
+from proxy.errors import FillFailed, NotFound, UpstreamError
 from proxy.files import locate
-from proxy.fill import FillFailed, read_progress
+from proxy.follow import read_progress
 from proxy.names import is_safe_filename, is_valid_project_name, normalize
 from proxy.runtime import Runtime
 from proxy.web.responses import FileResponse, StreamResponse, error
