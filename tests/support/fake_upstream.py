@@ -100,6 +100,10 @@ class FakeUpstream:
         # Hand-written answers for exact paths (pages no well-behaved index would send):
         # path -> (content type, body).
         self.raw: dict[str, tuple[str, bytes]] = {}
+        # Exact paths answered chunked, with no Content-Length: path -> (chunk, seconds to pause
+        # after it) pairs, an empty chunk only pausing (an upstream that streams more, or less,
+        # than its page says).
+        self.raw_chunked: dict[str, list[tuple[bytes, float]]] = {}
         # A ready-made JSON root (benchmarks: hundreds of thousands of projects).
         self.root_json_override: bytes | None = None
         self._server = _Server((host, port), _handler_for(self))
@@ -272,6 +276,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path in self.upstream.raw:
             content_type, body = self.upstream.raw[path]
             self._send(200, body, {"Content-Type": content_type})
+        elif path in self.upstream.raw_chunked:
+            self._chunked(self.upstream.raw_chunked[path])
         elif path == "/simple/":
             self._root(query)
         elif path == "/simple":
@@ -400,6 +406,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 if pause:
                     time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _chunked(self, chunks: list[tuple[bytes, float]]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        try:
+            for data, pause in chunks:
+                if data:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                time.sleep(pause)
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
