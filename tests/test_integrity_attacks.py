@@ -75,42 +75,55 @@ def _wait_empty(directory: Path, seconds: float) -> list[str]:
 # -- 1. an upstream that streams more than the page's size ------------------------------------
 
 
-@pytest.mark.parametrize("size", [MIB - 1, 0, 1_500_000], ids=["1MiB-1", "zero", "1.5MB"])
+OVERLONG_SIZES = {"under1mib": MIB - 1, "zero": 0, "over1mib": 1_500_000}
+
+
 def test_overlong_chunked_body__never_a_complete_200_of_wrong_bytes(
-    tmp_path: Path, upstream: FakeUpstream, size: int
+    tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    # The page promises ``size`` bytes with the real file's hash; the upstream answers chunked,
-    # without a Content-Length, with more garbage than that, in pieces with pauses between.
-    real = random.Random(size).randbytes(size) if size else b"not empty at all"
-    garbage = random.Random(-size).randbytes(max(size, MIB) + MIB + 10)
-    filename = "over-1.0-py3-none-any.whl"
-    entry = {
-        "filename": filename,
-        "url": f"{upstream.base_url}/blob/{filename}",
-        "hashes": {"sha256": _sha(real)},
-        "size": size,
-    }
-    upstream.raw["/simple/over/"] = _json_page("over", [entry])
-    if size == 0:
-        upstream.raw_chunked[f"/blob/{filename}"] = [(b"", 0.8), (b"xx", 0.3)]
-    else:
-        pieces = [garbage[i : i + MIB] for i in range(0, len(garbage), MIB)]
-        upstream.raw_chunked[f"/blob/{filename}"] = [(piece, 0.3) for piece in pieces]
+    # Each page promises ``size`` bytes with the real file's hash; the upstream answers chunked,
+    # without a Content-Length, with more garbage than that, in pieces with pauses between
+    # (1 MiB - 1: a read that ended exactly at the size looked whole; 1.5 MB: a chunk ran past
+    # the Content-Length announced; 0: an empty 200 was answered before anything was checked).
+    wanted: dict[str, str] = {}
+    for project, size in OVERLONG_SIZES.items():
+        real = random.Random(size).randbytes(size) if size else b"not empty at all"
+        wanted[project] = _sha(real)
+        filename = f"{project}-1.0-py3-none-any.whl"
+        entry = {
+            "filename": filename,
+            "url": f"{upstream.base_url}/blob/{filename}",
+            "hashes": {"sha256": wanted[project]},
+            "size": size,
+        }
+        upstream.raw[f"/simple/{project}/"] = _json_page(project, [entry])
+        if size == 0:
+            upstream.raw_chunked[f"/blob/{filename}"] = [(b"", 0.8), (b"xx", 0.3)]
+        else:
+            garbage = random.Random(-size).randbytes(size + MIB)
+            pieces = [garbage[i : i + MIB] for i in range(0, len(garbage), MIB)]
+            upstream.raw_chunked[f"/blob/{filename}"] = [(piece, 0.3) for piece in pieces]
     cache = tmp_path / "cache"
     with SubprocessProxy(
         "--upstream", upstream.simple_url, "--workers", "2", cache_dir=cache
     ) as proxy:
-        assert httpx.get(f"{proxy.url}/simple/over/").status_code == 200
-        outcomes: list[str] = []
-        url = f"{proxy.url}/files/over/{filename}"
-        clients = [threading.Thread(target=_fetch, args=(url, outcomes)) for _ in range(3)]
-        _run_all(clients, 25)
-        assert len(outcomes) == 3
-        wrong = [o for o in outcomes if o.startswith("200 ") and o != f"200 {_sha(real)}"]
-        assert not wrong, f"a client completed a 200 of bytes that are not the file: {outcomes}"
-        assert all(not o.startswith("status 5") or o == "status 502" for o in outcomes), outcomes
+        outcomes: dict[str, list[str]] = {project: [] for project in OVERLONG_SIZES}
+        clients = []
+        for project in OVERLONG_SIZES:
+            assert httpx.get(f"{proxy.url}/simple/{project}/").status_code == 200
+            url = f"{proxy.url}/files/{project}/{project}-1.0-py3-none-any.whl"
+            # Three clients each, so some follow the download from the other worker.
+            clients += [
+                threading.Thread(target=_fetch, args=(url, outcomes[project])) for _ in range(3)
+            ]
+        _run_all(clients, 30)
         leftovers = _wait_empty(cache / "tmp", 5)
         log = proxy.log()
+    for project, seen in outcomes.items():
+        assert len(seen) == 3, outcomes
+        wrong = [o for o in seen if o.startswith("200 ") and o != f"200 {wanted[project]}"]
+        assert not wrong, f"{project}: a client completed a 200 of other bytes: {outcomes}"
+        assert all(not o.startswith("status 5") or o == "status 502" for o in seen), outcomes
     assert "Traceback" not in log, log
     assert _stored(cache) == []
     assert leftovers == []
@@ -200,7 +213,7 @@ def test_hash_value_is_a_path__nothing_touched_outside_the_cache(
     assert not changes, f"files outside the cache changed: {changes[0]} (was {before})"
     assert _snapshot(tmp_path, cache) == before
     assert (victim / "poetry.lock").read_text() == "precious lock file contents\n"
-    for project, status in statuses.items():
+    for status in statuses.values():
         assert isinstance(status, int) and (400 <= status < 500 or status == 502), statuses
     assert "Traceback" not in log, log
 
@@ -282,10 +295,10 @@ def test_eviction_racing_hits__no_cut_transfers_no_tracebacks(
                     elif status not in (200, 206, 503):
                         bad.append((method, f"status {status}", i))
 
+    cap = ("--max-cache-size", "1M")
     with SubprocessProxy(
-        "--upstream", upstream.simple_url, "--workers", "2", "--max-cache-size", "1M",
-        cache_dir=cache,
-    ) as proxy:  # fmt: skip
+        "--upstream", upstream.simple_url, "--workers", "2", *cap, cache_dir=cache
+    ) as proxy:
         for i in range(len(built)):
             assert httpx.get(f"{proxy.url}/simple/ch{i}/", timeout=10).status_code == 200
         stop = time.monotonic() + 6
@@ -343,14 +356,15 @@ def _open_under(pid: int, directories: list[Path]) -> list[str]:
 def test_followers__no_descriptors_left_on_cache_files(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    wheels = [make_wheel(f"leak{i}", "1.0", payload_size=300_000) for i in range(6)]
+    wheels = [make_wheel(f"leak{i}", "1.0", payload_size=300_000) for i in range(4)]
     for i, wheel in enumerate(wheels):
         upstream.add_dist(f"leak{i}", wheel)
     upstream.throttle = 0.05  # slow, so the other worker's clients follow the download
     cache = tmp_path / "cache"
     watched = [(cache / "files").resolve(), (cache / "tmp").resolve()]
+    debug = {"PYPI_PROXY_LOG_LEVEL": "debug"}  # to see that clients did follow
     with SubprocessProxy(
-        "--upstream", upstream.simple_url, "--workers", "2", cache_dir=cache
+        "--upstream", upstream.simple_url, "--workers", "2", cache_dir=cache, env=debug
     ) as proxy:
         assert proxy.process is not None
         for i in range(len(wheels)):
@@ -369,6 +383,8 @@ def test_followers__no_descriptors_left_on_cache_files(
                 break
             time.sleep(0.1)
         assert sorted(workers) == sorted(_workers(proxy.process.pid)), "a worker restarted"
+        following = proxy.log().count("following another worker's download")
+    assert following >= len(wheels), f"only {following} followers: the case did not happen"
     assert not any(held.values()), f"workers still hold cache files open: {held}"
 
 
@@ -392,7 +408,7 @@ def test_file_just_under_the_cap__other_files_stay_stored(
             assert httpx.get(f"{proxy.url}/files/{project}/{built.filename}").status_code == 200
         httpx.get(f"{proxy.url}/simple/near/")
         assert httpx.get(f"{proxy.url}/files/near/{near.filename}").content == near.content
-        time.sleep(1.5)  # eviction runs in the background after a fill
+        time.sleep(1.0)  # eviction runs in the background after a fill
         names = {p.name for p in _stored(cache)}
         log = proxy.log()
     assert {b.filename for b in small} <= names, f"small files evicted: {names}; {log}"
@@ -419,7 +435,11 @@ def test_same_sha_two_filenames__every_client_completes_both_stored(
 ) -> None:
     wheel = make_wheel("same", "1.0", payload_size=800_000)
     names = ["same-1.0-py3-none-any.whl", "same-1.0-py3-none-any.whl.zip"]
-    _shared(upstream, wheel, {"pa": (names[0], len(wheel.content)), "pb": (names[1], len(wheel.content))})
+    _shared(
+        upstream,
+        wheel,
+        {"pa": (names[0], len(wheel.content)), "pb": (names[1], len(wheel.content))},
+    )
     cache = tmp_path / "cache"
     with SubprocessProxy(
         "--upstream", upstream.simple_url, "--workers", "2", cache_dir=cache
@@ -449,7 +469,9 @@ def test_page_lying_about_size__good_copy_of_another_project_kept(
 ) -> None:
     wheel = make_wheel("same", "1.0", payload_size=200_000)
     name = wheel.filename
-    _shared(upstream, wheel, {"pa": (name, len(wheel.content)), "pc": (name, len(wheel.content) + 1)})
+    _shared(
+        upstream, wheel, {"pa": (name, len(wheel.content)), "pc": (name, len(wheel.content) + 1)}
+    )
     cache = tmp_path / "cache"
     with SubprocessProxy("--upstream", upstream.simple_url, cache_dir=cache) as proxy:
         for project in ("pa", "pc"):
