@@ -97,13 +97,13 @@ class FakeUpstream:
         # node behind a load balancer: the first answer lies, a retry gets the real bytes).
         self.corrupt_first: dict[str, int] = {}
         self.corrupt_pause = 0.05  # seconds between 64 KiB chunks of such a lying answer
-        # Hand-written answers for exact paths (pages no well-behaved index would send):
-        # path -> (content type, body).
-        self.raw: dict[str, tuple[str, bytes]] = {}
         # Exact paths answered chunked, with no Content-Length: path -> (chunk, seconds to pause
         # after it) pairs, an empty chunk only pausing (an upstream that streams more, or less,
         # than its page says).
         self.raw_chunked: dict[str, list[tuple[bytes, float]]] = {}
+        # Hand-written answers for exact paths (pages no well-behaved index would send):
+        # path -> (content type, body).
+        self.raw: dict[str, tuple[str, bytes]] = {}
         # A ready-made JSON root (benchmarks: hundreds of thousands of projects).
         self.root_json_override: bytes | None = None
         self._server = _Server((host, port), _handler_for(self))
