@@ -117,6 +117,10 @@ class FakeUpstream:
         # node behind a load balancer: the first answer lies, a retry gets the real bytes).
         self.corrupt_first: dict[str, int] = {}
         self.corrupt_pause = 0.05  # seconds between 64 KiB chunks of such a lying answer
+        # Exact paths answered chunked, with no Content-Length: path -> (chunk, seconds to pause
+        # after it) pairs, an empty chunk only pausing (an upstream that streams more, or less,
+        # than its page says).
+        self.raw_chunked: dict[str, list[tuple[bytes, float]]] = {}
         # Hand-written answers for exact paths (pages no well-behaved index would send):
         # path -> (content type, body).
         self.raw: dict[str, tuple[str, bytes]] = {}
@@ -311,6 +315,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path in self.upstream.raw:
             content_type, body = self.upstream.raw[path]
             self._send(200, body, {"Content-Type": content_type})
+        elif path in self.upstream.raw_chunked:
+            self._chunked(self.upstream.raw_chunked[path])
         elif path == "/simple/":
             self._root(query)
         elif path == "/simple":
@@ -530,3 +536,21 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a fault answer, as a real XML-RPC server gives
             body = xmlrpc.client.dumps(xmlrpc.client.Fault(1, f"{type(exc).__name__}: {exc}"))
         self._send(200, body.encode(), {"Content-Type": "text/xml"})
+
+    def _chunked(self, chunks: list[tuple[bytes, float]]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        try:
+            for data, pause in chunks:
+                if data:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                time.sleep(pause)
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
