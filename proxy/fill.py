@@ -55,6 +55,20 @@ class Target:
         return hashlib.sha256(f"{what}\0{self.filename}".encode()).hexdigest()
 
 
+def _already(stored: Path, target: Target) -> Progress:
+    """A progress that ended before it began: the file is stored and verified."""
+    progress = Progress(total=target.size)
+    progress.expected = target.sha256
+    progress.final = stored
+    try:
+        progress.written = stored.stat().st_size
+    except FileNotFoundError:
+        progress.finish("the stored file was removed before it could be read")
+        return progress
+    progress.finish(None)
+    return progress
+
+
 class Filler:
     """Starts and shares downloads; one per process.
 
@@ -127,6 +141,13 @@ class Filler:
             )
             follower.expected = target.sha256
             return follower
+        stored = self._final(target)()
+        if stored is not None:
+            # Stored by a download that ended between this request's look-up and now: never
+            # download it again (a second copy renamed over the first would cut the readers
+            # in other workers that follow the first).
+            release_lock(lock_path, lock_fd)
+            return _already(stored, target)
         return self._begin(target, (lock_path, lock_fd), pinned)
 
     def _begin(self, target: Target, lock: tuple[Path, int] | None, pinned: bool) -> Progress:
