@@ -29,7 +29,7 @@ import httpx
 
 from proxy.errors import IntegrityError, NotFound, UpstreamUnavailable
 from proxy.evict import LOW_WATER
-from proxy.follow import Progress, RemoteProgress
+from proxy.follow import KEEP_VERIFIED, Progress, RemoteProgress, verified_name
 from proxy.locks import release_lock, take_lock
 from proxy.names import is_sha256
 from proxy.storage import Storage
@@ -53,6 +53,11 @@ class Target:
         field could hold a path), and per filename, since two names may share one hash."""
         what = self.sha256 if self.sha256 and is_sha256(self.sha256) else self.url
         return hashlib.sha256(f"{what}\0{self.filename}".encode()).hexdigest()
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _already(stored: Path, target: Target) -> Progress:
@@ -179,6 +184,12 @@ class Filler:
             assert digest is not None
             if lock is None or self._too_big(progress.written, pinned):
                 progress.stored = False
+                if lock is not None:
+                    # Followers in other workers know this file only by its inode: leave it
+                    # under the name that says "verified" for a while, then let it go.
+                    verified = verified_name(part)
+                    os.rename(part, verified)
+                    asyncio.get_running_loop().call_later(KEEP_VERIFIED, _unlink_quietly, verified)
                 log.info(
                     "streamed %s (%d bytes) without storing it: larger than max_cache_size",
                     target.filename,

@@ -24,6 +24,13 @@ from proxy.locks import lock_held
 
 READ_CHUNK = 256 * 1024  # what one reader holds at a time: a slow client costs little memory
 REMOTE_POLL = 0.02
+# A verified download that is not stored (too big for the cache) stays this long under its
+# verified name, for followers in other workers to see that their bytes were good.
+KEEP_VERIFIED = 30.0
+
+
+def verified_name(part: Path) -> Path:
+    return part.with_name(part.name + ".ok")
 
 
 class Progress:
@@ -161,6 +168,17 @@ class RemoteProgress(Progress):
                 return
             if there is not None:
                 self.finish("another download was stored instead of the one followed")
+                return
+        if self.part is not None:
+            try:
+                verified = os.stat(verified_name(self.part))
+            except FileNotFoundError:
+                verified = None
+            if verified is not None and (verified.st_dev, verified.st_ino) == (
+                mine.st_dev,
+                mine.st_ino,
+            ):
+                self.finish(None)  # verified and streamed, not stored: the bytes are good
                 return
         if mine.st_nlink == 0:
             self.finish("the other worker's download failed")

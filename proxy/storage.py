@@ -277,6 +277,12 @@ class Storage:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
                 continue
+            if entry.name.endswith(".ok"):
+                # A verified download kept briefly for followers (see proxy/follow.py).
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - entry.stat().st_mtime > 120:
+                        os.unlink(entry.path)
+                continue
             if not entry.name.endswith(".part"):
                 continue
             lock_path = self.tmp_dir / (entry.name.split(".", 1)[0] + ".lock")

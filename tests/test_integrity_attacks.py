@@ -491,15 +491,11 @@ def test_page_lying_about_size__good_copy_of_another_project_kept(
     assert "Traceback" not in log, log
 
 
-# -- still open: a file too big to keep, on a page without sizes --------------------------------
+# -- a file too big to keep, on a page without sizes --------------------------------------------
+# The leader learns it is too big only at the end; it leaves the verified bytes under a
+# "verified" name for a while, so followers in the other worker complete.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: with no size on the page, the leader learns the file is too big to keep only "
-    "at the end, discards its temporary file, and the other worker's followers are cut "
-    "(RemoteProgress: 'the other worker's download failed') although the bytes were right",
-)
 def test_too_big_file_without_size__followers_in_another_worker_complete(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
