@@ -128,7 +128,7 @@ def versions_from(files: tuple[DistFile, ...]) -> tuple[str, ...]:
 def _load_json(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested 9,000 deep, say
         raise UpstreamBadResponse(f"upstream page is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise UpstreamBadResponse("upstream page is not a JSON object")

@@ -64,7 +64,10 @@ def _json_file(f: DistFile, href: FileHref) -> dict[str, Any]:
 
 
 def _dump(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    # A lone surrogate ("\ud800" in the upstream's JSON) cannot be UTF-8: it goes out escaped
+    # the same way, never as an error.
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace")
 
 
 def project_json(page: ProjectPage, href: FileHref) -> bytes:
@@ -116,7 +119,8 @@ def _meta_tags(items: Iterable[tuple[str, str]]) -> str:
 def _html_document(title: str, metas: list[tuple[str, str]], links: Iterable[str]) -> bytes:
     head = f"<!DOCTYPE html>\n<html>\n<head>{_meta_tags(metas)}\n<title>{escape(title)}</title>"
     body = "\n".join(links)
-    return f"{head}\n</head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n".encode()
+    text = f"{head}\n</head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n"
+    return text.encode("utf-8", "xmlcharrefreplace")  # a lone surrogate as a character reference
 
 
 def project_html(page: ProjectPage, href: FileHref) -> bytes:
@@ -149,7 +153,8 @@ def root_json(listing: ProjectListing) -> bytes:
 
 def root_html(listing: ProjectListing) -> bytes:
     links = (
-        f'<a href="{escape(quote(normalize(name)))}/">{escape(name)}</a><br />'
+        # errors="replace": a name holding a lone surrogate gets a link, not an exception
+        f'<a href="{escape(quote(normalize(name), errors="replace"))}/">{escape(name)}</a><br />'
         for name, _serial in listing.projects
     )
     return _html_document("Simple index", [("pypi:repository-version", listing.api_version)], links)

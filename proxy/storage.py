@@ -211,6 +211,7 @@ class Storage:
         if not existed:
             self.index.incr(FILES_COUNT)
             self.index.incr(FILES_BYTES, size)
+        self.index.incr(FILES_GEN)  # offline views that left it out are built again
         return final
 
     def remove_file(self, path: Path) -> int:

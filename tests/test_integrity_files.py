@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from proxy.settings import load_settings
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.prefetching import run_pass
 from tests.support.proxy_server import SubprocessProxy
 from tests.support.wheels import Built, make_wheel
 
@@ -237,3 +239,39 @@ def test_file_larger_than_cache__streamed_not_stored(
         names = {p.name for p in (cache / "files").rglob("*.whl")}
         assert names == {b.filename for b in small}, "nothing evicted, the huge file not kept"
         assert not list((cache / "tmp").iterdir())
+
+
+def test_offline_view__a_file_stored_by_another_process_appears(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Project "other" lists demo's file; prefetching demo stores it, and the offline server
+    lists it on other's page too without a restart (a store bumps the files generation)."""
+    demo = upstream.index.projects["demo"].files["demo-1.0-py3-none-any.whl"].built
+    entry = {
+        "filename": demo.filename,
+        "url": f"{upstream.base_url}/files/demo/{demo.filename}",
+        "hashes": {"sha256": demo.sha256},
+        "size": len(demo.content),
+    }
+    page = {"meta": {"api-version": "1.1", "_last-serial": 3}, "name": "other", "files": [entry]}
+    upstream.raw["/simple/other/"] = (JSON, json.dumps(page).encode())
+    cache = tmp_path / "cache"
+    settings = load_settings(
+        None, {}, {"upstream": upstream.simple_url, "cache_dir": cache, "retries": 0}
+    )
+    with SubprocessProxy("--upstream", upstream.simple_url, cache_dir=cache) as online:
+        assert httpx.get(online.url + "/simple/other/").status_code == 200
+    with SubprocessProxy("--offline", "--workers", "2", cache_dir=cache) as offline:
+
+        def listed() -> list[str]:
+            answer = httpx.get(offline.url + "/simple/other/", headers={"Accept": JSON})
+            return [f["filename"] for f in answer.json()["files"]]
+
+        assert listed() == []
+        assert run_pass(settings, ["demo"]).ok
+        deadline = time.monotonic() + 5
+        seen = [listed() for _ in range(6)]
+        while seen != [[demo.filename]] * 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            seen = [listed() for _ in range(6)]
+        assert seen == [[demo.filename]] * 6  # from every worker, within seconds

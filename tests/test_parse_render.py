@@ -215,3 +215,29 @@ def test_requires_python_null__passes_through_as_null() -> None:
     files = json.loads(render_project(parsed, "demo").json.raw)["files"]
     assert "requires-python" in files[0] and files[0]["requires-python"] is None
     assert "requires-python" not in files[1]
+
+
+def test_hostile_json__deep_nesting_is_a_bad_response_not_a_crash() -> None:
+    from proxy.errors import UpstreamBadResponse
+
+    deep = b'{"files":' * 9000 + b"[]" + b"}" * 9000
+    for parse in (lambda: parse_project_json(deep, PAGE_URL), lambda: parse_root_json(deep)):
+        try:
+            parse()
+        except UpstreamBadResponse:
+            continue
+        raise AssertionError("a page nested 9,000 deep must be refused as a bad response")
+
+
+def test_lone_surrogates__rendered_escaped_never_an_error() -> None:
+    page = dict(UPSTREAM_JSON, name="demo\ud800")
+    page["files"] = [dict(UPSTREAM_JSON["files"][0], yanked="bad \udc80")]  # type: ignore[index]
+    parsed = parse_project_json(json.dumps(page).encode(), PAGE_URL)
+    rendered = render_project(parsed, "demo")
+    again = json.loads(rendered.json.raw)  # still valid JSON, and the same text
+    assert again["name"] == "demo\ud800" and again["files"][0]["yanked"] == "bad \udc80"
+    assert b"&#56448;" in rendered.html.raw  # U+DC80 as a character reference
+    listing = parse_root_json(json.dumps({"projects": [{"name": "x\ud800"}]}).encode())
+    root = render_root(listing)
+    assert json.loads(root.json.raw)["projects"][0]["name"] == "x\ud800"
+    root.html.raw.decode("utf-8")

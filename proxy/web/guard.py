@@ -245,8 +245,10 @@ class GuardedProtocol(HttpToolsProtocol):
         super().data_received(data)  # feeds the parser, whose callbacks update the state
         if self.transport.is_closing():
             return
-        if self._reading_head:
-            # Still inside a head after this read: count it against the limit.
+        if self._reading_head and not self._busy:
+            # Still inside a head after this read: count it against the limit. Not while a
+            # request is being answered (a head completed in this very read, and pipelined
+            # bytes after it): the app's answer is under way and owns the connection.
             self._head_bytes += len(data)
             if self._head_bytes > self._limits.max_head_size:
                 # the parser reports the target as it comes, headers only once each is whole
