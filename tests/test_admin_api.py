@@ -1,4 +1,4 @@
-"""The admin API: prefetch, verify, refresh and delete, against the real server and fake upstream."""
+"""The admin API: prefetch, verify, refresh and delete, on the real server and fake upstream."""
 
 from __future__ import annotations
 
