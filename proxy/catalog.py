@@ -13,7 +13,10 @@ heap of the rows up to the one asked for), however many projects the cache holds
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -138,13 +141,36 @@ def list_sorted(storage: Storage, key: SortKey, offset: int, limit: int) -> list
     """Rows ``offset`` to ``offset + limit`` in ``key`` order (largest first): every stored
     page is read once, and at most ``offset + limit`` rows are kept (a heap)."""
     if key == "name":
-        names = storage.iter_page_names()
-        rows = [f for _, f in zip(range(offset + limit), _facts(storage, names), strict=False)]
-        return rows[offset:]
+        names = itertools.islice(storage.iter_page_names(), offset, offset + limit)
+        return list(_facts(storage, list(names)))
     best = heapq.nsmallest(
         offset + limit, _facts(storage, storage.iter_page_names()), key=lambda f: _order(f, key)
     )
     return best[offset:]
+
+
+class SortedViews:
+    """The first MAX_DEPTH rows of each order other than by name, kept for ``max_age``
+    seconds: one full read of the pages (seconds for 100,000 projects) then serves every page
+    of that order, and requests that arrive meanwhile wait for it rather than start their own."""
+
+    def __init__(
+        self, storage: Storage, max_age: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._storage = storage
+        self._max_age = max_age
+        self._clock = clock
+        self._locks = {key: threading.Lock() for key in SORT_KEYS}
+        self._memo: dict[SortKey, tuple[float, float, list[ProjectFacts]]] = {}
+
+    def rows(self, key: SortKey, offset: int, limit: int) -> tuple[list[ProjectFacts], float]:
+        """The rows and when (epoch seconds) they were read (blocking)."""
+        with self._locks[key]:
+            memo = self._memo.get(key)
+            if memo is None or self._clock() - memo[0] >= self._max_age:
+                rows = list_sorted(self._storage, key, 0, MAX_DEPTH)
+                memo = self._memo[key] = (self._clock(), time.time(), rows)
+        return memo[2][offset : offset + limit], memo[1]
 
 
 @dataclass(frozen=True, slots=True)

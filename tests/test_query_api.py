@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.catalog import list_by_name, list_sorted
+from proxy.catalog import SortedViews, list_by_name, list_sorted
 from proxy.models import JSON_V1, DistFile, PageRecord, ProjectPage
 from proxy.render import render_project
 from proxy.settings import Settings
@@ -141,5 +141,24 @@ def test_catalog__pages_through_many_projects_in_bounded_memory(tmp_path: Path) 
         assert len(rows) == 10
         # Every one of 1,500 pages is read, one at a time: nowhere near 1,500 records at once.
         assert peak < 2_000_000, peak
+    finally:
+        storage.close()
+
+
+def test_sorted_views__one_read_serves_every_page_until_max_age(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "cache")
+    now = [0.0]
+    try:
+        _fill(storage, 30)
+        views = SortedViews(storage, 30.0, clock=lambda: now[0])
+        first, as_of = views.rows("files", 0, 20)
+        assert len(first) == 20
+        assert as_of > time.time() - 60
+        storage.delete_page("p00000")
+        kept, _ = views.rows("files", 20, 20)
+        assert len(kept) == 10  # the read before the delete, paged on
+        now[0] = 31.0
+        fresh, _ = views.rows("files", 20, 20)
+        assert len(fresh) == 9
     finally:
         storage.close()

@@ -3,16 +3,27 @@
 Authenticated as the pages are (RequireAuth guards every path but /health). Listing pages
 through the cache (``?limit=`` up to MAX_LIMIT; ``?after=<name>`` in name order, or ``?page=``
 in any order of ``?sort=name|bytes|files|last_access``), so memory stays flat however many
-projects it holds.
+projects it holds. An order other than by name reads every page once and is then kept for
+SORTED_MAX_AGE seconds (``as_of`` says when it was read).
 """
 
 from __future__ import annotations
+
+import time
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from proxy.catalog import MAX_DEPTH, SORT_KEYS, SortKey, list_by_name, list_sorted, project_files
+from proxy.catalog import (
+    MAX_DEPTH,
+    SORT_KEYS,
+    SortedViews,
+    SortKey,
+    list_by_name,
+    list_sorted,
+    project_files,
+)
 from proxy.catalog import project_facts as facts_of
 from proxy.names import is_valid_project_name, normalize
 from proxy.runtime import Runtime
@@ -20,6 +31,7 @@ from proxy.web.responses import error
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+SORTED_MAX_AGE = 30.0  # seconds an order other than by name is kept before it is read again
 
 
 def _int(request: Request, key: str, default: int, low: int, high: int) -> int | str:
@@ -30,6 +42,15 @@ def _int(request: Request, key: str, default: int, low: int, high: int) -> int |
     if not value.isdigit() or not low <= int(value) <= high:
         return f"{key} must be a whole number from {low} to {high}"
     return int(value)
+
+
+def _views(request: Request) -> SortedViews:
+    # One per process, made on first use from the runtime the lifespan made.
+    views: SortedViews | None = getattr(request.app.state, "sorted_views", None)
+    if views is None:
+        runtime: Runtime = request.app.state.runtime
+        views = request.app.state.sorted_views = SortedViews(runtime.storage, SORTED_MAX_AGE)
+    return views
 
 
 async def projects(request: Request) -> Response:
@@ -46,6 +67,7 @@ async def projects(request: Request) -> Response:
         return error(400, page)
     after = request.query_params.get("after")
     storage = runtime.storage
+    as_of = time.time()  # by name, rows are read now; other orders say when they were read
     if after is not None:
         if key != "name" or "page" in request.query_params:
             return error(400, "after pages in name order only, and not with page")
@@ -56,12 +78,13 @@ async def projects(request: Request) -> Response:
             return error(
                 400, f"pages in {key} order reach {MAX_DEPTH} rows; use sort=name with after="
             )
-        if key == "name" and offset == 0:
-            rows = await anyio.to_thread.run_sync(list_by_name, storage, "", limit)
-        else:
+        if key == "name":
             rows = await anyio.to_thread.run_sync(list_sorted, storage, key, offset, limit)
+        else:
+            rows, as_of = await anyio.to_thread.run_sync(_views(request).rows, key, offset, limit)
     body: dict[str, object] = {
         "sort": key,
+        "as_of": as_of,
         "limit": limit,
         "projects": [r.as_json() for r in rows],
         "totals": await anyio.to_thread.run_sync(storage.totals),
