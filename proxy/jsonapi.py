@@ -102,7 +102,7 @@ def rewrite(body: bytes, page: PageRecord) -> tuple[bytes, bytes, int | None]:
         entry = next((f for f in entries if sha is None or f.sha256 == sha), None)
         if entry is None:
             # Not on the simple page: the proxy will not serve it, and says so (404).
-            return f"files/{quote(page.project)}/{quote(filename)}"
+            return f"files/{quote(page.project)}/{quote(filename, safe='')}"
         return href(entry).removeprefix(_UP)
 
     def fix(items: object) -> None:
@@ -117,7 +117,8 @@ def rewrite(body: bytes, page: PageRecord) -> tuple[bytes, bytes, int | None]:
     if isinstance(releases, dict):
         for items in releases.values():
             fix(items)
-    template = json.dumps(data, ensure_ascii=False).encode()
+    # ASCII: a lone surrogate the upstream escaped stays escaped instead of failing to encode.
+    template = json.dumps(data).encode()
     return template, token.encode(), _serial(data.get("last_serial"))
 
 

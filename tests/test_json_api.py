@@ -171,3 +171,11 @@ def test_rewrite__token_never_in_upstream_text_and_variants_kept(pad: str) -> No
 def test_upstream_url__derived_from_the_upstream_base() -> None:
     assert upstream_url("http://h:1/x", "demo", None) == "http://h:1/x/pypi/demo/json"
     assert upstream_url("http://h:1", "demo", "1.0+a") == "http://h:1/pypi/demo/1.0%2Ba/json"
+
+
+def test_rewrite__lone_surrogates_and_odd_filenames_are_kept_safe() -> None:
+    body = b'{"info": {"summary": "\\ud800"}, "urls": [{"filename": "../../x", "url": "z"}]}'
+    template, token, _ = rewrite(body, _page())
+    doc = json.loads(template.replace(token, b"http://p/"))
+    assert doc["info"]["summary"] == "\ud800"
+    assert doc["urls"][0]["url"] == "http://p/files/demo/..%2F..%2Fx"
