@@ -129,7 +129,9 @@ def test_admin_delete__forgets_the_page_and_unpinned_files_only(
         url = httpx.URL(admin.url + "/simple/demo/").join(by_name[name]["url"])
         assert httpx.get(url).status_code == 200
     assert httpx.get(admin.url + "/simple/helper/").status_code == 200
+    assert httpx.get(admin.url + "/pypi/demo/1.0/json").status_code == 200
     storage = admin.runtime.storage
+    assert storage.load_json("demo/1.0") is not None
     storage.pin(by_name["demo-2.0-py3-none-any.whl"]["hashes"]["sha256"])  # as the mirror does
     cache = admin.settings.cache_dir
     assert {"demo-1.0-py3-none-any.whl", "demo-2.0-py3-none-any.whl"} <= _held(cache)
@@ -141,6 +143,7 @@ def test_admin_delete__forgets_the_page_and_unpinned_files_only(
     assert "demo-1.0-py3-none-any.whl" not in held
     assert "demo-2.0-py3-none-any.whl" in held
     assert not storage.has_page("demo")
+    assert storage.load_json("demo/1.0") is None
     assert storage.has_page("helper")
     assert storage.totals()["files"] == len(held)
     again = httpx.delete(admin.url + "/admin/projects/demo", headers=BEARER)
