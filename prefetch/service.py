@@ -16,7 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from prefetch.runner import AlreadyRunning, Prefetcher, state_path, status
+from prefetch.runner import AlreadyRunning, Prefetcher, is_running, state_path, status
 from prefetch.state import PrefetchState
 from proxy.runtime import Runtime
 
@@ -46,8 +46,16 @@ async def prefetch_service(runtime: Runtime) -> AsyncIterator[None]:
             )
 
         async def start_now() -> dict[str, Any]:
-            if any(not t.done() for t in tasks):
-                return {"started": False, "reason": "a pass is already running"}
+            # A pass may run here or in any process on this cache (the command, a worker).
+            if any(not t.done() for t in tasks) or await anyio.to_thread.run_sync(
+                is_running, settings.cache_dir
+            ):
+                progress = await anyio.to_thread.run_sync(status, settings.cache_dir, state)
+                return {
+                    "started": False,
+                    "reason": "a pass is already running",
+                    "progress": progress,
+                }
             task = asyncio.create_task(run_pass())
             tasks.add(task)
             task.add_done_callback(tasks.discard)

@@ -16,6 +16,7 @@ import os
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import diskcache
@@ -31,6 +32,7 @@ _URLHASH = "urlhash:"
 _PIN = "pin:"
 _SIZE = "size:"
 MAX_REMEMBERED_SIZES = 100_000
+_JSON = "json:"  # the legacy JSON API: json:<project> and json:<project>/<version>
 _GEN = "gen:"  # per project: bumped by every change to its page or to the files it lists
 FILES_GEN = "gen-files"  # bumped when stored files go (verify, eviction) whatever they belong to
 ROOT_KEY = "root"
@@ -148,6 +150,23 @@ class Storage:
     def page_projects(self) -> list[str]:
         return [k[len(_PAGE) :] for k in self.index.iterkeys() if str(k).startswith(_PAGE)]
 
+    def page_names(self, after: str = "", limit: int = 100) -> list[str]:
+        """Up to ``limit`` projects with a stored page, in name order, after ``after``: one
+        range read of the index's key column, so paging through 100,000 costs what one page
+        shows. (diskcache has no range query of its own; string keys are stored as they are.)"""
+        rows = self.index._sql(
+            "SELECT key FROM Cache WHERE key > ? AND key < ? ORDER BY key LIMIT ?",
+            (_PAGE + after, _PAGE[:-1] + chr(ord(_PAGE[-1]) + 1), limit),
+        ).fetchall()
+        return [str(key)[len(_PAGE) :] for (key,) in rows]
+
+    def iter_page_names(self, batch: int = 1000) -> Iterator[str]:
+        """Every project with a stored page, in name order, read ``batch`` at a time."""
+        after = ""
+        while names := self.page_names(after, batch):
+            yield from names
+            after = names[-1]
+
     def load_root(self) -> RootRecord | None:
         record = self.index.get(ROOT_KEY)
         return record if isinstance(record, RootRecord) else None
@@ -161,6 +180,25 @@ class Storage:
 
     def is_missing(self, project: str) -> bool:
         return bool(self.index.get(_MISSING + project, False))
+
+    # -- the legacy JSON API -----------------------------------------------------------------
+
+    def load_json(self, key: str) -> object | None:
+        """A stored JSON API record (``project`` or ``project/version``); the caller checks
+        its type and format."""
+        record: object = self.index.get(_JSON + key)
+        return record
+
+    def save_json(self, key: str, record: object) -> None:
+        self.index.set(_JSON + key, record)
+
+    def delete_json(self, project: str) -> int:
+        """Drop a project's JSON API records, its versions' too; how many went."""
+        rows = self.index._sql(
+            "SELECT key FROM Cache WHERE key = ? OR (key > ? AND key < ?)",
+            (_JSON + project, _JSON + project + "/", _JSON + project + "0"),
+        ).fetchall()
+        return sum(1 for (key,) in rows if self.index.delete(key))
 
     # -- files -------------------------------------------------------------------------------
 

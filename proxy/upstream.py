@@ -183,10 +183,22 @@ class Upstream:
         The whole exchange (retries, redirects and body) has one deadline, and the body is
         capped on the wire and inflated (PageTooLarge).
         """
-        url = self._index_url + path
-        shown = self._public_index + path
+        return await self._get_bounded(
+            self._index_url + path, self._public_index + path, PAGE_ACCEPT, etag
+        )
+
+    async def get_document(
+        self, url: str, etag: str | None = None, accept: str = "application/json"
+    ) -> Fetched | None:
+        """``get_page`` for another URL of the upstream (the JSON API): the same caps, deadline,
+        retries, breaker and credentials (for the index's own origin only)."""
+        return await self._get_bounded(strip_credentials(url), redact(url), accept, etag)
+
+    async def _get_bounded(
+        self, url: str, shown: str, accept: str, etag: str | None
+    ) -> Fetched | None:
         # Inflated here (bounded), not by httpx: ask only for what bounded.py can inflate.
-        headers = {"Accept": PAGE_ACCEPT, "Accept-Encoding": "gzip, deflate"}
+        headers = {"Accept": accept, "Accept-Encoding": "gzip, deflate"}
         if etag:
             headers["If-None-Match"] = etag
         limits = self._limits

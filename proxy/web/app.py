@@ -15,7 +15,7 @@ from proxy.access import Access
 from proxy.runtime import Runtime
 from proxy.scrub import scrub_service
 from proxy.settings import Settings
-from proxy.web import admin, files, ops, pages
+from proxy.web import admin, api, files, jsonapi, ops, pages
 from proxy.web.auth import RequireAuth
 from proxy.web.fastpath import FastPages
 from proxy.web.limits import RequestLimits
@@ -52,6 +52,14 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
         Route("/simple/{project}/", pages.project, methods=["GET", "HEAD"]),
         Route("/files/{project}/{filename}", files.serve_file, methods=["GET", "HEAD"]),
         Route("/files/{project}/{variant}/{filename}", files.serve_file, methods=["GET", "HEAD"]),
+        Route("/pypi/{project}/json", jsonapi.document, methods=["GET", "HEAD"]),
+        Route("/pypi/{project}/{version}/json", jsonapi.document, methods=["GET", "HEAD"]),
+        Route("/api/projects", api.projects, methods=["GET"]),
+        Route("/api/projects/{project}", api.project, methods=["GET"]),
+        Route("/admin/prefetch", admin.prefetch, methods=["POST"]),
+        Route("/admin/verify", admin.verify, methods=["POST"]),
+        Route("/admin/projects/{project}/refresh", admin.refresh, methods=["POST"]),
+        Route("/admin/projects/{project}", admin.delete_project, methods=["DELETE"]),
         Route("/admin/{action}", admin.action, methods=["POST"]),
         Route("/admin/{action}/{project}", admin.action, methods=["POST"]),
     ]

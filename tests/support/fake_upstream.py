@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import socket
 import sys
 import threading
@@ -327,6 +328,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._file(segments[1], segments[2])
         elif segments[0] == "pypi" and len(segments) == 3 and segments[2] == "json":
             self._json_api(segments[1])
+        elif segments[0] == "pypi" and len(segments) == 4 and segments[3] == "json":
+            self._json_api(segments[1], segments[2])
         else:
             self._send(404, b"not found\n")
 
@@ -505,16 +508,23 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def _json_api(self, name: str) -> None:
+    def _json_api(self, name: str, version: str | None = None) -> None:
         fake = self.upstream
         with fake.index.lock:
             project = fake.index.projects.get(canonicalize_name(name))
             found = None if project is None else (model.json_api(project, fake.base_url), project)
-        if found is None:
+        if found is not None and version is not None:
+            found = _one_version(found[0], version), found[1]
+        if found is None or not found[0]:
             self._send(404, b'{"message": "Not Found"}', {"Content-Type": "application/json"})
             return
         body, project = found
         headers = {"Content-Type": "application/json", "X-PyPI-Last-Serial": str(project.serial)}
+        if not fake.no_etag:
+            headers["ETag"] = etag = model.etag_of(body)
+            if model.etag_matches(self.headers.get("If-None-Match"), etag):
+                self._send(304, b"", headers)
+                return
         self._send(200, body, headers)
 
     def do_POST(self) -> None:
@@ -554,3 +564,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+
+def _one_version(body: bytes, version: str) -> bytes:
+    """The JSON API's answer for one release (its files as ``urls``, no ``releases``), or
+    b"" when the project has no such release."""
+    data = json.loads(body)
+    files = data["releases"].get(version)
+    if files is None:
+        return b""
+    data["info"]["version"] = version
+    del data["releases"]
+    data["urls"] = files
+    return json.dumps(data).encode()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -19,7 +20,7 @@ import uvicorn
 
 from proxy.runtime import Runtime
 from proxy.settings import Settings
-from proxy.web.app import create_app
+from proxy.web.app import Service, create_app
 from proxy.web.server import ProxyConfig
 
 
@@ -34,9 +35,9 @@ class ThreadedProxy:
     """The ASGI app under uvicorn (with the guarded protocol, as served) on a loopback port,
     in a background thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, services: Sequence[Service] = ()) -> None:
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings, services)
         config = ProxyConfig(
             settings, app=self.app, host="127.0.0.1", port=free_port(), log_level="warning"
         )
