@@ -159,23 +159,37 @@ class Filler:
         part = self._storage.tmp_dir / f"{target.key}.{os.getpid()}-{secrets.token_hex(4)}.part"
         progress = Progress(part, target.size)
         progress.expected = target.sha256
+        try:
+            # Opened now, not in the task: a reader that joins before the task runs can take
+            # its own descriptor at once (see Progress.take_source).
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            progress.read_fd = os.open(part, os.O_RDONLY)
+        except OSError as exc:  # a full disk, for one: a clean failure for this request
+            if lock is not None:
+                release_lock(*lock)
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            progress.finish(f"cannot start a download: {exc.strerror}")
+            return progress
         self._inflight[target.key] = progress
-        task = asyncio.create_task(self._run(target, progress, lock, pinned))
+        task = asyncio.create_task(self._run(target, progress, lock, pinned, fd))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return progress
 
     async def _run(
-        self, target: Target, progress: Progress, lock: tuple[Path, int] | None, pinned: bool
+        self,
+        target: Target,
+        progress: Progress,
+        lock: tuple[Path, int] | None,
+        pinned: bool,
+        fd: int,
     ) -> None:
         assert progress.part is not None
         part = progress.part
-        fd = -1
         error: str | None = None
         started = time.monotonic()
         try:
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            progress.read_fd = os.open(part, os.O_RDONLY)
             if lock is not None:
                 os.ftruncate(lock[1], 0)
                 os.pwrite(lock[1], part.name.encode(), 0)

@@ -86,6 +86,11 @@ class Progress:
                 raise FillFailed("the stored file was removed before it could be read") from None
         raise FillFailed(self.error or "no download")
 
+    def take_source(self) -> int | None:
+        """A descriptor now, without waiting, where one can be had (a download run by this
+        process), so that a file evicted just after it is stored cannot fail the reader."""
+        return self.open_source()
+
     def release(self) -> None:
         """The reader is finished with this progress (followers hold a descriptor of their own)."""
 
@@ -192,13 +197,16 @@ class RemoteProgress(Progress):
             raise FillFailed("no download to follow")
         return os.dup(self._fd)
 
+    def take_source(self) -> int | None:
+        return None  # opened by wait_ready, which follows the other worker's file
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
 
-async def read_progress(progress: Progress) -> AsyncIterator[bytes]:
+async def read_progress(progress: Progress, fd: int | None = None) -> AsyncIterator[bytes]:
     """Yield the bytes of a fill as they arrive, holding back the last one until verified.
 
     Belt and braces: the reader also hashes what it sends, and sends the last byte only when
@@ -207,7 +215,8 @@ async def read_progress(progress: Progress) -> AsyncIterator[bytes]:
     """
     try:
         await progress.wait_ready()
-        fd = progress.open_source()
+        if fd is None:
+            fd = progress.open_source()
         try:
             digest = hashlib.sha256()
             pos = 0
@@ -238,7 +247,10 @@ async def read_progress(progress: Progress) -> AsyncIterator[bytes]:
                 await progress.refresh()
         finally:
             os.close(fd)
+            fd = None
     finally:
+        if fd is not None:  # given, but the wait ended in an error
+            os.close(fd)
         progress.release()
 
 

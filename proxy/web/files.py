@@ -12,7 +12,7 @@ from starlette.types import ASGIApp
 
 from proxy.errors import FillFailed, NotFound, UpstreamError
 from proxy.files import locate
-from proxy.follow import read_progress
+from proxy.follow import Progress, read_progress
 from proxy.names import is_safe_filename, is_valid_project_name, normalize
 from proxy.runtime import Runtime
 from proxy.web.responses import FileResponse, StreamResponse, error
@@ -100,30 +100,23 @@ async def serve_file(request: Request) -> Response | ASGIApp:
     if too_big and request.method == "HEAD" and target.size is not None:
         return _size_only(target.size, target.sha256)
     progress = runtime.filler.start(target)
+    try:
+        # Our own descriptor at once, before any wait: the download can end and its file be
+        # evicted while this request waits, and the reader must still have the bytes.
+        source = progress.take_source()
+    except FillFailed:
+        source = None
     await progress.wait_ready()
     if progress.done and progress.error:
+        if source is not None:
+            os.close(source)
         progress.release()
         if progress.not_found:
             return error(404, f"the upstream has no {filename}")
         runtime.stats.add("upstream_errors")
         return error(502, f"could not fetch {filename} from the upstream: {progress.error}")
     if not too_big and (request.method == "HEAD" or request.headers.get("range") is not None):
-        # Range readers get bytes from the verified file; wait for the fill to finish.
-        try:
-            async for _ in read_progress(progress):
-                pass
-        except FillFailed as exc:
-            return error(502, f"could not fetch {filename} from the upstream: {exc}")
-        if progress.final is None:
-            if request.method == "HEAD":
-                return _size_only(progress.written, progress.sha256)
-            return error(
-                502, f"{filename} is larger than max_cache_size and is not kept: ask without Range"
-            )
-        hit = _hit(request, runtime, progress.final, progress.final.parent.name)
-        if hit is None:
-            return error(503, f"{filename} was removed as it was stored; try again")
-        return hit
+        return await _whole_then_hit(request, runtime, progress, source, filename)
 
     def sent(n: int) -> None:
         runtime.stats.add("bytes_served", n)
@@ -131,5 +124,38 @@ async def serve_file(request: Request) -> Response | ASGIApp:
 
     # A file too big to keep answers a Range with the whole file: a 200 is always correct.
     return StreamResponse(
-        read_progress(progress), total=progress.total, etag=target.sha256, on_sent=sent
+        read_progress(progress, source), total=progress.total, etag=target.sha256, on_sent=sent
+    )
+
+
+async def _whole_then_hit(
+    request: Request, runtime: Runtime, progress: Progress, source: int | None, filename: str
+) -> Response | ASGIApp:
+    """HEAD and Range on a miss: wait for the verified file, then answer from the very bytes
+    read (a descriptor kept open), whether or not the file is still stored by then."""
+    try:
+        if source is None:
+            source = progress.open_source()
+    except FillFailed as exc:
+        progress.release()
+        return error(502, f"could not fetch {filename} from the upstream: {exc}")
+    keep = os.dup(source)
+    try:
+        async for _ in read_progress(progress, source):
+            pass
+    except FillFailed as exc:
+        os.close(keep)
+        return error(502, f"could not fetch {filename} from the upstream: {exc}")
+    final = progress.final
+    if final is not None:
+        _touch(runtime, final)
+    sha = progress.expected or progress.sha256 or (final.parent.name if final else "")
+    return FileResponse(
+        keep,
+        os.fstat(keep),
+        etag=sha,
+        method=request.method,
+        range_header=request.headers.get("range"),
+        if_range=request.headers.get("if-range"),
+        on_sent=lambda n: runtime.stats.add("bytes_served", n),
     )
