@@ -15,7 +15,7 @@ from proxy.settings import load_settings
 from proxy.stats import BUCKETS, Stats, latency, series, top_projects, totals, write
 from proxy.storage import Storage
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.proxy_server import ThreadedProxy
+from tests.support.proxy_server import SubprocessProxy, ThreadedProxy
 from tests.support.wheels import make_wheel
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html; q=0.01"
@@ -199,7 +199,12 @@ def test_metrics__exact_integers_and_types(tmp_path: Path) -> None:
     samples = _samples(text)  # the official parser reads it back
     assert samples[("pypi_proxy_prefetch_last_success_timestamp_seconds", ())] == 1.7e9
     assert samples[("pypi_proxy_prefetch_mirror_serial", ())] == 123456789
-    assert samples[("pypi_proxy_upstream_circuit", (("origin", "http://127.0.0.1:1"), ("state", "open")))] == 1
+    assert (
+        samples[
+            ("pypi_proxy_upstream_circuit", (("origin", "http://127.0.0.1:1"), ("state", "open")))
+        ]
+        == 1
+    )
     origin = (("origin", "http://127.0.0.1:1"),)
     assert samples[("pypi_proxy_upstream_origin_errors_total", origin)] == 7
     file_hit = (("outcome", "hit"), ("route", "file"))
@@ -244,3 +249,31 @@ def test_stats__workers_add_up_in_the_shared_store(tmp_path: Path) -> None:
     }
     assert top[0] == ("p0", 3)
     assert histogram == {("page", "hit"): 150, ("page", "miss"): 1, ("file", "miss"): 1}
+
+
+def test_metrics__two_workers_report_one_total(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """Whichever worker answers the scrape, the totals are every worker's (after their next
+    flush, every two seconds)."""
+    with SubprocessProxy(
+        "--upstream", upstream.simple_url, "--workers", "2", cache_dir=tmp_path / "cache"
+    ) as proxy:
+        for _ in range(10):  # a new connection each: the two workers share them out
+            assert httpx.get(proxy.url + "/simple/demo/").status_code == 200
+            assert httpx.get(proxy.url + "/files/demo/demo-1.0-py3-none-any.whl").is_success
+        deadline = time.monotonic() + 10
+        while True:
+            samples = _samples(httpx.get(proxy.url + "/metrics").text)
+            if samples[("pypi_proxy_requests_total", ())] == 20 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert samples[("pypi_proxy_requests_total", ())] == 20
+    counted = sum(
+        value
+        for (name, labels), value in samples.items()
+        if name == "pypi_proxy_request_duration_seconds_count"
+        and dict(labels)["route"] in ("page", "file")
+    )
+    assert counted == 20
+    hits = samples[("pypi_proxy_cache_hits_total", (("kind", "files"),))]
+    misses = samples[("pypi_proxy_cache_misses_total", (("kind", "files"),))]
+    assert hits + misses == 10 and misses >= 1

@@ -257,8 +257,11 @@ def _prefetch(data: dict[str, Any], now: float) -> str:
         serial += f" ({lag} changes to catch up)" if lag > 0 else " (caught up)"
     finished = last.get("finished")
     if last.get("result") == "ok" and isinstance(finished, int | float):
-        behind = escape(duration(now - finished))
-        serial += f"; <b>{behind} behind</b> (last in step {when(finished, now)})"
+        if lag == 0 and now - finished < 60:
+            serial += f"; <b>up to date</b> (last in step {when(finished, now)})"
+        else:  # the upstream may have moved since the last pass: that is how far behind
+            behind = escape(duration(now - finished))
+            serial += f"; <b>{behind} behind</b> (last in step {when(finished, now)})"
     lines.append(f"<p>{serial}</p>")
     if last.get("started") is not None:
         result = str(last.get("result") or "running")
@@ -407,8 +410,11 @@ show();setInterval(refresh,%d);
 """
 
 
-def render_page(data: dict[str, Any], now: float, base: str) -> str:
-    """The whole page: the refreshing main part, client set-up and the admin controls."""
+def render_page(
+    data: dict[str, Any], now: float, base: str, refresh: float = REFRESH_SECONDS
+) -> str:
+    """The whole page: the refreshing main part (every ``refresh`` seconds), client set-up
+    and the admin controls."""
     index = escape(base + "simple/")
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -433,7 +439,7 @@ def render_page(data: dict[str, Any], now: float, base: str) -> str:
         '<p id="result" class="muted" role="status"></p></section>'
         "<p><a href='stats'>/stats</a> · <a href='metrics'>/metrics</a> · "
         "<a href='health'>/health</a> · <a href='simple/'>/simple/</a></p>"
-        f"<script>{_SCRIPT % (REFRESH_SECONDS * 1000)}</script></body></html>"
+        f"<script>{_SCRIPT % int(refresh * 1000)}</script></body></html>"
     )
 
 
@@ -443,4 +449,14 @@ async def status_page(request: Request) -> Response:
     headers = {"Cache-Control": "no-store"}
     if request.query_params.get("part") == "main":
         return HTMLResponse(render_main(data, now), headers=headers)
-    return HTMLResponse(render_page(data, now, str(request.base_url)), headers=headers)
+    refresh = _refresh(request.query_params.get("refresh"))
+    return HTMLResponse(render_page(data, now, str(request.base_url), refresh), headers=headers)
+
+
+def _refresh(value: str | None) -> float:
+    """``?refresh=<seconds>`` (1 to 300) for a faster or calmer page."""
+    try:
+        seconds = float(value) if value is not None else REFRESH_SECONDS
+    except ValueError:
+        return REFRESH_SECONDS
+    return min(max(seconds, 1.0), 300.0) if seconds == seconds else REFRESH_SECONDS
