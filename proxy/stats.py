@@ -69,32 +69,64 @@ _LATENCY_KEY = _KEY + "latency"
 _ORIGINS_KEY = _KEY + "upstream-errors"
 
 
+@dataclass(frozen=True)
+class _Keys:
+    """The pending-count keys one (route, outcome) pair adds to."""
+
+    buckets: tuple[str, ...]
+    sum: str
+    client: bool
+    adds: tuple[str, ...]
+
+    @classmethod
+    def of(cls, route: str, outcome: str) -> _Keys:
+        series = f"{route}:{outcome}"
+        return cls(
+            buckets=tuple(f"{_HIST}{series}:{i}" for i in range(len(BUCKETS) + 1)),
+            sum=_HIST_SUM + series,
+            client=route in CLIENT_ROUTES,
+            adds=_ADDS.get(("file" if route == "file" else "page", outcome), ()),
+        )
+
+
 class Stats:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.pending: Counter[str] = Counter()
         self.started = time.time()
         self._clock = clock
+        self._keys: dict[tuple[str, str], _Keys] = {}
+        self._minute = -1
+        self._minute_keys: tuple[str, ...] = ()
 
     def add(self, name: str, amount: int = 1) -> None:
         self.pending[name] += amount
 
     def request(self, route: str, outcome: str, seconds: float, project: str | None = None) -> None:
-        """One answered request: the only place a request is counted."""
+        """One answered request: the only place a request is counted. Called for every
+        request, hot hits included, so the keys are made once and reused."""
+        keys = self._keys.get((route, outcome))
+        if keys is None:
+            keys = self._keys[(route, outcome)] = _Keys.of(route, outcome)
         pending = self.pending
-        series = f"{route}:{outcome}"
-        pending[f"{_HIST}{series}:{bisect_left(BUCKETS, seconds)}"] += 1
-        pending[_HIST_SUM + series] += round(seconds * 1_000_000)
-        if route not in CLIENT_ROUTES:
+        pending[keys.buckets[bisect_left(BUCKETS, seconds)]] += 1
+        pending[keys.sum] += round(seconds * 1_000_000)
+        if not keys.client:
             return
         pending["requests"] += 1
-        for name in _ADDS.get(("file" if route == "file" else "page", outcome), ()):
+        for name in keys.adds:
             pending[name] += 1
-        minute = f"{_MINUTE}{int(self._clock() // 60)}:"
-        pending[minute + "requests"] += 1
+        minute = int(self._clock() // 60)
+        if minute != self._minute:
+            self._minute = minute
+            self._minute_keys = tuple(
+                f"{_MINUTE}{minute}:{w}" for w in ("requests", "hits", "misses")
+            )
+        requests, hits, misses = self._minute_keys
+        pending[requests] += 1
         if outcome == "hit":
-            pending[minute + "hits"] += 1
+            pending[hits] += 1
         elif outcome in ("miss", "stale"):
-            pending[minute + "misses"] += 1
+            pending[misses] += 1
         if project is not None:
             pending[_PROJECT + project] += 1
 
