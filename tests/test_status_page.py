@@ -97,6 +97,13 @@ def test_render__escapes_what_it_shows() -> None:
     assert "stale &lt;b&gt;" in html
 
 
+def test_render__prefetch_running_shows_progress() -> None:
+    running = {**_figures()["prefetch"], "state": "running", "queue": 36, "projects": 12}
+    text = " ".join(re.sub(r"<[^>]+>", " ", render_main(_figures(prefetch=running), NOW)).split())
+    assert "running" in text and "since 4 min ago" in text
+    assert "36 projects left in the queue" in text and "25%" in text
+
+
 def test_render__offline_and_never_prefetched() -> None:
     html = render_main(
         _figures(offline=True, prefetch={"state": "never run"}, max_cache_size=None), NOW

@@ -242,13 +242,12 @@ def _prefetch(data: dict[str, Any], now: float) -> str:
     )
     lines = [f'<p>State: <b data-figure="prefetch-state">{escape(state)}</b>']
     if state == "running":
-        queue = prefetch.get("queue")
-        started = last.get("started")
-        lines.append(
-            f" since {when(started, now)}; {escape(str(queue))} projects left in the queue"
-            if queue is not None
-            else f" since {when(started, now)}"
-        )
+        queue, held = prefetch.get("queue"), prefetch.get("projects")
+        lines.append(f" since {when(last.get('started'), now)}")
+        if isinstance(queue, int):
+            lines.append(f"; {queue} projects left in the queue")
+            if isinstance(held, int) and held + queue > 0:  # as far as the mirror has come
+                lines.append(f" {_bar(held / (held + queue))} {held / (held + queue):.0%}")
     lines.append("</p>")
     serial = f"mirror serial <b>{escape(str(mirror))}</b>"
     if upstream is not None:
