@@ -3,9 +3,10 @@
 Each process counts in memory (a request must not pay for a disk write) and adds its counts to
 totals kept in the cache's diskcache now and then, so that several workers, and restarts, add up.
 A request is counted once, by ``Stats.request``, called from one place (``proxy.web.counting``)
-when its answer is complete: the counters below, a latency histogram by route and outcome, a
-per-minute series for the last hour and a bounded count of requests per project all come from
-that one call.
+when its answer is complete. It only adds to the request's latency bucket (and its project):
+the request counters, hits and misses and the per-minute series of the last hour are derived
+from those buckets when they are written (``write``, every two seconds, off the event loop),
+so the hot path pays for two or three dictionary updates.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import sqlite3
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +59,6 @@ TOP_KEEP = 100  # projects remembered by request count; the rest are dropped, sm
 _KEY = "stats:"
 _HIST = "hist:"  # pending "hist:<route>:<outcome>:<bucket>" and "histsum:<route>:<outcome>"
 _HIST_SUM = "histsum:"
-_MINUTE = "minute:"  # pending "minute:<epoch minute>:<requests|hits|misses>"
 _PROJECT = "project:"  # pending "project:<name>"
 _ORIGIN = "origin:"  # pending "origin:<scheme://host:port>": upstream errors by origin
 ORIGINS_KEEP = 64
@@ -69,65 +68,30 @@ _LATENCY_KEY = _KEY + "latency"
 _ORIGINS_KEY = _KEY + "upstream-errors"
 
 
-@dataclass(frozen=True)
-class _Keys:
-    """The pending-count keys one (route, outcome) pair adds to."""
-
-    buckets: tuple[str, ...]
-    sum: str
-    client: bool
-    adds: tuple[str, ...]
-
-    @classmethod
-    def of(cls, route: str, outcome: str) -> _Keys:
-        series = f"{route}:{outcome}"
-        return cls(
-            buckets=tuple(f"{_HIST}{series}:{i}" for i in range(len(BUCKETS) + 1)),
-            sum=_HIST_SUM + series,
-            client=route in CLIENT_ROUTES,
-            adds=_ADDS.get(("file" if route == "file" else "page", outcome), ()),
-        )
+def _bucket_keys(route: str, outcome: str) -> tuple[tuple[str, ...], str]:
+    series = f"{route}:{outcome}"
+    return tuple(f"{_HIST}{series}:{i}" for i in range(len(BUCKETS) + 1)), _HIST_SUM + series
 
 
 class Stats:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self) -> None:
         self.pending: Counter[str] = Counter()
         self.started = time.time()
-        self._clock = clock
-        self._keys: dict[tuple[str, str], _Keys] = {}
-        self._minute = -1
-        self._minute_keys: tuple[str, ...] = ()
+        self._keys: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {}
 
     def add(self, name: str, amount: int = 1) -> None:
         self.pending[name] += amount
 
     def request(self, route: str, outcome: str, seconds: float, project: str | None = None) -> None:
-        """One answered request: the only place a request is counted. Called for every
-        request, hot hits included, so the keys are made once and reused."""
+        """One answered request: the only place a request is counted (see the module's
+        docstring for what is derived from it). Called for every request, hot hits included."""
         keys = self._keys.get((route, outcome))
         if keys is None:
-            keys = self._keys[(route, outcome)] = _Keys.of(route, outcome)
+            keys = self._keys[(route, outcome)] = _bucket_keys(route, outcome)
         pending = self.pending
-        pending[keys.buckets[bisect_left(BUCKETS, seconds)]] += 1
-        pending[keys.sum] += round(seconds * 1_000_000)
-        if not keys.client:
-            return
-        pending["requests"] += 1
-        for name in keys.adds:
-            pending[name] += 1
-        minute = int(self._clock() // 60)
-        if minute != self._minute:
-            self._minute = minute
-            self._minute_keys = tuple(
-                f"{_MINUTE}{minute}:{w}" for w in ("requests", "hits", "misses")
-            )
-        requests, hits, misses = self._minute_keys
-        pending[requests] += 1
-        if outcome == "hit":
-            pending[hits] += 1
-        elif outcome in ("miss", "stale"):
-            pending[misses] += 1
-        if project is not None:
+        pending[keys[0][bisect_left(BUCKETS, seconds)]] += 1
+        pending[keys[1]] += round(seconds * 1_000_000)
+        if project is not None and route in CLIENT_ROUTES:
             pending[_PROJECT + project] += 1
 
     def upstream_error(self, origin: str) -> None:
@@ -149,7 +113,7 @@ def write(storage: Storage, pending: Counter[str], now: float | None = None) -> 
         return
     cache = storage.index
     latency: dict[str, list[int]] = {}
-    minutes: dict[int, Counter[str]] = {}
+    minute: Counter[str] = Counter()
     projects: Counter[str] = Counter()
     origins: Counter[str] = Counter()
     with cache.transact():
@@ -161,23 +125,24 @@ def write(storage: Storage, pending: Counter[str], now: float | None = None) -> 
                 latency.setdefault(series, [0] * (len(BUCKETS) + 2))[int(bucket)] += amount
             elif name.startswith(_HIST_SUM):
                 latency.setdefault(name[len(_HIST_SUM) :], [0] * (len(BUCKETS) + 2))[-1] += amount
-            elif name.startswith(_MINUTE):
-                minute, _, what = name[len(_MINUTE) :].partition(":")
-                minutes.setdefault(int(minute), Counter())[what] += amount
             elif name.startswith(_PROJECT):
                 projects[name[len(_PROJECT) :]] += amount
             elif name.startswith(_ORIGIN):
                 origins[name[len(_ORIGIN) :]] += amount
             else:
                 cache.incr(_KEY + name, amount)
+        for name, amount in derived(pending, minute).items():
+            cache.incr(_KEY + name, amount)
         if latency:
             stored: dict[str, list[int]] = cache.get(_LATENCY_KEY) or {}
             for series, counts in latency.items():
                 old = stored.get(series) or [0] * len(counts)
                 stored[series] = [a + b for a, b in zip(old, counts, strict=True)]
             cache.set(_LATENCY_KEY, stored)
-        if minutes:
-            _merge_series(cache, minutes, now if now is not None else time.time())
+        if minute:
+            # Counted in the minute they are written in: at most one flush (2 s) late.
+            when = now if now is not None else time.time()
+            _merge_series(cache, {int(when // 60): minute}, when)
         if projects:
             top: Counter[str] = Counter(cache.get(_TOP_KEY) or {})
             top.update(projects)
@@ -186,6 +151,28 @@ def write(storage: Storage, pending: Counter[str], now: float | None = None) -> 
             errors: Counter[str] = Counter(cache.get(_ORIGINS_KEY) or {})
             errors.update(origins)
             cache.set(_ORIGINS_KEY, dict(errors.most_common(ORIGINS_KEEP)))
+
+
+def derived(pending: Counter[str], minute: Counter[str] | None = None) -> Counter[str]:
+    """The client-request counters that ``pending``'s latency buckets stand for, and, into
+    ``minute``, the requests, hits and misses they add to the per-minute series."""
+    found: Counter[str] = Counter()
+    for name, amount in pending.items():
+        if not amount or not name.startswith(_HIST):
+            continue
+        route, outcome, _bucket = name[len(_HIST) :].split(":")
+        if route not in CLIENT_ROUTES:
+            continue
+        found["requests"] += amount
+        for counter in _ADDS.get(("file" if route == "file" else "page", outcome), ()):
+            found[counter] += amount
+        if minute is not None:
+            minute["requests"] += amount
+            if outcome == "hit":
+                minute["hits"] += amount
+            elif outcome in ("miss", "stale"):
+                minute["misses"] += amount
+    return found
 
 
 def _merge_series(cache: Any, minutes: dict[int, Counter[str]], now: float) -> None:
@@ -210,9 +197,10 @@ def totals(storage: Storage, pending: Counter[str] | None = None) -> dict[str, i
     numbers = {name: int(storage.index.get(_KEY + name, 0)) for name in COUNTERS}
     if pending and saved:
         pending.clear()
-    for name, amount in (pending or {}).items():
-        if name in numbers:
-            numbers[name] += amount
+    if pending:
+        for name, amount in (pending + derived(pending)).items():
+            if name in numbers:
+                numbers[name] += amount
     return numbers
 
 

@@ -223,7 +223,7 @@ def test_stats__workers_add_up_in_the_shared_store(tmp_path: Path) -> None:
     projects included; the top list stays bounded."""
     first, second = Storage(tmp_path / "c"), Storage(tmp_path / "c")
     try:
-        a, b = Stats(clock=lambda: 6000.0), Stats(clock=lambda: 6000.0)
+        a, b = Stats(), Stats()
         for i in range(150):
             a.request("page", "hit", 0.01, f"p{i}")
         b.request("page", "miss", 0.2, "p0")
