@@ -63,7 +63,6 @@ def outcome_of(status: int, marked: str | None) -> str:
 class CountRequests:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._stats: Any = None  # the runtime's Stats, once the lifespan has made it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,12 +81,10 @@ class CountRequests:
         try:
             await self.app(scope, receive, sending)
         finally:
-            stats = self._stats
-            if stats is None:
-                runtime: Any = getattr(scope["app"].state, "runtime", None)
-                stats = self._stats = runtime.stats if runtime is not None else None
-            if stats is not None:
-                stats.request(
+            # Looked up each time: a lifespan that runs again makes a new runtime.
+            runtime: Any = getattr(scope["app"].state, "runtime", None)
+            if runtime is not None:
+                runtime.stats.request(
                     route_of(scope["path"]),
                     outcome_of(status, label.outcome),
                     time.perf_counter() - started,
