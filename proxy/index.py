@@ -145,15 +145,19 @@ class IndexService:
 
         ``allow_stale`` (used by file requests) takes any stored page without revalidating.
         """
+        return (await self.lookup(project, allow_stale=allow_stale))[0]
+
+    async def lookup(self, project: str, *, allow_stale: bool = False) -> tuple[PageRecord, str]:
+        """The record and how it was found: ``hit`` (from the cache), ``miss`` (from the
+        upstream, or revalidated) or ``stale`` (the upstream failed; the stored page). The
+        caller counts the request (``proxy.web.counting``); nothing is counted here."""
         record = self._memory.get(project)
         if isinstance(record, PageRecord) and not self._unchanged(project):
             record = None
         if isinstance(record, PageRecord) and (
             allow_stale or self.offline or self._current(record)
         ):
-            if not allow_stale:
-                self._stats.add("page_hits")
-            return record
+            return record, "hit"
         generation, stored = await anyio.to_thread.run_sync(self._load, project)
         if stored is not None and (record is None or stored.fetched_at >= record.fetched_at):
             record = stored
@@ -161,38 +165,39 @@ class IndexService:
             self._generations.saw(project, generation)
         current = record if isinstance(record, PageRecord) else None
         if current is not None and (allow_stale or self.offline or self._current(current)):
-            if not allow_stale:
-                self._stats.add("page_hits")
-            return current
+            return current, "hit"
         if self._upstream is None:
             raise NotFound(f"{project} is not in this mirror, and the proxy is offline")
         if current is None and await anyio.to_thread.run_sync(self._storage.is_missing, project):
             raise NotFound(f"the upstream has no project {project} (remembered)")
         return await self._shared(project, lambda: self._refresh_project(project, current))
 
-    async def _refresh_project(self, project: str, current: PageRecord | None) -> PageRecord:
-        self._stats.add("page_misses")
+    async def _refresh_project(
+        self, project: str, current: PageRecord | None
+    ) -> tuple[PageRecord, str]:
         try:
-            return await self.fetch_project(project, current)
+            return await self.fetch_project(project, current), "miss"
         except NotFound as exc:
             if current is None:
                 raise
             # One 404 (a CDN edge, a deploy) must not take away a page we hold: only the
             # prefetcher, with the upstream's listing to confirm, removes a project. Ask again
             # after negative_ttl rather than on every request.
-            self._stats.add("page_stale")
             log.warning("serving stored %s although the upstream answered: %s", project, exc)
             self._retry_later(current)
-            return current
+            return current, "stale"
         except UpstreamError as exc:
-            self._stats.add("upstream_errors")
+            self._upstream_error()
             if current is None:
                 raise
-            self._stats.add("page_stale")
             log.warning("serving stale %s: %s", project, exc)
             if isinstance(exc, SuspectPage):  # a 200 the breaker does not count: pace it here
                 self._retry_later(current)
-            return current
+            return current, "stale"
+
+    def _upstream_error(self) -> None:
+        if self._upstream is not None:
+            self._stats.upstream_error(self._upstream.breaker.primary)
 
     def _retry_later(self, current: PageRecord) -> None:
         """Serve ``current`` from memory for negative_ttl before asking the upstream again."""
@@ -359,18 +364,20 @@ class IndexService:
         self._generations.forget(project)
 
     async def root(self) -> RootRecord:
+        return (await self.lookup_root())[0]
+
+    async def lookup_root(self) -> tuple[RootRecord, str]:
+        """The root listing and how it was found, as ``lookup`` says."""
         record = self._memory.get(_ROOT)
         if isinstance(record, RootRecord) and (self.offline or self._fresh(record.fetched_at)):
-            self._stats.add("page_hits")
-            return record
+            return record, "hit"
         stored = await anyio.to_thread.run_sync(self._storage.load_root)
         if stored is not None:
             self._remember(_ROOT, stored)
             if self.offline or self._fresh(stored.fetched_at):
-                self._stats.add("page_hits")
-                return stored
+                return stored, "hit"
         if self._upstream is None:
-            return await anyio.to_thread.run_sync(self._offline_root)
+            return await anyio.to_thread.run_sync(self._offline_root), "hit"
         return await self._shared(_ROOT, lambda: self._refresh_root(stored))
 
     def _offline_root(self) -> RootRecord:
@@ -379,40 +386,37 @@ class IndexService:
         listing = ProjectListing(projects=tuple((n, None) for n in names))
         return RootRecord(listing=listing, rendered=render_root(listing), fetched_at=self._clock())
 
-    async def _refresh_root(self, current: RootRecord | None) -> RootRecord:
+    async def _refresh_root(self, current: RootRecord | None) -> tuple[RootRecord, str]:
         assert self._upstream is not None
-        self._stats.add("page_misses")
         try:
             fetched = await self._upstream.get_page("", current.upstream_etag if current else None)
         except (UpstreamError, NotFound) as exc:
-            self._stats.add("upstream_errors")
+            self._upstream_error()
             if current is None:
                 raise UpstreamError(str(exc)) from exc
-            self._stats.add("page_stale")
             log.warning("serving stale root index: %s", exc)
-            return current
+            return current, "stale"
         now = self._clock()
         if fetched is None:
             assert current is not None
             current.fetched_at = now
             await self._save(self._storage.save_root, current)
-            return current
+            return current, "miss"
         listing = await anyio.to_thread.run_sync(_parse_root, fetched)
         if current is not None and (reason := distrust_root(current.listing, listing)):
             # A maintenance page must not empty /simple/; ask again after negative_ttl.
             self._stats.add("pages_distrusted")
-            self._stats.add("page_stale")
             log.warning("not replacing the stored root index: %s", reason)
             retry_at = now - self._ttl + min(self._negative_ttl, self._ttl)
             current.fetched_at = max(current.fetched_at, retry_at)
-            return current
+            return current, "stale"
         rendered = await anyio.to_thread.run_sync(render_root, listing)
         record = RootRecord(
             listing=listing, rendered=rendered, fetched_at=now, upstream_etag=fetched.etag
         )
         await self._save(self._storage.save_root, record)
         self._remember(_ROOT, record)
-        return record
+        return record, "miss"
 
 
 def _parse_project(

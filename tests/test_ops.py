@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import re
-
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.proxy_server import ThreadedProxy
 
@@ -12,12 +11,14 @@ def test_metrics__prometheus_text(proxy: ThreadedProxy) -> None:
     httpx.get(proxy.url + "/files/demo/demo-1.0-py3-none-any.whl")
     response = httpx.get(proxy.url + "/metrics")
     assert response.headers["content-type"].startswith("text/plain")
-    lines = [line for line in response.text.splitlines() if not line.startswith("#")]
-    assert all(re.fullmatch(r"[a-z_][a-z0-9_]* -?[0-9.e+-]+", line) for line in lines), lines
-    values = dict(line.split(" ") for line in lines)
-    assert float(values["pypi_proxy_requests"]) >= 2
-    assert float(values["pypi_proxy_files_misses"]) == 1
-    assert float(values["pypi_proxy_cache_files"]) == 1
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    assert samples[("pypi_proxy_requests_total", ())] == 2
+    assert samples[("pypi_proxy_cache_misses_total", (("kind", "files"),))] == 1
+    assert samples[("pypi_proxy_cache_files", ())] == 1
 
 
 def test_status_page_and_health(proxy: ThreadedProxy) -> None:

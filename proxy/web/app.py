@@ -15,8 +15,9 @@ from proxy.access import Access
 from proxy.runtime import Runtime
 from proxy.scrub import scrub_service
 from proxy.settings import Settings
-from proxy.web import admin, api, files, jsonapi, ops, pages
+from proxy.web import admin, api, files, jsonapi, ops, pages, status
 from proxy.web.auth import RequireAuth
+from proxy.web.counting import CountRequests
 from proxy.web.fastpath import FastPages
 from proxy.web.limits import RequestLimits
 
@@ -32,6 +33,7 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
         app.state.runtime = runtime
         try:
             async with AsyncExitStack() as stack:
+                app.state.errors = stack.enter_context(status.keep_errors())
                 if settings.scrub_interval:
                     await stack.enter_async_context(scrub_service(runtime, settings.scrub_interval))
                 for service in services:
@@ -41,7 +43,7 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
             await runtime.close()
 
     routes = [
-        Route("/", ops.status_page, methods=["GET", "HEAD"]),
+        Route("/", status.status_page, methods=["GET", "HEAD"]),
         Route("/health", ops.health, methods=["GET", "HEAD"]),
         Route("/stats", ops.stats, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
@@ -66,7 +68,7 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
     access = Access(
         Path(settings.auth_htpasswd) if settings.auth_htpasswd else None, settings.auth_tokens
     )
-    middleware = [Middleware(RequestLimits)]
+    middleware = [Middleware(CountRequests), Middleware(RequestLimits)]  # counting outermost
     if access.enabled:
         middleware.append(
             Middleware(

@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from proxy.models import JSON_V1
 from proxy.negotiate import choose
 from proxy.runtime import Runtime
+from proxy.web.counting import mark
 from proxy.web.responses import page_parts
 
 
@@ -48,8 +49,7 @@ class FastPages:
                         if_none_match=etag,
                         head=False,
                     )
-                    runtime.stats.add("requests")
-                    runtime.stats.add("page_hits")
+                    mark(scope, "hit", path[8:-1])
                     await send(
                         {"type": "http.response.start", "status": status, "headers": headers}
                     )

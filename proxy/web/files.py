@@ -14,7 +14,9 @@ from proxy.errors import FillFailed, NotFound, UpstreamError
 from proxy.files import locate
 from proxy.follow import Progress, read_progress
 from proxy.names import is_safe_filename, is_valid_project_name, normalize
+from proxy.origins import origin_of
 from proxy.runtime import Runtime
+from proxy.web.counting import mark
 from proxy.web.responses import FileResponse, StreamResponse, error
 
 TOUCH_EVERY = 600.0  # seconds between atime updates of one file
@@ -62,7 +64,6 @@ def _is_variant(value: str) -> bool:
 
 async def serve_file(request: Request) -> Response | ASGIApp:
     runtime: Runtime = request.app.state.runtime
-    runtime.stats.add("requests")
     project: str = request.path_params["project"]
     filename: str = request.path_params["filename"]
     variant: str | None = request.path_params.get("variant")
@@ -76,7 +77,6 @@ async def serve_file(request: Request) -> Response | ASGIApp:
     try:
         located = await locate(runtime.index, runtime.storage, project, filename, variant)
     except NotFound as exc:
-        runtime.stats.add("not_found")
         return error(404, str(exc))
     except UpstreamError as exc:
         return error(502, f"the upstream index is unavailable: {exc}")
@@ -85,16 +85,15 @@ async def serve_file(request: Request) -> Response | ASGIApp:
     if located.path is not None and located.sha256 is not None:
         hit = _hit(request, runtime, located.path, located.sha256)
         if hit is not None:
-            runtime.stats.add("file_hits")
+            mark(request.scope, "hit", project)
             return hit
     if runtime.filler is None:
         if located.damaged:
             return error(
                 503, f"the stored copy of {filename} was damaged and dropped; the proxy is offline"
             )
-        runtime.stats.add("not_found")
         return error(404, f"{filename} is not in this mirror, and the proxy is offline")
-    runtime.stats.add("file_misses")
+    mark(request.scope, "miss", project)  # HEAD and Range too: one request, one miss
     target = located.target
     too_big = runtime.filler.too_big(target)
     if too_big and request.method == "HEAD" and target.size is not None:
@@ -113,7 +112,8 @@ async def serve_file(request: Request) -> Response | ASGIApp:
         progress.release()
         if progress.not_found:
             return error(404, f"the upstream has no {filename}")
-        runtime.stats.add("upstream_errors")
+        origin = origin_of(target.url)
+        runtime.stats.upstream_error(str(origin) if origin is not None else "other")
         return error(502, f"could not fetch {filename} from the upstream: {progress.error}")
     if not too_big and (request.method == "HEAD" or request.headers.get("range") is not None):
         return await _whole_then_hit(request, runtime, progress, source, filename)

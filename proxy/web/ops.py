@@ -1,19 +1,20 @@
-"""For operators: /stats (JSON), /metrics (Prometheus text), /health and a status page at /."""
+"""For operators: /stats (JSON), /metrics (Prometheus text) and /health; the status page at /
+is rendered by ``proxy.web.status`` from the same figures."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from html import escape
 from typing import Any
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from proxy import __version__
+from proxy.metrics import CONTENT_TYPE, exposition, families
 from proxy.runtime import Runtime
-from proxy.stats import summary, totals
+from proxy.stats import Latency, latency, series, summary, top_projects, totals, upstream_errors
 from proxy.upstream import redact
 
 
@@ -21,33 +22,45 @@ def _collect(runtime: Runtime, pending: Counter[str]) -> dict[str, Any]:
     cache = runtime.storage.totals()
     extra: dict[str, Any] = {}
     if runtime.upstream is not None:
-        extra["upstream_health"] = runtime.upstream.breaker.snapshot()
+        breakers = runtime.upstream.breaker
+        extra["upstream_health"] = {**breakers.snapshot(), "origin": breakers.primary}
     for contribute in runtime.extra_stats:
         extra.update(contribute())
+    now = time.time()
+    numbers = totals(runtime.storage, pending)  # first: adds this worker's pending counts
     return summary(
-        totals(runtime.storage, pending),
+        numbers,
         cache,
         {
             "upstream": redact(runtime.settings.upstream),
             "offline": runtime.settings.offline,
             "max_cache_size": runtime.settings.max_cache_size,
-            "uptime_seconds": round(time.time() - runtime.stats.started, 1),
+            "uptime_seconds": round(now - runtime.stats.started, 1),
             "version": __version__,
+            "upstream_errors_by_origin": upstream_errors(runtime.storage),
+            "top_projects": [
+                {"project": name, "requests": count}
+                for name, count in top_projects(runtime.storage)
+            ],
+            "last_hour": series(runtime.storage, now),
             **extra,
         },
     )
 
 
-async def _figures(runtime: Runtime) -> dict[str, Any]:
+async def figures(request: Request) -> dict[str, Any]:
+    """The /stats document: every worker's counts, this worker's recent errors."""
+    runtime: Runtime = request.app.state.runtime
     pending = runtime.stats.take()
     data = await anyio.to_thread.run_sync(_collect, runtime, pending)
     runtime.stats.pending.update(pending)  # whatever the disk would not take yet
+    errors = getattr(request.app.state, "errors", None)
+    data["recent_errors"] = errors.recent() if errors is not None else []
     return data
 
 
 async def stats(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    data = await _figures(runtime)
+    data = await figures(request)
     return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
 
@@ -59,58 +72,12 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "offline": runtime.settings.offline})
 
 
-def _flatten(prefix: str, data: dict[str, Any], out: list[tuple[str, float]]) -> None:
-    for key, value in data.items():
-        name = f"{prefix}_{key}"
-        if isinstance(value, dict):
-            _flatten(name, value, out)
-        elif isinstance(value, bool):
-            out.append((name, 1.0 if value else 0.0))
-        elif isinstance(value, int | float):
-            out.append((name, float(value)))
-
-
 async def metrics(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    data = await _figures(runtime)
-    rows: list[tuple[str, float]] = []
-    _flatten("pypi_proxy", data, rows)
-    lines = []
-    for name, value in rows:
-        kind = "gauge" if "cache" in name or "ratio" in name or "uptime" in name else "counter"
-        lines.append(f"# TYPE {name} {kind}")
-        lines.append(f"{name} {value:g}")
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
-
-
-def _status_html(data: dict[str, Any], base: str) -> str:
-    def rows(items: dict[str, Any], prefix: str = "") -> str:
-        out = []
-        for key, value in items.items():
-            if isinstance(value, dict):
-                out.append(rows(value, f"{prefix}{key} "))
-            else:
-                out.append(f"<tr><th>{escape(prefix + key)}</th><td>{escape(str(value))}</td></tr>")
-        return "".join(out)
-
-    index = escape(base + "simple/")
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>pypi-proxy</title>"
-        "<style>body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:2em}"
-        "code{background:#eee;padding:2px 4px}</style></head><body>"
-        f"<h1>pypi-proxy {escape(__version__)}</h1>"
-        f"<p>Point pip at this mirror: <code>PIP_INDEX_URL={index} pip install ...</code><br>"
-        f"or uv: <code>uv pip install --index-url {index} ...</code></p>"
-        f"<table>{rows(data)}</table>"
-        "<p><a href='stats'>/stats</a> · <a href='metrics'>/metrics</a> · "
-        "<a href='health'>/health</a> · <a href='simple/'>/simple/</a></p></body></html>"
-    )
-
-
-async def status_page(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    data = await _figures(runtime)
-    return HTMLResponse(_status_html(data, str(request.base_url)))
+    data = await figures(request)
+    histogram: list[Latency] = await anyio.to_thread.run_sync(latency, runtime.storage)
+    text = exposition(families(data, histogram))
+    return PlainTextResponse(text, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 
 
 async def robots(request: Request) -> Response:

@@ -10,6 +10,7 @@ from proxy.models import JSON_V1, Rendered
 from proxy.names import is_valid_project_name, normalize
 from proxy.negotiate import choose
 from proxy.runtime import Runtime
+from proxy.web.counting import mark
 from proxy.web.responses import RawResponse, error, page_response
 
 ACCEPTABLE = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html, text/html"
@@ -17,7 +18,6 @@ ACCEPTABLE = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v
 
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
-    runtime.stats.add("requests")
     return runtime
 
 
@@ -43,9 +43,10 @@ async def root(request: Request) -> Response | RawResponse:
     if media is None:
         return error(406, f"cannot serve any of the requested types; try {ACCEPTABLE}")
     try:
-        record = await runtime.index.root()
+        record, outcome = await runtime.index.lookup_root()
     except UpstreamError as exc:
         return error(502, f"the upstream index is unavailable: {exc}")
+    mark(request.scope, outcome)
     return _send(request, runtime, record.rendered, media, record.listing.serial)
 
 
@@ -65,14 +66,14 @@ async def project(request: Request) -> Response | RawResponse:
     if media is None:
         return error(406, f"cannot serve any of the requested types; try {ACCEPTABLE}")
     try:
-        record = await runtime.index.project(normalized)
+        record, outcome = await runtime.index.lookup(normalized)
     except NotFound as exc:
-        runtime.stats.add("not_found")
         return error(404, str(exc))
     except UpstreamError as exc:
         return error(
             502, f"the upstream index is unavailable and {normalized} is not cached: {exc}"
         )
+    mark(request.scope, outcome, normalized)
     rendered = record.rendered
     if runtime.index.offline:
         rendered = await runtime.index.held_view(record)
