@@ -54,6 +54,9 @@ class ProxyConfig(uvicorn.Config):
             "proxy_headers": False,
             "server_header": False,
             "timeout_graceful_shutdown": 10,
+            # A worker that misses uvicorn's ping is killed with every transfer it serves; on a
+            # loaded machine 5 s (the default) killed healthy workers mid-download.
+            "timeout_worker_healthcheck": 30,
             "ssl_certfile": settings.tls_certfile,
             "ssl_keyfile": settings.tls_keyfile,
         }
