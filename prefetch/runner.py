@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio
 
-from prefetch.changes import detect
+from prefetch.changes import RootLimits, detect
 from prefetch.progress import Progress
 from prefetch.selection import resolve
 from prefetch.state import PrefetchState
@@ -128,7 +128,10 @@ class Prefetcher:
             () if projects else self._settings.requirements,
         )
         client = ChangelogClient(runtime.upstream, runtime.settings.xmlrpc_url)
-        detection = await detect(self._settings.method, runtime.upstream, client, state, selection)
+        limits = RootLimits(self._settings.root_deadline, self._settings.max_root_size)
+        detection = await detect(
+            self._settings.method, runtime.upstream, client, state, selection, limits
+        )
         if detection.target is not None:
             await self._meta(upstream_serial=detection.target)
         log.info(
