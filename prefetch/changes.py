@@ -160,38 +160,71 @@ async def _by_json_root(
     upstream: Upstream, state: PrefetchState, selection: set[str] | None, max_size: int
 ) -> Detection:
     await anyio.to_thread.run_sync(state.root_begin)
-    meta_serial: int | None = None
-    max_serial = 0
-    batch: list[tuple[str, int | None]] = []
     async with upstream.stream_page("", JSON_ROOT_ACCEPT) as response:
         if "json" not in response.headers.get("content-type", ""):
             raise NoSerials("the upstream's root index is not JSON")
-        parser = ijson.parse_async(_AsyncReader(response, max_size))
-        name: str | None = None
-        async for prefix, event, value in parser:
-            if prefix == "meta._last-serial" and (found := _serial_value(event, value)) is not None:
-                meta_serial = found
-            elif prefix == "projects.item.name" and event == "string":
-                name = normalize(value)
-            elif (
-                prefix == "projects.item._last-serial"
-                and (serial := _serial_value(event, value)) is not None
-            ):
-                max_serial = max(max_serial, serial)
-                if name is not None:
-                    batch.append((name, serial))
-                    name = None
-            elif prefix == "projects.item" and event == "end_map" and name is not None:
-                raise NoSerials("the upstream's root index has no _last-serial per project")
-            if len(batch) >= BATCH:
-                await anyio.to_thread.run_sync(state.root_add, batch)
-                batch = []
-    if batch:
-        await anyio.to_thread.run_sync(state.root_add, batch)
+        meta_serial, max_serial = await _read_root(state, response, max_size)
     queued = await anyio.to_thread.run_sync(state.root_diff, selection)
     target = meta_serial if meta_serial is not None else (max_serial or None)
     _log_implausible(state, "the JSON root index")
     return Detection("json-root", target, queued)
+
+
+async def _read_root(state: PrefetchState, response: Any, max_size: int) -> tuple[int | None, int]:
+    """Parse a streamed root into the ``root`` table; its meta serial and largest serial.
+
+    The body is pushed into ijson chunk by chunk from this task (not pulled through ijson's
+    async reader): a deadline that cancels the read then unwinds httpx's stream here, where it
+    was opened, instead of leaving it to be finalised in another task."""
+    meta_serial: int | None = None
+    max_serial = 0
+    batch: list[tuple[str, int | None]] = []
+    name: str | None = None
+    events: list[tuple[str, str, Any]] = ijson.sendable_list()
+    parser = ijson.parse_coro(events)
+    left = max_size  # decoded bytes still allowed (a gzip bomb counts inflated)
+    chunks = response.aiter_bytes()
+    ended = False
+    try:
+        while True:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                parser.close()  # the end of the document: raises if it is incomplete
+                ended = True
+            else:
+                left -= len(chunk)
+                if left < 0:
+                    raise PageTooLarge(
+                        f"the root index is over {max_size} bytes (prefetch.max_root_size)"
+                    )
+                parser.send(chunk)
+            for prefix, event, value in events:
+                if (
+                    prefix == "meta._last-serial"
+                    and (found := _serial_value(event, value)) is not None
+                ):
+                    meta_serial = found
+                elif prefix == "projects.item.name" and event == "string":
+                    name = normalize(value)
+                elif (
+                    prefix == "projects.item._last-serial"
+                    and (serial := _serial_value(event, value)) is not None
+                ):
+                    max_serial = max(max_serial, serial)
+                    if name is not None:
+                        batch.append((name, serial))
+                        name = None
+                elif prefix == "projects.item" and event == "end_map" and name is not None:
+                    raise NoSerials("the upstream's root index has no _last-serial per project")
+            del events[:]
+            if batch and (ended or len(batch) >= BATCH):
+                await anyio.to_thread.run_sync(state.root_add, batch)
+                batch = []
+            if ended:
+                return meta_serial, max_serial
+    finally:
+        await chunks.aclose()
 
 
 async def by_project(state: PrefetchState, selection: set[str]) -> Detection:
@@ -247,31 +280,3 @@ def _serial_value(event: str, value: Any) -> int | None:
     if event == "string" and value.isascii() and value.isdigit() and len(value) < 20:
         return int(value)
     return None
-
-
-class _AsyncReader:
-    """ijson's async parser reads from an object with ``async read(n)``."""
-
-    def __init__(self, response: Any, max_size: int) -> None:
-        self._chunks = response.aiter_bytes(64 * 1024)
-        self._buffer = b""
-        self._left = max_size  # decoded bytes still allowed (a gzip bomb counts inflated)
-        self._max_size = max_size
-
-    async def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            try:
-                chunk = await self._chunks.__anext__()
-            except StopAsyncIteration:
-                break
-            self._left -= len(chunk)
-            if self._left < 0:
-                raise PageTooLarge(
-                    f"the root index is over {self._max_size} bytes (prefetch.max_root_size)"
-                )
-            self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
