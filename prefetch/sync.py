@@ -75,9 +75,16 @@ class Syncer:
         wanted = select(record.page.files, self.settings)
         claimed: list[tuple[str, str]] = []
         pinned: list[str] = []
+        # The sizes recorded for what the mirror holds: a copy on disk of another size is
+        # damaged (truncated, appended to) and fetched again rather than held as it is.
+        sizes = {
+            (h.filename, h.sha256): h.size
+            for h in await anyio.to_thread.run_sync(self.state.held_files, name)
+        }
         try:
             results = await asyncio.gather(
-                *(self._fetch(entry, claimed, pinned) for entry in wanted), return_exceptions=True
+                *(self._fetch(entry, claimed, pinned, sizes) for entry in wanted),
+                return_exceptions=True,
             )
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
@@ -169,9 +176,15 @@ class Syncer:
         return [t for n in names if (t := target_for(entry, n)) is not None]
 
     def _claim(
-        self, sha: str, filename: str, claimed: list[tuple[str, str]], pinned: list[str]
+        self,
+        sha: str,
+        filename: str,
+        claimed: list[tuple[str, str]],
+        pinned: list[str],
+        expected: int | None = None,
     ) -> int | None:
-        """Hold a file for this sync and pin it; its size if it is on disk already."""
+        """Hold a file for this sync and pin it; its size if it is on disk already (and is
+        ``expected`` bytes, when that is known: a copy of another size is dropped)."""
         with self._lock:
             self._claims[(sha, filename)] += 1
             claimed.append((sha, filename))
@@ -179,6 +192,15 @@ class Syncer:
                 self.storage.pin(sha)
                 pinned.append(sha)
             stat = self.storage.stat_file(sha, filename)
+            if stat is not None and expected is not None and stat.st_size != expected:
+                log.warning(
+                    "prefetch: %s is %d bytes on disk, %d expected: dropped, to fetch again",
+                    filename,
+                    stat.st_size,
+                    expected,
+                )
+                self.storage.remove_file(self.storage.file_path(sha, filename))
+                return None
         return stat.st_size if stat is not None else None
 
     def _unclaim(self, claimed: list[tuple[str, str]]) -> None:
@@ -197,7 +219,11 @@ class Syncer:
                     self.storage.unpin(sha)
 
     async def _fetch(
-        self, entry: DistFile, claimed: list[tuple[str, str]], pinned: list[str]
+        self,
+        entry: DistFile,
+        claimed: list[tuple[str, str]],
+        pinned: list[str],
+        sizes: dict[tuple[str, str], int | None],
     ) -> tuple[list[HeldFile], int, int]:
         held: list[HeldFile] = []
         added = added_bytes = 0
@@ -207,8 +233,12 @@ class Syncer:
             )
             size = None
             if sha is not None:
+                # What this mirror verified before, else what the page says.
+                expected = sizes.get((target.filename, sha))
+                if expected is None:
+                    expected = target.size
                 size = await anyio.to_thread.run_sync(
-                    self._claim, sha, target.filename, claimed, pinned
+                    self._claim, sha, target.filename, claimed, pinned, expected
                 )
             if size is None:
                 async with self.downloads:

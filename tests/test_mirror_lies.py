@@ -331,3 +331,20 @@ def test_truncated_held_file_with_one_attempt__pass_fails(
     assert not failed.ok
     assert any("helper" in e for e in failed.errors), failed.errors
     assert not victim.exists()  # the damaged copy is not left to be served
+
+
+def test_truncated_held_file_of_a_project_synced_again__not_held_truncated(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Per-project passes sync every project: the sync itself must not take the damaged copy
+    as held (recording its short size would hide it from the disk check for good)."""
+    settings = configure(tmp_path, upstream, method="per-project", projects=["demo", "helper"])
+    assert run_pass(settings).ok
+    (victim,) = (settings.cache_dir / "files").rglob("helper-1.5-py3-none-any.whl")
+    whole = victim.read_bytes()
+    os.truncate(victim, len(whole) // 2)
+    result = run_pass(settings)
+    assert result.ok, result.errors
+    assert victim.read_bytes() == whole
+    assert run_pass(settings).ok
+    assert victim.read_bytes() == whole
