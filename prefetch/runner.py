@@ -31,6 +31,7 @@ from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
 BATCH = 500
+ROOT_DEADLINES = 10  # upstream_deadlines the streamed JSON root may take, unless set on its own
 
 
 class AlreadyRunning(ProxyError):
@@ -128,7 +129,10 @@ class Prefetcher:
             () if projects else self._settings.requirements,
         )
         client = ChangelogClient(runtime.upstream, runtime.settings.xmlrpc_url)
-        limits = RootLimits(self._settings.root_deadline, self._settings.max_root_size)
+        deadline = (
+            self._settings.root_deadline or ROOT_DEADLINES * runtime.settings.upstream_deadline
+        )
+        limits = RootLimits(deadline, self._settings.max_root_size)
         detection = await detect(
             self._settings.method, runtime.upstream, client, state, selection, limits
         )

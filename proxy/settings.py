@@ -51,7 +51,7 @@ class PrefetchSettings:
     max_file_size: int | None = None
     max_attempts: int = 3
     gone_recheck: float = 3.0
-    root_deadline: float = 600.0
+    root_deadline: float | None = None  # None: 10 times upstream_deadline
     max_root_size: int = 512 * 1024**2
 
     @property
@@ -320,7 +320,7 @@ _PREFETCH_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_file_size": _optional(parse_size),
     "max_attempts": _int(1, 100),
     "gone_recheck": _seconds,
-    "root_deadline": _positive_seconds,
+    "root_deadline": _optional(_positive_seconds),
     "max_root_size": parse_size,
 }
 assert set(_PREFETCH_CONVERTERS) == {f.name for f in dataclasses.fields(PrefetchSettings)}

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 import httpx
+import pytest
 
 from prefetch.runner import state_path
 from proxy.settings import Settings
@@ -271,12 +272,16 @@ def test_state_with_the_old_files_key__migrates_and_keeps_its_rows(
 # -- 8: a trickled or endless JSON root ----------------------------------------------------------
 
 
+@pytest.mark.parametrize("own_deadline", [True, False], ids=["root_deadline", "derived"])
 def test_trickled_json_root__pass_fails_within_root_deadline(
-    tmp_path: Path, upstream: FakeUpstream
+    tmp_path: Path, upstream: FakeUpstream, own_deadline: bool
 ) -> None:
     upstream.xmlrpc_refuse = True
-    settings = configure(tmp_path, upstream, method="json-root", max_attempts=1, root_deadline=1)
+    extra = {"root_deadline": 1} if own_deadline else {}
+    settings = configure(tmp_path, upstream, method="json-root", max_attempts=1, **extra)
     assert run_pass(settings).ok
+    if not own_deadline:  # unset: ten times upstream_deadline
+        settings = dataclasses.replace(settings, upstream_deadline=0.1)
     body = model.root_json(upstream.index) + b" " * 3000
     upstream.raw_routes["/simple/"] = RawAnswer(
         200, {"Content-Type": JSON}, body, chunk=10, pace=0.1
