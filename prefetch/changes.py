@@ -76,7 +76,7 @@ async def by_xmlrpc(
         everything = await client.all_projects()
         await anyio.to_thread.run_sync(state.root_begin)
         rows: list[tuple[str, int | None]] = [
-            (normalize(name), serial) for name, serial in everything.items()
+            (normalize(name), _at_most(serial, claimed)) for name, serial in everything.items()
         ]
         del everything
         received = max((serial or 0 for _name, serial in rows), default=0)
@@ -97,11 +97,11 @@ async def by_xmlrpc(
             if not page:
                 break
             # Per project, the last row of the page says whether it still exists.
-            latest: dict[str, tuple[int, bool]] = {}
+            latest: dict[str, tuple[int | None, bool]] = {}
             for name, serial, action in page:
                 project = normalize(name)
                 if selection is None or project in selection:
-                    latest[project] = (serial, action == REMOVE_PROJECT)
+                    latest[project] = (_at_most(serial, claimed), action == REMOVE_PROJECT)
             for gone in (False, True):
                 rows = [(k, serial) for k, (serial, g) in latest.items() if g == gone]
                 queued += await anyio.to_thread.run_sync(partial(state.enqueue, rows, gone=gone))
@@ -114,7 +114,10 @@ async def by_xmlrpc(
             await anyio.to_thread.run_sync(partial(state.set_meta, queued_serial=marker))
     if not received:  # an empty list: nothing to be whole at, nor to resume from
         return Detection("xmlrpc", None, queued)
-    target = received
+    # Whole at what both the rows and the upstream's last serial reach: the lower of the two,
+    # so that neither one lying number skips changes in later passes (re-reading rows from
+    # there is harmless; a serial queued beyond the upstream is not).
+    target = min(received, claimed) if claimed else received
     if claimed > target:
         # Normal for a moment (changes land between the two calls); far beyond, a lie.
         log.warning(
@@ -259,6 +262,13 @@ async def detect(
     if selection is None:
         raise UpstreamError("per-project revalidation needs a selection of projects")
     return await by_project(state, selection)
+
+
+def _at_most(serial: int | None, claimed: int) -> int | None:
+    """The serial a changelog row asks of the project's page: none when the row is beyond
+    the upstream's own last serial (a lie, or a change that landed a moment ago, which a later
+    pass reads again), since no page could be asked to reach it."""
+    return None if serial is not None and claimed > 0 and serial > claimed else serial
 
 
 def _log_implausible(state: PrefetchState, source: str) -> None:

@@ -182,6 +182,23 @@ def test_lying_changelog_last_serial__later_passes_still_see_changes(
     assert offline_files(settings, "newproj") == ["newproj-1.0-py3-none-any.whl"]
 
 
+def test_changelog_row_with_a_lying_serial__later_passes_still_see_changes(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    settings = configure(tmp_path, upstream, method="xmlrpc", max_attempts=1)
+    assert run_pass(settings).ok
+    with upstream.index.lock:  # one row far beyond the upstream's own last serial
+        row = ("demo", "2.0", int(time.time()), "new release", 2_000_000_000)
+        upstream.index.changelog.append(row)
+    lied = run_pass(settings)
+    assert lied.ok, lied.errors  # demo asked for no serial beyond the upstream's
+    assert lied.target == upstream.serial
+    upstream.add_dist("helper", make_wheel("helper", "2.0"))
+    result = run_pass(settings)
+    assert result.ok, result.errors
+    assert offline_files(settings, "helper") == [*HELPER, "helper-2.0-py3-none-any.whl"]
+
+
 def test_queued_serial_beyond_the_upstream__rediffs_and_catches_up(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
