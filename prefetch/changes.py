@@ -88,7 +88,9 @@ async def by_xmlrpc(
         _log_implausible(state, "the XML-RPC project list")
         if selection is not None:  # selected names the upstream does not list: sync sees 404
             missing = [(name, None) for name in selection - listed]
-            queued += await anyio.to_thread.run_sync(partial(state.enqueue, missing, gone=True))
+            # Taken as gone only on a list that looks like the index (as root_diff decides).
+            believed = state.implausible_root is None
+            queued += await anyio.to_thread.run_sync(partial(state.enqueue, missing, gone=believed))
     else:
         since = received = int(marker["serial"])
         queued = 0

@@ -79,6 +79,25 @@ def test_lying_remove_row_in_the_changelog_plus_one_404__kept(
     assert held_missing(settings) == []
 
 
+def test_empty_xmlrpc_project_list_for_a_new_selection__nothing_taken_as_gone(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    settings = configure(tmp_path, upstream, method="xmlrpc", max_attempts=1)
+    assert run_pass(settings, ["demo", "helper"]).ok
+    real = upstream.index.xmlrpc
+
+    def empty_list(method: str, params: tuple[Any, ...], page_size: int) -> Any:
+        return {} if method == "list_packages_with_serial" else real(method, params, page_size)
+
+    upstream.index.xmlrpc = empty_list  # type: ignore[method-assign]
+    # helper's page answers 404 on every look, while the root index still lists it.
+    upstream.raw_routes["/simple/helper/"] = RawAnswer(404, {"Content-Type": "text/plain"})
+    failed = run_pass(settings, ["helper"])  # a new selection: the full list is diffed
+    assert not failed.ok
+    assert failed.files_removed == 0
+    assert offline_files(settings, "helper") == HELPER
+
+
 def test_project_removed_in_the_changelog__still_removed(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
