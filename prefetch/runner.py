@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio
 
-from prefetch.changes import detect
+from prefetch.changes import RootLimits, detect
 from prefetch.progress import Progress
 from prefetch.selection import resolve
 from prefetch.state import PrefetchState
@@ -31,6 +31,7 @@ from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
 BATCH = 500
+ROOT_DEADLINES = 10  # upstream_deadlines the streamed JSON root may take, unless set on its own
 
 
 class AlreadyRunning(ProxyError):
@@ -128,7 +129,13 @@ class Prefetcher:
             () if projects else self._settings.requirements,
         )
         client = ChangelogClient(runtime.upstream, runtime.settings.xmlrpc_url)
-        detection = await detect(self._settings.method, runtime.upstream, client, state, selection)
+        deadline = (
+            self._settings.root_deadline or ROOT_DEADLINES * runtime.settings.upstream_deadline
+        )
+        limits = RootLimits(deadline, self._settings.max_root_size)
+        detection = await detect(
+            self._settings.method, runtime.upstream, client, state, selection, limits
+        )
         if detection.target is not None:
             await self._meta(upstream_serial=detection.target)
         log.info(

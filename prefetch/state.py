@@ -5,7 +5,8 @@
     projects  per project: the serial it was last synced at
     queue     projects still to sync, with the serial each must reach, attempts so far, and
               whether the upstream's changelog or root listing said the project is gone
-    files     per project: the files the mirror holds for it (so removals can be undone)
+    files     per project: the files the mirror holds for it (so removals can be undone), one row
+              per (filename, sha256): a re-upload can list one filename twice with two hashes
     root      scratch: a streamed root index, diffed against ``projects`` in SQL
 
 Every change is a transaction, so a run killed at any point resumes from a consistent queue.
@@ -32,8 +33,18 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 CREATE TABLE IF NOT EXISTS files (
     project TEXT NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER,
-    PRIMARY KEY (project, filename)
+    PRIMARY KEY (project, filename, sha256)
 );
+"""
+# State files from before re-uploads were held keyed files by (project, filename) only.
+_FILES_V2 = """
+CREATE TABLE files_v2 (
+    project TEXT NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER,
+    PRIMARY KEY (project, filename, sha256)
+);
+INSERT INTO files_v2 SELECT project, filename, sha256, size FROM files;
+DROP TABLE files;
+ALTER TABLE files_v2 RENAME TO files;
 """
 
 
@@ -41,13 +52,14 @@ CREATE TABLE IF NOT EXISTS files (
 class HeldFile:
     filename: str
     sha256: str
-    size: int
+    size: int | None  # None in rows from state files that did not record it
 
 
 class PrefetchState:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self.implausible_root: tuple[int, int] | None = None  # see root_diff
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -55,6 +67,9 @@ class PrefetchState:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
         if "gone" not in columns:  # a state file from before the column
             self._db.execute("ALTER TABLE queue ADD COLUMN gone INTEGER NOT NULL DEFAULT 0")
+        key = [row[1] for row in sorted(self._db.execute("PRAGMA table_info(files)")) if row[5]]
+        if "sha256" not in key:  # files keyed by (project, filename): migrate in one transaction
+            self._db.executescript("BEGIN IMMEDIATE;" + _FILES_V2 + "COMMIT;")
 
     def close(self) -> None:
         with self._lock:
@@ -153,7 +168,7 @@ class PrefetchState:
                 "INSERT OR REPLACE INTO projects (name, serial) VALUES (?, ?)", (name, serial or 0)
             )
             db.executemany(
-                "INSERT INTO files (project, filename, sha256, size) VALUES (?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO files (project, filename, sha256, size) VALUES (?, ?, ?, ?)",
                 [(name, f.filename, f.sha256, f.size) for f in files],
             )
 
@@ -176,20 +191,21 @@ class PrefetchState:
                 )
             ]
 
-    def iter_held(self, batch: int = 10_000) -> Iterator[list[tuple[str, str, str]]]:
-        """Every (project, filename, sha256) the mirror holds, in batches (memory stays flat)."""
-        after = ("", "")
+    def iter_held(self, batch: int = 10_000) -> Iterator[list[tuple[str, HeldFile]]]:
+        """Every (project, file) the mirror holds, in batches (memory stays flat)."""
+        after = ("", "", "")
         while True:
             with self._lock:
                 rows = self._db.execute(
-                    "SELECT project, filename, sha256 FROM files WHERE (project, filename) > (?, ?)"
-                    " ORDER BY project, filename LIMIT ?",
+                    "SELECT project, filename, sha256, size FROM files"
+                    " WHERE (project, filename, sha256) > (?, ?, ?)"
+                    " ORDER BY project, filename, sha256 LIMIT ?",
                     (*after, batch),
                 ).fetchall()
             if not rows:
                 return
-            yield [(str(p), str(f), str(h)) for p, f, h in rows]
-            after = (rows[-1][0], rows[-1][1])
+            yield [(str(p), HeldFile(str(f), str(h), z)) for p, f, h, z in rows]
+            after = (rows[-1][0], rows[-1][1], rows[-1][2])
 
     def sha_used_by_others(self, sha256: str, project: str, filename: str | None = None) -> bool:
         """Whether another project holds these bytes (under ``filename``, when given)."""
@@ -212,8 +228,15 @@ class PrefetchState:
         with self._tx() as db:
             db.executemany("INSERT OR REPLACE INTO root (name, serial) VALUES (?, ?)", rows)
 
+    @staticmethod
+    def _root_rows(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT count(*) FROM root").fetchone()[0])
+
     def root_diff(self, selection: set[str] | None) -> int:
-        """Queue projects the root says changed, and those it no longer lists; returns how many."""
+        """Queue projects the root says changed, and those it no longer lists; returns how many.
+        A root that lists too few of the mirrored projects to be believed flags none as gone,
+        and leaves (listed, mirrored) in ``implausible_root``."""
+        self.implausible_root = None
         with self._tx() as db:
             before = db.execute("SELECT count(*) FROM queue").fetchone()[0]
             if selection is not None:
@@ -232,14 +255,26 @@ class PrefetchState:
             )
             db.execute("UPDATE queue SET gone = 0 WHERE name IN (SELECT name FROM root)")
             # Gone from the root: queue with no serial, marked gone; the sync removes it only
-            # if its page answers 404 too.
-            gone = "SELECT name, NULL, 1 FROM projects WHERE name NOT IN (SELECT name FROM root)"
-            if selection is not None:
-                gone += " AND name IN (SELECT name FROM selection)"
-            db.execute(
-                f"INSERT INTO queue (name, serial, gone) {gone} "
-                "ON CONFLICT(name) DO UPDATE SET gone = 1"
+            # if its page answers 404 too. Only from a root that looks like the index: an
+            # empty or cut-short listing (a maintenance page, a dropped transfer) flags nothing.
+            count = (
+                "SELECT count(*), coalesce(sum(name IN (SELECT name FROM root)), 0) FROM projects"
             )
+            if selection is not None:
+                count += " WHERE name IN (SELECT name FROM selection)"
+            mirrored, listed = db.execute(count).fetchone()
+            if plausible_listing(int(listed), int(mirrored), total=self._root_rows(db)):
+                gone = (
+                    "SELECT name, NULL, 1 FROM projects WHERE name NOT IN (SELECT name FROM root)"
+                )
+                if selection is not None:
+                    gone += " AND name IN (SELECT name FROM selection)"
+                db.execute(
+                    f"INSERT INTO queue (name, serial, gone) {gone} "
+                    "ON CONFLICT(name) DO UPDATE SET gone = 1"
+                )
+            else:
+                self.implausible_root = (int(listed), int(mirrored))
             after = db.execute("SELECT count(*) FROM queue").fetchone()[0]
             db.execute("DROP TABLE root")
         return int(after - before)
@@ -254,3 +289,12 @@ class PrefetchState:
             ).fetchone()
             queue = self._db.execute("SELECT count(*) FROM queue").fetchone()[0]
         return {"projects": projects, "files": files, "bytes": size, "queue": queue}
+
+
+def plausible_listing(listed: int, mirrored: int, *, total: int) -> bool:
+    """Whether a listing that names ``listed`` of the ``mirrored`` projects (and ``total`` in
+    all) looks like the index, so that what it leaves out may be taken as gone: it is not empty
+    and, the one project in question aside, names at least half of what the mirror holds. A
+    real index loses a project at a time; one that loses half the mirror at once is a broken or
+    cut-short answer."""
+    return total > 0 and listed * 2 >= mirrored - 1

@@ -19,13 +19,13 @@ from functools import partial
 import anyio
 
 from prefetch.filters import select
-from prefetch.state import HeldFile, PrefetchState
+from prefetch.state import HeldFile, PrefetchState, plausible_listing
 from proxy.errors import NotFound, ProxyError, UpstreamError
 from proxy.files import target_for
 from proxy.fill import Filler, Target
 from proxy.follow import wait_done
 from proxy.index import IndexService
-from proxy.models import DistFile
+from proxy.models import DistFile, PageRecord
 from proxy.settings import PrefetchSettings
 from proxy.storage import Storage
 
@@ -65,15 +65,8 @@ class Syncer:
         holding = (
             None if current is not None else await anyio.to_thread.run_sync(self._holding, name)
         )
-        try:
-            record = await self.index.fetch_project(
-                name, current, min_serial=serial, holding=holding
-            )
-        except NotFound as exc:
-            if not await self._gone_confirmed(name):
-                raise SyncFailed(
-                    f"{exc}, but the upstream still lists {name}: kept, to try again"
-                ) from None
+        record = await self._page_or_gone(name, current, serial, holding)
+        if record is None:
             removed = await self._release(name, keep=[])
             await anyio.to_thread.run_sync(self.index.remove, name)
             await anyio.to_thread.run_sync(self.state.done, name, None, None)
@@ -82,9 +75,16 @@ class Syncer:
         wanted = select(record.page.files, self.settings)
         claimed: list[tuple[str, str]] = []
         pinned: list[str] = []
+        # The sizes recorded for what the mirror holds: a copy on disk of another size is
+        # damaged (truncated, appended to) and fetched again rather than held as it is.
+        sizes = {
+            (h.filename, h.sha256): h.size
+            for h in await anyio.to_thread.run_sync(self.state.held_files, name)
+        }
         try:
             results = await asyncio.gather(
-                *(self._fetch(entry, claimed, pinned) for entry in wanted), return_exceptions=True
+                *(self._fetch(entry, claimed, pinned, sizes) for entry in wanted),
+                return_exceptions=True,
             )
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
@@ -104,6 +104,36 @@ class Syncer:
             bytes_added=sum(size for _f, _a, size in done),
             files_removed=removed,
         )
+
+    async def _page_or_gone(
+        self,
+        name: str,
+        current: PageRecord | None,
+        serial: int | None,
+        holding: tuple[int | None, list[str]] | None,
+    ) -> PageRecord | None:
+        """The project's new page, or None when it is confirmed gone: its page answers 404
+        (or 410), the changelog or a plausible root listing agrees, and a second look
+        ``gone_recheck`` seconds later answers 404 again. A one-off 404 (a CDN hiccup) and a
+        lying listing each happen; both at once, twice in a row, is what a removal looks like."""
+        try:
+            return await self.index.fetch_project(name, current, min_serial=serial, holding=holding)
+        except NotFound as exc:
+            if not await self._gone_confirmed(name):
+                raise SyncFailed(
+                    f"{exc}, but the upstream still lists {name}: kept, to try again"
+                ) from None
+        await asyncio.sleep(self.settings.gone_recheck)
+        try:
+            record = await self.index.fetch_project(
+                name, current, min_serial=serial, holding=holding
+            )
+        except NotFound:
+            return None
+        log.warning(
+            "%s answered 404, then its page %s later: kept", name, self.settings.gone_recheck
+        )
+        return record
 
     def _holding(self, name: str) -> tuple[int | None, list[str]]:
         """What the mirror holds of ``name`` (its serial, its distributions' file names): with
@@ -125,7 +155,9 @@ class Syncer:
                     return False
                 mirrored = await anyio.to_thread.run_sync(self.state.project_names)
                 self._listing, self._mirrored = listing, mirrored
-        if not _plausible(self._listing, self._mirrored, name):
+        others = [m for m in self._mirrored if m != name]
+        listed = sum(1 for m in others if m in self._listing)
+        if not plausible_listing(listed, len(others) + 1, total=len(self._listing)):
             # A maintenance page parses as a listing of (next to) nothing: it confirms nothing.
             log.warning(
                 "the upstream's root index lists %d projects, too few of the %d the mirror "
@@ -144,9 +176,15 @@ class Syncer:
         return [t for n in names if (t := target_for(entry, n)) is not None]
 
     def _claim(
-        self, sha: str, filename: str, claimed: list[tuple[str, str]], pinned: list[str]
+        self,
+        sha: str,
+        filename: str,
+        claimed: list[tuple[str, str]],
+        pinned: list[str],
+        expected: int | None = None,
     ) -> int | None:
-        """Hold a file for this sync and pin it; its size if it is on disk already."""
+        """Hold a file for this sync and pin it; its size if it is on disk already (and is
+        ``expected`` bytes, when that is known: a copy of another size is dropped)."""
         with self._lock:
             self._claims[(sha, filename)] += 1
             claimed.append((sha, filename))
@@ -154,6 +192,15 @@ class Syncer:
                 self.storage.pin(sha)
                 pinned.append(sha)
             stat = self.storage.stat_file(sha, filename)
+            if stat is not None and expected is not None and stat.st_size != expected:
+                log.warning(
+                    "prefetch: %s is %d bytes on disk, %d expected: dropped, to fetch again",
+                    filename,
+                    stat.st_size,
+                    expected,
+                )
+                self.storage.remove_file(self.storage.file_path(sha, filename))
+                return None
         return stat.st_size if stat is not None else None
 
     def _unclaim(self, claimed: list[tuple[str, str]]) -> None:
@@ -172,7 +219,11 @@ class Syncer:
                     self.storage.unpin(sha)
 
     async def _fetch(
-        self, entry: DistFile, claimed: list[tuple[str, str]], pinned: list[str]
+        self,
+        entry: DistFile,
+        claimed: list[tuple[str, str]],
+        pinned: list[str],
+        sizes: dict[tuple[str, str], int | None],
     ) -> tuple[list[HeldFile], int, int]:
         held: list[HeldFile] = []
         added = added_bytes = 0
@@ -182,8 +233,12 @@ class Syncer:
             )
             size = None
             if sha is not None:
+                # What this mirror verified before, else what the page says.
+                expected = sizes.get((target.filename, sha))
+                if expected is None:
+                    expected = target.size
                 size = await anyio.to_thread.run_sync(
-                    self._claim, sha, target.filename, claimed, pinned
+                    self._claim, sha, target.filename, claimed, pinned, expected
                 )
             if size is None:
                 async with self.downloads:
@@ -241,17 +296,27 @@ class Syncer:
         verify). One stat per held file: the price of an exit 0 that means it."""
         found = {n for n in self.state.project_names() if not self.storage.has_page(n)}
         for rows in self.state.iter_held():
-            for project, filename, sha in rows:
-                if project not in found and self.storage.stat_file(sha, filename) is None:
-                    log.warning("prefetch: %s of %s is missing from disk", filename, project)
+            for project, held in rows:
+                if self._damaged(project, held):
                     found.add(project)
         return sorted(found)
 
-
-def _plausible(listing: set[str], mirrored: list[str], name: str) -> bool:
-    """Whether a root listing looks like the index: it lists at least half of the other
-    projects the mirror holds (or, for a mirror of one, anything at all)."""
-    others = [m for m in mirrored if m != name]
-    if not others:
-        return bool(listing)
-    return sum(1 for m in others if m in listing) * 2 >= len(others)
+    def _damaged(self, project: str, held: HeldFile) -> bool:
+        """Whether a held file is missing, or not the size the mirror recorded (a truncated
+        or grown copy is dropped, so that the next sync fetches it whole)."""
+        stat = self.storage.stat_file(held.sha256, held.filename)
+        if stat is None:
+            log.warning("prefetch: %s of %s is missing from disk", held.filename, project)
+            return True
+        if held.size is None or stat.st_size == held.size:
+            return False
+        log.warning(
+            "prefetch: %s of %s is %d bytes on disk, %d held: dropped, to fetch again",
+            held.filename,
+            project,
+            stat.st_size,
+            held.size,
+        )
+        with self._lock:  # no sync under way may count on the damaged copy meanwhile
+            self.storage.remove_file(self.storage.file_path(held.sha256, held.filename))
+        return True

@@ -50,6 +50,9 @@ class PrefetchSettings:
     latest_versions: int | None = None
     max_file_size: int | None = None
     max_attempts: int = 3
+    gone_recheck: float = 3.0
+    root_deadline: float | None = None  # None: 10 times upstream_deadline
+    max_root_size: int = 512 * 1024**2
 
     @property
     def selective(self) -> bool:
@@ -316,6 +319,9 @@ _PREFETCH_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "latest_versions": _optional(_int(1, 1_000_000)),
     "max_file_size": _optional(parse_size),
     "max_attempts": _int(1, 100),
+    "gone_recheck": _seconds,
+    "root_deadline": _optional(_positive_seconds),
+    "max_root_size": parse_size,
 }
 assert set(_PREFETCH_CONVERTERS) == {f.name for f in dataclasses.fields(PrefetchSettings)}
 

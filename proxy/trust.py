@@ -2,7 +2,9 @@
 
 A page with an older serial is a lagging copy; a page without a serial where ours has one, or a
 page that keeps none of a project's files without a newer serial to vouch for it, is most
-likely a maintenance or error page answered 200: the stored page stays in each case.
+likely a maintenance or error page answered 200; a page that lost some files at the same
+serial was cut short on the wire: the stored page stays in each case. (Between pages without
+serials only the "kept none" rule can apply: such an upstream gives nothing to vouch with.)
 """
 
 from __future__ import annotations
@@ -28,11 +30,19 @@ def distrust_held(serial: int | None, filenames: Collection[str], page: ProjectP
         return f"the new page has no serial, the stored one has {serial}"
     if filenames:
         names = {f.filename for f in page.files}
-        kept_none = not any(name in names for name in filenames)
+        lost = [name for name in filenames if name not in names]
         newer = page.serial is not None and serial is not None and page.serial > serial
-        if kept_none and not newer:
+        if lost and not newer:
             # A real index bumps the serial when files go; without that, do not believe it.
-            return f"the new page keeps none of its {len(filenames)} files and no newer serial"
+            if len(lost) == len(filenames):
+                return f"the new page keeps none of its {len(filenames)} files and no newer serial"
+            if serial is not None and page.serial is not None:
+                # Same serial, fewer files: a page cut short on the wire (a close-delimited
+                # body parses fine up to where it stopped), not a removal.
+                return (
+                    f"the new page lost {len(lost)} of its {len(filenames)} files "
+                    f"({lost[0]}, ...) and no newer serial"
+                )
     return None
 
 

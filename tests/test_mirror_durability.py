@@ -33,7 +33,7 @@ def configure(tmp_path: Path, fake: FakeUpstream, **prefetch: object) -> Setting
             "connect_timeout": 2,
             "read_timeout": 5,
             "breaker_threshold": 0,
-            "prefetch": {"workers": 4, "max_attempts": 2, **prefetch},
+            "prefetch": {"workers": 4, "max_attempts": 2, "gone_recheck": 0.2, **prefetch},
         },
     )
 
@@ -219,7 +219,8 @@ def test_removal_seen_in_the_json_root__removed(tmp_path: Path, upstream: FakeUp
     upstream.reset_log()
     result = run_pass(settings)
     assert result.ok, result.errors
-    assert upstream.count("/simple/") == 2  # the root, then helper's 404: confirmed, no refetch
+    # The root, then helper's 404 and its second look: confirmed, no root refetch.
+    assert upstream.count("/simple/") == 3
     assert not any(n.startswith("helper") for n in stored(settings.cache_dir))
     assert offline_files(settings, "helper") is None
 

@@ -25,7 +25,11 @@ def test_distrust__serial_lost_or_every_file_gone_without_newer_serial() -> None
     assert distrust(held, record(11).page, ()) is None  # emptied, vouched by a newer serial
     assert distrust(held, record(10).page, ()) is not None  # same serial, every file gone
     assert distrust(held, record(11, "demo-3.0.tar.gz").page, ()) is None
-    assert distrust(held, record(10, "demo-2.0.tar.gz").page, ()) is None  # one file dropped
+    # One file dropped at the same serial: a page cut short on the wire (issue 7, round 2).
+    assert distrust(held, record(10, "demo-2.0.tar.gz").page, ()) is not None
+    assert distrust(held, record(11, "demo-2.0.tar.gz").page, ()) is None  # a newer serial
+    grown = record(10, "demo-1.0.tar.gz", "demo-2.0.tar.gz", "x.whl")
+    assert distrust(held, grown.page, ()) is None  # a file added, none lost
     unserialed = record(None, "demo-1.0.tar.gz")
     assert distrust(unserialed, record(None).page, ()) is not None
     assert distrust(unserialed, record(None, "demo-1.0.tar.gz", "x.tar.gz").page, ()) is None
