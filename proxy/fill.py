@@ -60,18 +60,31 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
 
 
-def _already(stored: Path, target: Target) -> Progress:
-    """A progress that ended before it began: the file is stored and verified."""
-    progress = Progress(total=target.size)
-    progress.expected = target.sha256
-    progress.final = stored
-    try:
-        progress.written = stored.stat().st_size
-    except FileNotFoundError:
-        progress.finish("the stored file was removed before it could be read")
-        return progress
-    progress.finish(None)
-    return progress
+class StoredProgress(Progress):
+    """A download that ended before it began: the file is stored and verified, and already
+    open, so eviction in the meantime cannot take it from this one reader."""
+
+    def __init__(self, stored: Path, fd: int, target: Target) -> None:
+        super().__init__(total=target.size)
+        self.expected = target.sha256
+        self.final = stored
+        self._fd: int | None = fd
+        self.written = os.fstat(fd).st_size
+        self.finish(None)
+
+    def take_source(self) -> int | None:
+        return self.open_source()
+
+    def open_source(self) -> int:
+        if self._fd is None:
+            return super().open_source()
+        fd, self._fd = self._fd, None
+        return fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class Filler:
@@ -150,9 +163,14 @@ class Filler:
         if stored is not None:
             # Stored by a download that ended between this request's look-up and now: never
             # download it again (a second copy renamed over the first would cut the readers
-            # in other workers that follow the first).
-            release_lock(lock_path, lock_fd)
-            return _already(stored, target)
+            # in other workers that follow the first). Evicted again meanwhile: download it.
+            try:
+                fd = os.open(stored, os.O_RDONLY)
+            except FileNotFoundError:
+                pass
+            else:
+                release_lock(lock_path, lock_fd)
+                return StoredProgress(stored, fd, target)
         return self._begin(target, (lock_path, lock_fd), pinned)
 
     def _begin(self, target: Target, lock: tuple[Path, int] | None, pinned: bool) -> Progress:
