@@ -80,7 +80,8 @@ def _stored(storage: Storage, target: Target) -> tuple[Path, os.stat_result] | N
     return (path, stat) if stat is not None else None
 
 
-def _sha256_of(path: Path) -> str | None:
+def sha256_of(path: Path) -> str | None:
+    """The sha256 of a stored file's bytes; None when it cannot be read (gone)."""
     digest = hashlib.sha256()
     try:
         with path.open("rb") as f:
@@ -95,7 +96,7 @@ def _damaged(storage: Storage, target: Target, path: Path, size: int, expected: 
     """A stored file of another size than expected: drop it, unless its bytes still hash to
     the sha256 (then the page's size is what is wrong, and the file is served)."""
     sha = path.parent.name
-    if _sha256_of(path) == sha:
+    if sha256_of(path) == sha:
         log.warning(
             "%s: the page says %d bytes, the verified file has %d", target.filename, expected, size
         )

@@ -215,7 +215,6 @@ class Filler:
             digest = progress.sha256
             assert digest is not None
             if lock is None or self._too_big(progress.written, pinned):
-                progress.stored = False
                 if lock is not None:
                     # Followers in other workers know this file only by its inode: leave it
                     # under the name that says "verified" for a while, then let it go.

@@ -49,7 +49,6 @@ class Progress:
         self.final: Path | None = None
         self.sha256: str | None = None
         self.not_found = False
-        self.stored = True  # False: verified and handed to readers, but kept nowhere
         self.read_fd: int | None = None  # open while the download runs
         self._ready = asyncio.Event()
         self._changed = asyncio.Event()

@@ -11,7 +11,6 @@ The same pass runs inside ``serve`` on a schedule (``scrub_interval``): see ``pr
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,13 +19,12 @@ from pathlib import Path
 
 import anyio
 
-from proxy.files import target_for
+from proxy.files import sha256_of, target_for
 from proxy.fill import Target
 from proxy.follow import wait_done
 from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
-READ = 1024 * 1024
 
 
 # Exit statuses of `pypi-proxy verify` (documented in the README).
@@ -62,17 +60,6 @@ class VerifyReport:
         if not self.whole:
             return DAMAGED
         return REPAIRED if self.damage_found else WHOLE
-
-
-def _sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(READ):
-                digest.update(chunk)
-    except FileNotFoundError:
-        return None
-    return digest.hexdigest()
 
 
 def _listed(runtime: Runtime, report: VerifyReport) -> Iterator[Target]:
@@ -111,7 +98,7 @@ def _check(runtime: Runtime, target: Target) -> tuple[Target, str, Path | None]:
         return target, "missing-pinned" if storage.is_pinned(sha) else "absent", path
     if target.size is not None and size != target.size:
         return target, "wrong-size", path
-    actual = _sha256(path)
+    actual = sha256_of(path)
     if actual is None:
         return target, "missing-pinned" if storage.is_pinned(sha) else "absent", path
     return target, "ok" if actual == sha else "corrupt", path

@@ -39,6 +39,11 @@ def _hit(request: Request, runtime: Runtime, path: Path, sha256: str) -> ASGIApp
     except (FileNotFoundError, NotADirectoryError):
         return None
     _touch(runtime, path)
+    return _from_descriptor(request, runtime, fd, sha256)
+
+
+def _from_descriptor(request: Request, runtime: Runtime, fd: int, sha256: str) -> ASGIApp:
+    """A file answer (HEAD, Range, If-Range) from an open descriptor, which it then owns."""
     return FileResponse(
         fd,
         os.fstat(fd),
@@ -150,12 +155,4 @@ async def _whole_then_hit(
     if final is not None:
         _touch(runtime, final)
     sha = progress.expected or progress.sha256 or (final.parent.name if final else "")
-    return FileResponse(
-        keep,
-        os.fstat(keep),
-        etag=sha,
-        method=request.method,
-        range_header=request.headers.get("range"),
-        if_range=request.headers.get("if-range"),
-        on_sent=lambda n: runtime.stats.add("bytes_served", n),
-    )
+    return _from_descriptor(request, runtime, keep, sha)
