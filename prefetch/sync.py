@@ -191,17 +191,17 @@ class Syncer:
             if not self.storage.is_pinned(sha):
                 self.storage.pin(sha)
                 pinned.append(sha)
-            stat = self.storage.stat_file(sha, filename)
-            if stat is not None and expected is not None and stat.st_size != expected:
+            stored = self.storage.stored(sha, filename)
+            if stored is not None and expected is not None and stored.size != expected:
                 log.warning(
                     "prefetch: %s is %d bytes on disk, %d expected: dropped, to fetch again",
                     filename,
-                    stat.st_size,
+                    stored.size,
                     expected,
                 )
-                self.storage.remove_file(self.storage.file_path(sha, filename))
+                self.storage.remove(sha, filename)
                 return None
-        return stat.st_size if stat is not None else None
+        return stored.size if stored is not None else None
 
     def _unclaim(self, claimed: list[tuple[str, str]]) -> None:
         with self._lock:
@@ -244,9 +244,9 @@ class Syncer:
                 async with self.downloads:
                     progress = self.filler.start(target)
                     await wait_done(progress)
-                if progress.error or progress.final is None:
+                if progress.error or progress.final is None or progress.sha256 is None:
                     raise SyncFailed(f"{target.filename}: {progress.error or 'not stored'}")
-                fetched_sha = progress.final.parent.name
+                fetched_sha = progress.sha256
                 if sha is None:  # no hash on the page: pinned only now, so check it stayed
                     sha = fetched_sha
                     on_disk = await anyio.to_thread.run_sync(
@@ -287,8 +287,7 @@ class Syncer:
                 self.storage.unpin(old.sha256)
             if self._held_elsewhere(old.sha256, name, old.filename):
                 return 0
-            path = self.storage.file_path(old.sha256, old.filename)
-            return 1 if path.exists() and self.storage.remove_file(path) > 0 else 0
+            return 1 if self.storage.remove(old.sha256, old.filename) > 0 else 0
 
     def wanting(self) -> list[str]:
         """Projects the mirror holds that the disk does not bear out (blocking): a page gone
@@ -304,19 +303,19 @@ class Syncer:
     def _damaged(self, project: str, held: HeldFile) -> bool:
         """Whether a held file is missing, or not the size the mirror recorded (a truncated
         or grown copy is dropped, so that the next sync fetches it whole)."""
-        stat = self.storage.stat_file(held.sha256, held.filename)
-        if stat is None:
+        stored = self.storage.stored(held.sha256, held.filename)
+        if stored is None:
             log.warning("prefetch: %s of %s is missing from disk", held.filename, project)
             return True
-        if held.size is None or stat.st_size == held.size:
+        if held.size is None or stored.size == held.size:
             return False
         log.warning(
             "prefetch: %s of %s is %d bytes on disk, %d held: dropped, to fetch again",
             held.filename,
             project,
-            stat.st_size,
+            stored.size,
             held.size,
         )
         with self._lock:  # no sync under way may count on the damaged copy meanwhile
-            self.storage.remove_file(self.storage.file_path(held.sha256, held.filename))
+            self.storage.remove(held.sha256, held.filename)
         return True

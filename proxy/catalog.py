@@ -89,14 +89,14 @@ def _sha(storage: Storage, entry: DistFile, filename: str) -> str | None:
 
 def file_facts(storage: Storage, entry: DistFile) -> FileFacts:
     sha = _sha(storage, entry, entry.filename)
-    stat = storage.stat_file(sha, entry.filename) if sha is not None else None
+    stored = storage.stored(sha, entry.filename) if sha is not None else None
     return FileFacts(
         filename=entry.filename,
         sha256=sha,
-        size=stat.st_size if stat is not None else entry.size,
-        held=stat is not None,
+        size=stored.size if stored is not None else entry.size,
+        held=stored is not None,
         pinned=sha is not None and storage.is_pinned(sha),
-        last_access=stat.st_atime if stat is not None else None,
+        last_access=stored.atime if stored is not None else None,
     )
 
 
@@ -191,12 +191,12 @@ def forget_project(storage: Storage, record: PageRecord) -> Forgotten:
             names.append(entry.filename + METADATA_SUFFIX)
         for name in names:
             sha = _sha(storage, entry, name)
-            if sha is None or storage.stat_file(sha, name) is None:
+            if sha is None or storage.stored(sha, name) is None:
                 continue
             if storage.is_pinned(sha):
                 kept += 1
                 continue
-            size = storage.remove_file(storage.file_path(sha, name))
+            size = storage.remove(sha, name)
             files += 1
             freed += size
     storage.delete_page(record.project)

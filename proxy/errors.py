@@ -38,6 +38,10 @@ class NotFound(ProxyError):
     pass
 
 
+class RecordUnreadable(ProxyError):
+    """Offline, a stored page this version cannot read (another layout): reported, not served."""
+
+
 class UpstreamError(ProxyError):
     pass
 

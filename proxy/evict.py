@@ -1,8 +1,8 @@
 """Keeping on-demand files under a size cap: least recently used first, by file atime.
 
-The access time lives on the file itself (set explicitly on each hit, so ``noatime`` mounts do
-not matter), which survives restarts and is shared by every worker. Files the prefetcher pinned
-are never evicted.
+The access time is the store's (on a local disk, the file's atime, set explicitly on each hit:
+see ``proxy/localstore.py``), which survives restarts and is shared by every worker. Files the
+prefetcher pinned are never evicted.
 """
 
 from __future__ import annotations
@@ -34,22 +34,22 @@ def evict(storage: Storage, max_bytes: int) -> Evicted:
 
     One process at a time (a lock file); another process finding it locked just returns.
     """
-    lock_fd = os.open(storage.state_dir / "evict.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    lock_fd = os.open(storage.state_path("evict.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return Evicted(0, 0)
-        files = storage.iter_files()
-        total = sum(st.st_size for _p, st in files)
+        files = list(storage.iter_stored())
+        total = sum(stored.size for stored in files)
         target = int(max_bytes * LOW_WATER)
         removed = freed = 0
-        for path, _st in sorted(files, key=lambda item: item[1].st_atime):
+        for stored in sorted(files, key=lambda stored: stored.atime):
             if total <= target:
                 break
-            if storage.is_pinned(path.parent.name):
+            if storage.is_pinned(stored.sha256):
                 continue
-            size = storage.remove_file(path)
+            size = storage.remove(stored.sha256, stored.filename)
             total -= size
             freed += size
             removed += 1

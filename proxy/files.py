@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 
 from proxy.errors import NotFound
+from proxy.filestore import StoredFile
 from proxy.fill import Target
 from proxy.index import IndexService
 from proxy.models import DistFile, PageRecord
@@ -26,13 +25,12 @@ METADATA_SUFFIX = ".metadata"
 class Located:
     target: Target
     entry: DistFile
-    path: Path | None  # the stored file, when the cache holds it whole
-    stat: os.stat_result | None
+    stored: StoredFile | None  # when the cache holds it whole
     damaged: bool = False  # a stored copy of the wrong size was found and dropped
 
     @property
     def sha256(self) -> str | None:
-        return self.path.parent.name if self.path is not None else self.target.sha256
+        return self.stored.sha256 if self.stored is not None else self.target.sha256
 
 
 def target_for(entry: DistFile, filename: str) -> Target | None:
@@ -68,46 +66,40 @@ def find_entry(record: PageRecord, filename: str, variant: str | None = None) ->
     return None
 
 
-def _stored(storage: Storage, target: Target) -> tuple[Path, os.stat_result] | None:
+def _stored(storage: Storage, target: Target) -> StoredFile | None:
     sha = target.sha256 or storage.hash_for_url(target.url)
-    if sha is None:
-        return None
-    try:
-        path = storage.file_path(sha, target.filename)
-    except ValueError:  # not a storable name or hash: never stored, never served from disk
-        return None
-    stat = storage.stat_file(sha, target.filename)
-    return (path, stat) if stat is not None else None
+    return storage.stored(sha, target.filename) if sha is not None else None
 
 
-def sha256_of(path: Path) -> str | None:
+def sha256_of(storage: Storage, stored: StoredFile) -> str | None:
     """The sha256 of a stored file's bytes; None when it cannot be read (gone)."""
     digest = hashlib.sha256()
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(1024 * 1024):
-                digest.update(chunk)
+        for chunk in storage.read(stored):
+            digest.update(chunk)
     except OSError:
         return None
     return digest.hexdigest()
 
 
-def _damaged(storage: Storage, target: Target, path: Path, size: int, expected: int) -> bool:
+def _damaged(storage: Storage, target: Target, stored: StoredFile, expected: int) -> bool:
     """A stored file of another size than expected: drop it, unless its bytes still hash to
     the sha256 (then the page's size is what is wrong, and the file is served)."""
-    sha = path.parent.name
-    if sha256_of(path) == sha:
+    if sha256_of(storage, stored) == stored.sha256:
         log.warning(
-            "%s: the page says %d bytes, the verified file has %d", target.filename, expected, size
+            "%s: the page says %d bytes, the verified file has %d",
+            target.filename,
+            expected,
+            stored.size,
         )
         return False
     log.warning(
         "stored %s has %d bytes, %d expected: dropping the damaged copy",
         target.filename,
-        size,
+        stored.size,
         expected,
     )
-    storage.remove_file(path)
+    storage.remove(stored.sha256, stored.filename)
     return True
 
 
@@ -128,24 +120,20 @@ async def locate(
     target = target_for(entry, filename) if entry is not None else None
     if entry is None or target is None:
         raise NotFound(f"{filename} is not a file of {project}")
-    if target.sha256 is not None and is_sha256(target.sha256):
-        # Cheap path for the usual case: one stat, no diskcache read.
-        stat = storage.stat_file(target.sha256, filename)
-        found = (storage.file_path(target.sha256, filename), stat) if stat is not None else None
+    if target.sha256 is not None and is_sha256(target.sha256) and not storage.files.shared:
+        # Cheap path for the usual case: one stat on the event loop, no diskcache read.
+        found = storage.stored(target.sha256, filename)
     else:
         found = await anyio.to_thread.run_sync(_stored, storage, target)
     if found is None:
-        return Located(target, entry, None, None)
-    path, stat = found
-    sha = path.parent.name
+        return Located(target, entry, None)
+    sha = found.sha256
     expected = target.size if target.size is not None else storage.known_size(sha)
     if expected is None:
         expected = await anyio.to_thread.run_sync(_expected_size, storage, target, sha)
-    if expected is not None and stat.st_size != expected:
+    if expected is not None and found.size != expected:
         # Damaged on disk (truncated, overwritten): dropped, never served.
-        damaged = await anyio.to_thread.run_sync(
-            _damaged, storage, target, path, stat.st_size, expected
-        )
+        damaged = await anyio.to_thread.run_sync(_damaged, storage, target, found, expected)
         if damaged:
-            return Located(target, entry, None, None, damaged=True)
-    return Located(target, entry, path, stat)
+            return Located(target, entry, None, damaged=True)
+    return Located(target, entry, found)

@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import httpx
 
 from proxy.errors import IntegrityError, NotFound, UpstreamUnavailable
 from proxy.evict import LOW_WATER
+from proxy.filestore import StoredFile
 from proxy.follow import KEEP_VERIFIED, Progress, RemoteProgress, verified_name
 from proxy.locks import release_lock, take_lock
 from proxy.names import is_sha256
@@ -64,10 +64,10 @@ class StoredProgress(Progress):
     """A download that ended before it began: the file is stored and verified, and already
     open, so eviction in the meantime cannot take it from this one reader."""
 
-    def __init__(self, stored: Path, fd: int, target: Target) -> None:
+    def __init__(self, stored: StoredFile, fd: int, target: Target) -> None:
         super().__init__(total=target.size)
         self.expected = target.sha256
-        self.final = stored
+        self.final, self.sha256 = stored.path, stored.sha256
         self._fd: int | None = fd
         self.written = os.fstat(fd).st_size
         self.finish(None)
@@ -103,7 +103,7 @@ class Filler:
         *,
         on_fetched: Callable[[int], None] = lambda n: None,
         on_corrupt: Callable[[], None] = lambda: None,
-        on_committed: Callable[[Path, int], None] = lambda p, n: None,
+        on_committed: Callable[[StoredFile], None] = lambda stored: None,
         remote_timeout: float = 60.0,
         max_stored_size: int | None = None,
     ) -> None:
@@ -117,13 +117,13 @@ class Filler:
         self._remote_timeout = remote_timeout
         self._max_stored = max_stored_size
 
-    def _final(self, target: Target) -> Callable[[], Path | None]:
-        def find() -> Path | None:
+    def _final(self, target: Target) -> Callable[[], StoredFile | None]:
+        """The stored file of ``target``, once it is stored: readers that follow a download
+        compare its inode with the one they read."""
+
+        def find() -> StoredFile | None:
             sha = target.sha256 or self._storage.hash_for_url(target.url)
-            if sha is None:
-                return None
-            path = self._storage.file_path(sha, target.filename)
-            return path if path.exists() else None
+            return self._storage.stored(sha, target.filename) if sha is not None else None
 
         return find
 
@@ -145,7 +145,7 @@ class Filler:
         if self._too_big(target.size, pinned):
             # Not stored, so there is nothing for other processes to share: no lock.
             return self._begin(target, None, pinned)
-        lock_path = self._storage.tmp_dir / f"{target.key}.lock"
+        lock_path = self._storage.lock_path(target.key)
         try:
             lock_fd = take_lock(lock_path)
         except OSError as exc:  # a full disk, for one: a clean failure for this request
@@ -165,8 +165,10 @@ class Filler:
             # download it again (a second copy renamed over the first would cut the readers
             # in other workers that follow the first). Evicted again meanwhile: download it.
             try:
-                fd = os.open(stored, os.O_RDONLY)
+                fd = os.open(stored.path, os.O_RDONLY) if stored.path is not None else -1
             except FileNotFoundError:
+                fd = -1
+            if fd < 0:
                 pass
             else:
                 release_lock(lock_path, lock_fd)
@@ -174,7 +176,7 @@ class Filler:
         return self._begin(target, (lock_path, lock_fd), pinned)
 
     def _begin(self, target: Target, lock: tuple[Path, int] | None, pinned: bool) -> Progress:
-        part = self._storage.tmp_dir / f"{target.key}.{os.getpid()}-{secrets.token_hex(4)}.part"
+        part = self._storage.part_path(target.key, ".part")
         progress = Progress(part, target.size)
         progress.expected = target.sha256
         try:
@@ -228,13 +230,13 @@ class Filler:
                 )
             else:
                 await anyio.to_thread.run_sync(os.fsync, fd)
-                final = await anyio.to_thread.run_sync(
+                stored = await anyio.to_thread.run_sync(
                     self._storage.commit, part, digest, target.filename
                 )
                 if target.sha256 is None:
                     await anyio.to_thread.run_sync(self._storage.remember_hash, target.url, digest)
-                progress.final = final
-                self._on_committed(final, progress.written)
+                progress.final = stored.path
+                self._on_committed(stored)
                 log.info(
                     "cached %s (%d bytes in %.2fs)",
                     target.filename,

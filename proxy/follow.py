@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from proxy.errors import FillFailed
+from proxy.filestore import StoredFile
 from proxy.locks import lock_held
 
 READ_CHUNK = 256 * 1024  # what one reader holds at a time: a slow client costs little memory
@@ -106,7 +107,7 @@ class RemoteProgress(Progress):
     def __init__(
         self,
         lock_path: Path,
-        final_of: Callable[[], Path | None],
+        final_of: Callable[[], StoredFile | None],
         total: int | None,
         timeout: float,
     ) -> None:
@@ -117,14 +118,15 @@ class RemoteProgress(Progress):
         self._fd: int | None = None
 
     def _open_final(self) -> bool:
-        final = self._final_of()
-        if final is None:
+        stored = self._final_of()
+        if stored is None or stored.path is None:
             return False
         try:
-            self._fd = os.open(final, os.O_RDONLY)
+            self._fd = os.open(stored.path, os.O_RDONLY)
         except FileNotFoundError:
             return False
-        self.final, self.written = final, os.fstat(self._fd).st_size
+        self.final, self.written = stored.path, os.fstat(self._fd).st_size
+        self.sha256 = stored.sha256
         self.finish(None)
         return True
 
@@ -160,14 +162,14 @@ class RemoteProgress(Progress):
             return
         mine = os.fstat(self._fd)
         self.written = mine.st_size
-        final = self._final_of()
-        if final is not None:
+        stored = self._final_of()
+        if stored is not None and stored.path is not None:
             try:
-                there = os.stat(final)
+                there = os.stat(stored.path)
             except FileNotFoundError:
                 there = None
             if there is not None and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
-                self.final = final
+                self.final, self.sha256 = stored.path, stored.sha256
                 self.finish(None)
                 return
             if there is not None:
@@ -255,8 +257,6 @@ async def read_progress(progress: Progress, fd: int | None = None) -> AsyncItera
 
 def _check_whole(progress: Progress, digest: str, length: int) -> None:
     expected = progress.expected or progress.sha256
-    if expected is None and progress.final is not None:
-        expected = progress.final.parent.name
     if expected is None or digest != expected:
         raise FillFailed("the bytes read do not match the index's sha256")
     if progress.total is not None and length != progress.total:

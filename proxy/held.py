@@ -35,10 +35,9 @@ class HeldViews:
 
     def _on_disk(self, sha256: str | None, url: str, filename: str) -> bool:
         sha = sha256 or self._storage.hash_for_url(url)
-        try:
-            return sha is not None and self._storage.stat_file(sha, filename) is not None
-        except ValueError:  # an entry stored before such entries were dropped at parse time
-            return False
+        # Unstorable names and hashes (records from before they were dropped at parse time)
+        # are never stored: stored() says None.
+        return sha is not None and self._storage.stored(sha, filename) is not None
 
     def _render(self, record: PageRecord) -> Rendered:
         files = []

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from proxy.errors import NotFound, StalePage, SuspectPage, UpstreamError
+from proxy.errors import NotFound, RecordUnreadable, StalePage, SuspectPage, UpstreamError
 from proxy.generations import Generations
 from proxy.held import HeldViews
 from proxy.memcache import MemoryLRU
@@ -167,6 +167,11 @@ class IndexService:
         if current is not None and (allow_stale or self.offline or self._current(current)):
             return current, "hit"
         if self._upstream is None:
+            if project in self._storage.unreadable:
+                raise RecordUnreadable(
+                    f"the stored page of {project} was written in a format this version cannot"
+                    " read; it is fetched again once the proxy is online"
+                )
             raise NotFound(f"{project} is not in this mirror, and the proxy is offline")
         if current is None and await anyio.to_thread.run_sync(self._storage.is_missing, project):
             raise NotFound(f"the upstream has no project {project} (remembered)")

@@ -87,6 +87,13 @@ class Rendered:
     html: Body
 
 
+# The layout of the records below as pickled into the cache. A record written by a version
+# with another layout (or one that cannot be unpickled at all) is never used: the storage layer
+# reports it as unreadable, and the page is fetched again (online) or reported (offline).
+# Records from before this field existed have no ``format`` attribute and are layout 1.
+RECORD_FORMAT = 1
+
+
 @dataclass(slots=True)
 class PageRecord:
     """What the cache keeps for one project: the page, how fresh it is, and its rendered bytes."""
@@ -99,6 +106,7 @@ class PageRecord:
     by_filename: dict[str, DistFile] = field(default_factory=dict)
     # The allowed_file_hosts the page was filtered with; another setting means refetch it.
     allowed_hosts: tuple[str, ...] = ()
+    format: int = RECORD_FORMAT
 
     def __post_init__(self) -> None:
         if not self.by_filename:
@@ -113,3 +121,4 @@ class RootRecord:
     rendered: Rendered
     fetched_at: float
     upstream_etag: str | None = None
+    format: int = RECORD_FORMAT

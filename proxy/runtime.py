@@ -41,7 +41,7 @@ class Runtime:
     extra_stats: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
     actions: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
     # Last atime update per file, so a hot file's inode is not written on every hit.
-    touched: dict[Path, float] = field(default_factory=dict)
+    touched: dict[tuple[str, str], float] = field(default_factory=dict)
     http_files: httpx.AsyncClient | None = None  # package files: a pool of their own
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     _evicting: bool = False
@@ -79,7 +79,7 @@ class Runtime:
                 upstream,
                 on_fetched=lambda n: stats.add("bytes_fetched", n),
                 on_corrupt=lambda: stats.add("integrity_errors"),
-                on_committed=lambda _path, _n: runtime.after_fill(),
+                on_committed=lambda _stored: runtime.after_fill(),
                 remote_timeout=settings.connect_timeout + settings.read_timeout,
                 max_stored_size=settings.max_cache_size,
             )

@@ -28,7 +28,7 @@ LAST_KEY = "scrub:last"
 
 async def scrub_once(runtime: Runtime) -> dict[str, Any] | None:
     """One pass, unless another process is scrubbing this cache; its summary."""
-    lock_path = runtime.storage.state_dir / "scrub.lock"
+    lock_path = runtime.storage.state_path("scrub.lock")
     fd = await anyio.to_thread.run_sync(take_lock, lock_path)
     if fd is None:
         return None

@@ -12,7 +12,9 @@ diskcache is synchronous; async callers run these methods in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import secrets
 import sqlite3
 import tempfile
 import time
@@ -22,9 +24,13 @@ from pathlib import Path
 import diskcache
 
 from proxy.errors import CacheUnusable
+from proxy.filestore import FileStore, StoredFile
+from proxy.localstore import LocalFileStore
 from proxy.locks import lock_held
 from proxy.models import PageRecord, RootRecord
-from proxy.names import is_safe_filename, is_sha256
+from proxy.records import usable_page, usable_root
+
+log = logging.getLogger(__name__)
 
 _PAGE = "page:"
 _MISSING = "missing:"
@@ -34,6 +40,7 @@ _SIZE = "size:"
 MAX_REMEMBERED_SIZES = 100_000
 _JSON = "json:"  # the legacy JSON API: json:<project> and json:<project>/<version>
 _GEN = "gen:"  # per project: bumped by every change to its page or to the files it lists
+_UNREADABLE = object()
 FILES_GEN = "gen-files"  # bumped when stored files go (verify, eviction) whatever they belong to
 ROOT_KEY = "root"
 FILES_COUNT = "count:files"
@@ -64,12 +71,14 @@ def check_cache_dir(root: Path) -> None:
 
 
 class Storage:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, files: FileStore | None = None) -> None:
         self.root = root
         self.files_dir = root / "files"
+        self.files: FileStore = files if files is not None else LocalFileStore(self.files_dir)
         self.tmp_dir = root / "tmp"
         self.state_dir = root / "state"
         self._sizes: dict[str, int] = {}
+        self.unreadable: set[str] = set()  # projects whose stored record could not be used
         try:
             for directory in (self.files_dir, self.tmp_dir, self.state_dir):
                 directory.mkdir(parents=True, exist_ok=True)
@@ -101,9 +110,27 @@ class Storage:
 
     # -- pages -------------------------------------------------------------------------------
 
+    def _read_record(self, key: str) -> object | None:
+        try:
+            value: object = self.index.get(key)
+        except Exception:  # unpickling a record of another layout can raise nearly anything
+            return _UNREADABLE
+        return value
+
     def load_page(self, project: str) -> PageRecord | None:
-        record = self.index.get(_PAGE + project)
-        return record if isinstance(record, PageRecord) else None
+        """The stored record, or None; a record this version cannot use is None too, and the
+        project is remembered in ``unreadable`` (offline answers say so)."""
+        raw = self._read_record(_PAGE + project)
+        if raw is None:
+            return None
+        record = usable_page(raw)
+        if record is None:
+            if project not in self.unreadable:
+                log.warning("the stored page of %s is unreadable (an older format?)", project)
+            self.unreadable.add(project)
+        else:
+            self.unreadable.discard(project)
+        return record
 
     def save_page(self, record: PageRecord) -> int:
         """Store a page record; returns the project's new generation."""
@@ -168,8 +195,8 @@ class Storage:
             after = names[-1]
 
     def load_root(self) -> RootRecord | None:
-        record = self.index.get(ROOT_KEY)
-        return record if isinstance(record, RootRecord) else None
+        raw = self._read_record(ROOT_KEY)
+        return usable_root(raw) if raw is not None else None
 
     def save_root(self, record: RootRecord) -> None:
         self.index.set(ROOT_KEY, record)
@@ -201,17 +228,13 @@ class Storage:
         return sum(1 for (key,) in rows if self.index.delete(key))
 
     # -- files -------------------------------------------------------------------------------
+    # Only this class and the file store know where a file lives; everyone else holds a
+    # StoredFile (its sha256, size, times) or asks by (sha256, filename).
 
-    def file_path(self, sha256: str, filename: str) -> Path:
-        if not is_sha256(sha256) or not is_safe_filename(filename):
-            raise ValueError("not a storable file")
-        return self.files_dir / sha256[:2] / sha256 / filename
-
-    def stat_file(self, sha256: str, filename: str) -> os.stat_result | None:
-        try:
-            return os.stat(self.file_path(sha256, filename))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+    def stored(self, sha256: str, filename: str) -> StoredFile | None:
+        """The stored file, or None when the cache does not hold it (or the name or hash is
+        not storable: never a path outside the tree)."""
+        return self.files.stat(sha256, filename)
 
     def hash_for_url(self, url: str) -> str | None:
         """The sha256 found when a file the index gave no hash for was downloaded."""
@@ -238,33 +261,56 @@ class Storage:
         """``recorded_size`` from memory only: never blocks."""
         return self._sizes.get(sha256)
 
-    def commit(self, part: Path, sha256: str, filename: str) -> Path:
-        """Move a verified download into files/ atomically; the counters follow."""
-        final = self.file_path(sha256, filename)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        existed = final.exists()
+    def commit(self, part: Path, sha256: str, filename: str) -> StoredFile:
+        """Move a verified download into the store atomically; the counters follow."""
         size = part.stat().st_size
         self.index.set(_SIZE + sha256, size)  # before the file appears: never a file unrecorded
-        os.replace(part, final)
-        if not existed:
+        stored, created = self.files.put(part, sha256, filename)
+        if created:
             self.index.incr(FILES_COUNT)
             self.index.incr(FILES_BYTES, size)
         self.index.incr(FILES_GEN)  # offline views that left it out are built again
-        return final
+        return stored
 
-    def remove_file(self, path: Path) -> int:
+    def remove(self, sha256: str, filename: str) -> int:
         """Delete one stored file; the bytes freed (0 if it was already gone)."""
-        try:
-            size = path.stat().st_size
-            path.unlink()
-        except FileNotFoundError:
-            return 0
-        with contextlib.suppress(OSError):
-            path.parent.rmdir()
-        self.index.decr(FILES_COUNT)
-        self.index.decr(FILES_BYTES, size)
+        size = self.files.remove(sha256, filename)
+        if size:
+            self.index.decr(FILES_COUNT)
+            self.index.decr(FILES_BYTES, size)
         self.index.incr(FILES_GEN)  # offline views listing it are built again, in every worker
         return size
+
+    def read(self, stored: StoredFile) -> Iterator[bytes]:
+        return self.files.read(stored)
+
+    def touch(self, stored: StoredFile, now: float | None = None) -> None:
+        """Record an access for least-recently-used eviction."""
+        self.files.touch(stored, now if now is not None else time.time())
+
+    def iter_stored(self) -> Iterator[StoredFile]:
+        return self.files.iter_files()
+
+    # -- working files: downloads in progress and bookkeeping --------------------------------
+
+    def part_path(self, key: str, suffix: str) -> Path:
+        """A new temporary file of a download (``key`` is a Target's key: never a page's raw
+        value), unique to this process and call."""
+        return self.tmp_dir / f"{key}.{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+
+    def lock_path(self, key: str) -> Path:
+        """The lock electing one downloader of ``key`` across processes."""
+        return self.tmp_dir / f"{key}.lock"
+
+    def state_path(self, name: str) -> Path:
+        """A bookkeeping file (locks, the prefetcher's database) of this cache directory."""
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"not a state file name: {name!r}")
+        return self.state_dir / name
+
+    def files_usable(self) -> bool:
+        """Whether the file store can be reached (the health check)."""
+        return self.files_dir.is_dir()
 
     def is_pinned(self, sha256: str) -> bool:
         return _PIN + sha256 in self.index
@@ -284,25 +330,15 @@ class Storage:
             "bytes": int(self.index.get(FILES_BYTES, 0)),
         }
 
-    def iter_files(self) -> list[tuple[Path, os.stat_result]]:
-        found: list[tuple[Path, os.stat_result]] = []
-        for prefix in os.scandir(self.files_dir):
-            if not prefix.is_dir():
-                continue
-            for digest in os.scandir(prefix.path):
-                if not digest.is_dir():
-                    continue
-                for entry in os.scandir(digest.path):
-                    if entry.is_file():
-                        found.append((Path(entry.path), entry.stat()))
-        return found
-
     def recount(self) -> None:
         """Rebuild the file counters from disk (first start, or after an unclean stop)."""
-        files = self.iter_files()
+        count = size = 0
+        for stored in self.iter_stored():
+            count += 1
+            size += stored.size
         with self.index.transact():
-            self.index.set(FILES_COUNT, len(files))
-            self.index.set(FILES_BYTES, sum(st.st_size for _p, st in files))
+            self.index.set(FILES_COUNT, count)
+            self.index.set(FILES_BYTES, size)
             self.index.set(PROJECTS_COUNT, len(self.page_projects()))
 
     def sweep_tmp(self) -> int:
@@ -331,9 +367,3 @@ class Storage:
                 os.unlink(entry.path)
                 removed += 1
         return removed
-
-    def touch(self, path: Path, now: float | None = None) -> None:
-        """Record an access (atime, which survives restarts) for least-recently-used eviction."""
-        with contextlib.suppress(OSError):
-            st = path.stat()
-            os.utime(path, (now if now is not None else time.time(), st.st_mtime))

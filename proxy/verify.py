@@ -15,13 +15,13 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import anyio
 
 from proxy.files import sha256_of, target_for
 from proxy.fill import Target
 from proxy.follow import wait_done
+from proxy.names import is_safe_filename, is_sha256
 from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,13 @@ class VerifyReport:
 def _listed(runtime: Runtime, report: VerifyReport) -> Iterator[Target]:
     storage = runtime.storage
     for project in storage.page_projects():
-        try:
-            record = storage.load_page(project)
-            files = list(record.page.files) if record is not None else []
-        except Exception as exc:  # an old or damaged record must not stop the whole check
-            report.unreadable_records += 1
-            report.failed.append(f"{project}: page record unreadable ({type(exc).__name__})")
+        record = storage.load_page(project)  # an unreadable record must not stop the check
+        if record is None:
+            if project in storage.unreadable:
+                report.unreadable_records += 1
+                report.failed.append(f"{project}: page record unreadable (another format?)")
             continue
+        files = list(record.page.files)
         for entry in files:
             if target_for(entry, entry.filename) is None:
                 report.unstorable_entries += 1  # a hash that is not a sha256 digest
@@ -82,26 +82,28 @@ def _listed(runtime: Runtime, report: VerifyReport) -> Iterator[Target]:
                     yield target
 
 
-def _check(runtime: Runtime, target: Target) -> tuple[Target, str, Path | None]:
-    """(target, outcome, path): ok, corrupt, wrong-size, missing-pinned, absent or unstorable."""
+Checked = tuple[Target, str, tuple[str, str] | None]
+
+
+def _check(runtime: Runtime, target: Target) -> Checked:
+    """(target, outcome, (sha256, filename)): ok, corrupt, wrong-size, missing-pinned, absent
+    or unstorable."""
     storage = runtime.storage
     sha = target.sha256 or storage.hash_for_url(target.url)
     if sha is None:
         return target, "absent", None
-    try:
-        path = storage.file_path(sha, target.filename)
-    except ValueError:
+    if not is_sha256(sha) or not is_safe_filename(target.filename):
         return target, "unstorable", None
-    try:
-        size = path.stat().st_size
-    except (FileNotFoundError, NotADirectoryError):
-        return target, "missing-pinned" if storage.is_pinned(sha) else "absent", path
-    if target.size is not None and size != target.size:
-        return target, "wrong-size", path
-    actual = sha256_of(path)
+    key = (sha, target.filename)
+    stored = storage.stored(sha, target.filename)
+    if stored is None:
+        return target, "missing-pinned" if storage.is_pinned(sha) else "absent", key
+    if target.size is not None and stored.size != target.size:
+        return target, "wrong-size", key
+    actual = sha256_of(storage, stored)
     if actual is None:
-        return target, "missing-pinned" if storage.is_pinned(sha) else "absent", path
-    return target, "ok" if actual == sha else "corrupt", path
+        return target, "missing-pinned" if storage.is_pinned(sha) else "absent", key
+    return target, "ok" if actual == sha else "corrupt", key
 
 
 async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
@@ -109,25 +111,25 @@ async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
     report.swept_partials = await anyio.to_thread.run_sync(runtime.storage.sweep_tmp)
     targets = await anyio.to_thread.run_sync(lambda: list(_listed(runtime, report)))
 
-    def check_all() -> list[tuple[Target, str, Path | None]]:
+    def check_all() -> list[Checked]:
         with ThreadPoolExecutor(4) as pool:
             return list(pool.map(lambda t: _check(runtime, t), targets))
 
     results = await anyio.to_thread.run_sync(check_all)
-    seen: set[Path] = set()
-    for target, outcome, path in results:
+    seen: set[tuple[str, str]] = set()
+    for target, outcome, key in results:
         if outcome == "unstorable":
             report.unstorable_entries += 1
             continue
-        if outcome == "absent" or path in seen:
+        if outcome == "absent" or key in seen:
             continue  # one stored file listed twice (two projects) is checked once
-        if path is not None:
-            seen.add(path)
+        if key is not None:
+            seen.add(key)
         report.checked += 1
         if outcome == "ok":
             report.ok += 1
             continue
-        pinned = path is not None and runtime.storage.is_pinned(path.parent.name)
+        pinned = key is not None and runtime.storage.is_pinned(key[0])
         if outcome in ("corrupt", "wrong-size"):
             if outcome == "corrupt":
                 report.corrupt += 1
@@ -135,8 +137,8 @@ async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
                 report.wrong_size += 1
             runtime.stats.add("integrity_errors")
             log.warning("verify: %s is damaged (%s); dropping it", target.filename, outcome)
-            assert path is not None
-            await anyio.to_thread.run_sync(runtime.storage.remove_file, path)
+            assert key is not None
+            await anyio.to_thread.run_sync(runtime.storage.remove, *key)
             report.dropped += 1
         else:
             report.missing_pinned += 1

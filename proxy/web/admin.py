@@ -97,7 +97,7 @@ async def verify(request: Request) -> Response:
     tasks = _verifying(request)
     storage = runtime.storage
     running = any(not t.done() for t in tasks) or await anyio.to_thread.run_sync(
-        lock_held, storage.state_dir / "scrub.lock"
+        lock_held, storage.state_path("scrub.lock")
     )
     if running:
         last = await anyio.to_thread.run_sync(storage.index.get, LAST_KEY)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from proxy.errors import FillFailed, NotFound, UpstreamError
+from proxy.errors import FillFailed, NotFound, RecordUnreadable, UpstreamError
 from proxy.files import locate
+from proxy.filestore import StoredFile
 from proxy.follow import Progress, read_progress
 from proxy.names import is_safe_filename, is_valid_project_name, normalize
 from proxy.origins import origin_of
@@ -22,24 +22,27 @@ from proxy.web.responses import FileResponse, StreamResponse, error
 TOUCH_EVERY = 600.0  # seconds between atime updates of one file
 
 
-def _touch(runtime: Runtime, path: Path) -> None:
+def _touch(runtime: Runtime, stored: StoredFile) -> None:
     now = time.time()
     touched = runtime.touched
-    if now - touched.get(path, 0.0) > TOUCH_EVERY:
+    key = (stored.sha256, stored.filename)
+    if now - touched.get(key, 0.0) > TOUCH_EVERY:
         if len(touched) > 100_000:
             touched.clear()
-        touched[path] = now
-        runtime.storage.touch(path, now)
+        touched[key] = now
+        runtime.storage.touch(stored, now)
 
 
-def _hit(request: Request, runtime: Runtime, path: Path, sha256: str) -> ASGIApp | None:
+def _hit(request: Request, runtime: Runtime, stored: StoredFile) -> ASGIApp | None:
     """A response from the stored file, or None if it went (evicted) since it was found."""
+    if stored.path is None:
+        return None
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(stored.path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    _touch(runtime, path)
-    return _from_descriptor(request, runtime, fd, sha256)
+    _touch(runtime, stored)
+    return _from_descriptor(request, runtime, fd, stored.sha256)
 
 
 def _from_descriptor(request: Request, runtime: Runtime, fd: int, sha256: str) -> ASGIApp:
@@ -83,12 +86,14 @@ async def serve_file(request: Request) -> Response | ASGIApp:
         located = await locate(runtime.index, runtime.storage, project, filename, variant)
     except NotFound as exc:
         return error(404, str(exc))
+    except RecordUnreadable as exc:
+        return error(503, str(exc))
     except UpstreamError as exc:
         return error(502, f"the upstream index is unavailable: {exc}")
     if located.damaged:
         runtime.stats.add("integrity_errors")
-    if located.path is not None and located.sha256 is not None:
-        hit = _hit(request, runtime, located.path, located.sha256)
+    if located.stored is not None:
+        hit = _hit(request, runtime, located.stored)
         if hit is not None:
             mark(request.scope, "hit", project)
             return hit
@@ -151,8 +156,6 @@ async def _whole_then_hit(
     except FillFailed as exc:
         os.close(keep)
         return error(502, f"could not fetch {filename} from the upstream: {exc}")
-    final = progress.final
-    if final is not None:
-        _touch(runtime, final)
-    sha = progress.expected or progress.sha256 or (final.parent.name if final else "")
+    # Just stored (or streamed whole): its access time is now, no touch needed.
+    sha = progress.expected or progress.sha256 or ""
     return _from_descriptor(request, runtime, keep, sha)

@@ -66,7 +66,7 @@ async def stats(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    ok = await anyio.to_thread.run_sync(runtime.storage.files_dir.is_dir)
+    ok = await anyio.to_thread.run_sync(runtime.storage.files_usable)
     if not ok:
         return JSONResponse({"status": "error", "reason": "cache directory missing"}, 503)
     return JSONResponse({"status": "ok", "offline": runtime.settings.offline})

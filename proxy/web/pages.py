@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from proxy.errors import NotFound, UpstreamError
+from proxy.errors import NotFound, RecordUnreadable, UpstreamError
 from proxy.models import JSON_V1, Rendered
 from proxy.names import is_valid_project_name, normalize
 from proxy.negotiate import choose
@@ -69,6 +69,8 @@ async def project(request: Request) -> Response | RawResponse:
         record, outcome = await runtime.index.lookup(normalized)
     except NotFound as exc:
         return error(404, str(exc))
+    except RecordUnreadable as exc:
+        return error(503, str(exc))
     except UpstreamError as exc:
         return error(
             502, f"the upstream index is unavailable and {normalized} is not cached: {exc}"
