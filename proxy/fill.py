@@ -60,6 +60,16 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
 
 
+def _open_stored(stored: StoredFile) -> int | None:
+    """A descriptor on a stored file on this machine; None when it went meanwhile."""
+    if stored.path is None:
+        return None
+    try:
+        return os.open(stored.path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+
+
 class StoredProgress(Progress):
     """A download that ended before it began: the file is stored and verified, and already
     open, so eviction in the meantime cannot take it from this one reader."""
@@ -164,13 +174,8 @@ class Filler:
             # Stored by a download that ended between this request's look-up and now: never
             # download it again (a second copy renamed over the first would cut the readers
             # in other workers that follow the first). Evicted again meanwhile: download it.
-            try:
-                fd = os.open(stored.path, os.O_RDONLY) if stored.path is not None else -1
-            except FileNotFoundError:
-                fd = -1
-            if fd < 0:
-                pass
-            else:
+            fd = _open_stored(stored)
+            if fd is not None:
                 release_lock(lock_path, lock_fd)
                 return StoredProgress(stored, fd, target)
         return self._begin(target, (lock_path, lock_fd), pinned)
