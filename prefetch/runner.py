@@ -129,6 +129,9 @@ class Prefetcher:
             () if projects else self._settings.requirements,
         )
         client = ChangelogClient(runtime.upstream, runtime.settings.xmlrpc_url)
+        # Followers of this proxy see changes only up to a pass that completed (see
+        # proxy/changelog.py): pages stored during this pass are not final yet.
+        await anyio.to_thread.run_sync(runtime.storage.changelog.hold)
         deadline = (
             self._settings.root_deadline or ROOT_DEADLINES * runtime.settings.upstream_deadline
         )
@@ -175,6 +178,8 @@ class Prefetcher:
         result.ok = remaining == 0
         if result.ok and detection.target is not None:
             await self._meta(mirror_serial=detection.target)
+        if result.ok:
+            await anyio.to_thread.run_sync(runtime.storage.changelog.settle, detection.target)
         return result
 
     async def _round(

@@ -12,22 +12,25 @@ diskcache is synchronous; async callers run these methods in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import diskcache
 
+from proxy.changelog import Changelog
 from proxy.errors import CacheUnusable
 from proxy.filestore import FileStore, StoredFile
 from proxy.localstore import LocalFileStore
 from proxy.locks import lock_held
-from proxy.models import PageRecord, RootRecord
+from proxy.models import PageRecord, ProjectPage, RootRecord
 from proxy.records import usable_page, usable_root
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,8 @@ class Storage:
         self.state_dir = root / "state"
         self._sizes: dict[str, int] = {}
         self.unreadable: set[str] = set()  # projects whose stored record could not be used
+        self._changelog: Changelog | None = None
+        self._changelog_lock = threading.Lock()
         try:
             for directory in (self.files_dir, self.tmp_dir, self.state_dir):
                 directory.mkdir(parents=True, exist_ok=True)
@@ -106,6 +111,8 @@ class Storage:
             raise unusable(self.root, exc) from None
 
     def close(self) -> None:
+        if self._changelog is not None:
+            self._changelog.close()
         self.index.close()
 
     # -- pages -------------------------------------------------------------------------------
@@ -141,7 +148,9 @@ class Storage:
             else:
                 self.index.set(key, record)
             self.index.delete(_MISSING + record.project)
-            return int(self.index.incr(_GEN + record.project))
+            generation = int(self.index.incr(_GEN + record.project))
+        self.changelog.page_saved(record.project, record.page)  # what followers read (tiers)
+        return generation
 
     def has_page(self, project: str) -> bool:
         return _PAGE + project in self.index
@@ -151,6 +160,25 @@ class Storage:
             if self.index.delete(_PAGE + project):
                 self.index.decr(PROJECTS_COUNT)
             self.index.incr(_GEN + project)
+        self.changelog.project_removed(project)
+
+    @property
+    def changelog(self) -> Changelog:
+        """The changes applied to what this cache holds, for followers (opened on first use)."""
+        with self._changelog_lock:  # first use may come from several threads at once
+            if self._changelog is None:
+                changelog = Changelog(self.state_path("changelog.sqlite"))
+                if changelog.is_empty() and self.totals()["projects"]:
+                    count = changelog.rebuild(self._stored_pages())
+                    log.info("changelog started again from %d stored pages", count)
+                self._changelog = changelog
+            return self._changelog
+
+    def _stored_pages(self) -> Iterator[ProjectPage]:
+        for name in self.iter_page_names():
+            record = self.load_page(name)
+            if record is not None:
+                yield dataclasses.replace(record.page, name=name)
 
     def load_page_at(self, project: str) -> tuple[int, PageRecord | None]:
         """The project's generation and its record, the generation read first: a change made

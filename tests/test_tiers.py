@@ -1,0 +1,162 @@
+"""A mirror that can itself be mirrored: an edge proxy follows a central one through the
+central's serial APIs, incrementally, and serves offline what it copied (issue 12)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from proxy.generations import CHECK_EVERY
+from proxy.settings import Settings
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.prefetching import all_whole, run_pass, stored
+from tests.support.proxy_server import SubprocessProxy, ThreadedProxy
+from tests.support.wheels import make_wheel
+from tests.test_e2e import pip_download, uv_install
+
+pytestmark = pytest.mark.e2e
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+class RecordPaths:
+    """Every request a proxy answered, as (method, path): what the tier below asked of it."""
+
+    def __init__(self, app: ASGIApp, seen: list[tuple[str, str]]) -> None:
+        self.app, self.seen = app, seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.seen.append((scope["method"], scope["path"]))
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def central(
+    settings: Settings, tmp_path: Path
+) -> Iterator[tuple[ThreadedProxy, list[tuple[str, str]]]]:
+    seen: list[tuple[str, str]] = []
+    proxy = ThreadedProxy(dataclasses.replace(settings, cache_dir=tmp_path / "central"))
+    proxy.app.add_middleware(RecordPaths, seen=seen)
+    with proxy:
+        yield proxy, seen
+
+
+def follower(settings: Settings, above: str, cache: Path) -> Settings:
+    return dataclasses.replace(
+        settings,
+        upstream=above + "/simple/",
+        cache_dir=cache,
+        allowed_private_networks=("127.0.0.0/8",),
+    )
+
+
+def test_edge_follows_central__first_and_incremental_pass_then_offline(
+    settings: Settings,
+    upstream: FakeUpstream,
+    central: tuple[ThreadedProxy, list[tuple[str, str]]],
+    tmp_path: Path,
+) -> None:
+    proxy, seen = central
+    for i in range(8):
+        upstream.add_dist(f"quiet{i}", make_wheel(f"quiet{i}", "1.0"))
+    assert run_pass(proxy.settings).ok
+    edge = follower(settings, proxy.url, tmp_path / "edge")
+    seen.clear()
+    first = run_pass(edge)
+    assert first.ok, first.errors
+    assert first.method == "xmlrpc"
+    first_requests = list(seen)
+    assert stored(edge.cache_dir) == stored(proxy.settings.cache_dir)
+    assert all_whole(edge.cache_dir)
+
+    # One change upstream: a new release, a yank.
+    upstream.add_dist("demo", make_wheel("demo", "3.0", requires=["helper>=1"]))
+    upstream.yank("demo", "demo-1.0-py3-none-any.whl", "broken")
+    assert run_pass(proxy.settings).ok
+    # The central serves from memory what its own pass (another process here) changed once it
+    # next reads the page's generation (at most CHECK_EVERY later); an edge asking sooner gets
+    # the older page, refuses it (StalePage) and asks again: correct, but not what is counted.
+    time.sleep(CHECK_EVERY + 0.1)
+    seen.clear()
+    second = run_pass(edge)
+    assert second.ok, second.errors
+    incremental = list(seen)
+    pages = sorted(p for m, p in incremental if p.startswith("/simple/"))
+    assert pages == ["/simple/demo/"], incremental
+    files = [p for m, p in incremental if p.startswith("/files/")]
+    assert files and all("demo-3.0" in p for p in files), incremental
+    assert len(incremental) <= 6, incremental  # a few XML-RPC calls, one page, one file
+    assert len(first_requests) > 3 * len(incremental) // 2
+
+    with SubprocessProxy("--offline", cache_dir=edge.cache_dir) as offline:
+        index = offline.url + "/simple/"
+        page = httpx.get(index + "demo/", headers=JSON).json()
+        yanked = {f["filename"]: f.get("yanked") for f in page["files"]}
+        assert yanked["demo-1.0-py3-none-any.whl"] == "broken", yanked
+        got = pip_download(index, tmp_path / "d", "demo==3.0", tmp=tmp_path)
+        assert got.returncode == 0, got.stderr + offline.log()
+        assert (tmp_path / "d" / "demo-3.0-py3-none-any.whl").exists()
+        uv = uv_install(index, tmp_path / "t", "demo", "quiet3", tmp=tmp_path)
+        assert uv.returncode == 0, uv.stderr + offline.log()
+    print(f"tiers: first pass {len(first_requests)} requests, incremental {len(incremental)}")
+
+
+def test_chain_of_three__a_change_reaches_the_last_edge(
+    settings: Settings,
+    upstream: FakeUpstream,
+    central: tuple[ThreadedProxy, list[tuple[str, str]]],
+    tmp_path: Path,
+) -> None:
+    proxy, _seen = central
+    assert run_pass(proxy.settings).ok
+    edge = follower(settings, proxy.url, tmp_path / "edge")
+    assert run_pass(edge).ok
+    with ThreadedProxy(edge) as edge_proxy:
+        last = follower(settings, edge_proxy.url, tmp_path / "last")
+        assert run_pass(last).ok
+        upstream.add_dist("helper", make_wheel("helper", "2.0"))
+        upstream.remove_project("demo")
+        assert run_pass(proxy.settings).ok
+        assert run_pass(edge).ok
+        assert run_pass(last).ok
+    names = set(stored(last.cache_dir))
+    assert "helper-2.0-py3-none-any.whl" in names
+    assert not any(n.startswith("demo-") for n in names), names
+    assert names == set(stored(proxy.settings.cache_dir))
+
+
+def test_central_loses_its_changelog__edge_diffs_in_full_not_wrongly(
+    settings: Settings, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    central = dataclasses.replace(settings, cache_dir=tmp_path / "central")
+    with ThreadedProxy(central) as proxy:
+        assert run_pass(central).ok
+        edge = follower(settings, proxy.url, tmp_path / "edge")
+        assert run_pass(edge).ok
+    upstream.add_dist("helper", make_wheel("helper", "3.0"))
+    upstream.yank("demo", "demo-1.0-py3-none-any.whl")
+    assert run_pass(central).ok
+    # The central's changelog goes (a wiped state directory, a restore from an old backup).
+    for path in (central.cache_dir / "state").glob("changelog.sqlite*"):
+        path.unlink()
+    seen: list[tuple[str, str]] = []
+    restarted = ThreadedProxy(central)
+    restarted.app.add_middleware(RecordPaths, seen=seen)
+    with restarted:
+        edge = follower(settings, restarted.url, tmp_path / "edge")
+        result = run_pass(edge)
+    assert result.ok, result.errors
+    assert "helper-3.0-py3-none-any.whl" in stored(edge.cache_dir)
+    assert stored(edge.cache_dir) == stored(central.cache_dir)
+    with SubprocessProxy("--offline", cache_dir=edge.cache_dir) as offline:
+        page = httpx.get(offline.url + "/simple/demo/", headers=JSON).json()
+    assert {f["filename"]: f.get("yanked") for f in page["files"]}["demo-1.0-py3-none-any.whl"], (
+        page
+    )
+    assert ("POST", "/pypi") in seen
