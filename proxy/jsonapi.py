@@ -29,6 +29,7 @@ import anyio
 
 from proxy.errors import NotFound, UpstreamBadResponse, UpstreamError
 from proxy.models import DistFile, PageRecord
+from proxy.names import is_sha256, packages_path
 from proxy.render import project_file_href
 from proxy.storage import Storage
 from proxy.trust import older
@@ -103,6 +104,9 @@ def rewrite(body: bytes, page: PageRecord) -> tuple[bytes, bytes, int | None]:
         if entry is None:
             # Not on the simple page: the proxy will not serve it, and says so (404).
             return f"files/{quote(page.project)}/{quote(filename, safe='')}"
+        if entry.sha256 is not None and is_sha256(entry.sha256):
+            # The layout mirroring tools map to local paths (see proxy/web/packages.py).
+            return "packages/" + packages_path(entry.sha256, quote(filename, safe=""))
         return href(entry).removeprefix(_UP)
 
     def fix(items: object) -> None:

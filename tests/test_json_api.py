@@ -40,7 +40,11 @@ def test_json_api__file_urls_under_the_proxy_and_downloadable(
     assert sorted(doc["releases"]) == ["1.0", "2.0"]
     urls = _file_urls(doc)
     assert len(urls) == 3
-    assert all(u.startswith(proxy.url + "/files/demo/") for u in urls), urls
+    # The /packages/ layout, from each file's sha256, as mirroring tools expect.
+    for item in [*doc["urls"], *(f for fs in doc["releases"].values() for f in fs)]:
+        sha = item["digests"]["sha256"]
+        expected = f"/packages/{sha[:2]}/{sha[2:4]}/{sha[4:]}/{item['filename']}"
+        assert item["url"] == proxy.url + expected, item["url"]
     latest = doc["urls"][0]
     got = httpx.get(latest["url"])
     assert got.status_code == 200
@@ -55,7 +59,8 @@ def test_json_api__version_document(proxy: ThreadedProxy, upstream: FakeUpstream
     doc = answer.json()
     assert doc["info"]["version"] == "1.0"
     assert [f["filename"] for f in doc["urls"]] == ["demo-1.0-py3-none-any.whl"]
-    assert doc["urls"][0]["url"] == proxy.url + "/files/demo/demo-1.0-py3-none-any.whl"
+    assert doc["urls"][0]["url"].endswith("/demo-1.0-py3-none-any.whl")
+    assert doc["urls"][0]["url"].startswith(proxy.url + "/packages/")
     assert httpx.get(proxy.url + "/pypi/demo/7.7/json").status_code == 404
     assert httpx.get(proxy.url + "/pypi/demo/bad%20version/json").status_code == 400
 
@@ -102,7 +107,7 @@ def test_json_api__served_offline_and_stale(settings: Settings, upstream: FakeUp
         doc = httpx.get(proxy.url + "/pypi/demo/json")
         assert doc.status_code == 200
         assert doc.json()["info"] == online.json()["info"]
-        assert all(u.startswith(proxy.url + "/files/demo/") for u in _file_urls(doc.json()))
+        assert all(u.startswith(proxy.url + "/packages/") for u in _file_urls(doc.json()))
         missing = httpx.get(proxy.url + "/pypi/helper/json")
         assert missing.status_code == 404
         assert "offline" in missing.text
@@ -162,8 +167,9 @@ def test_rewrite__token_never_in_upstream_text_and_variants_kept(pad: str) -> No
     assert serial == 42
     assert template.count(token) == 2
     doc = json.loads(template.replace(token, b"http://p/"))
-    # Two entries share the filename: the one with this digest, by its variant URL.
-    assert doc["urls"][0]["url"] == f"http://p/files/demo/{SHA_B}/demo-1.0.tar.gz"
+    # Two entries share the filename: the one with this digest, by its sha256 path.
+    path = f"{SHA_B[:2]}/{SHA_B[2:4]}/{SHA_B[4:]}"
+    assert doc["urls"][0]["url"] == f"http://p/packages/{path}/demo-1.0.tar.gz"
     assert doc["releases"]["1.0"][0]["url"] == "http://p/files/demo/gone.tar.gz"
     assert doc["info"]["summary"] == pad
 
@@ -179,3 +185,29 @@ def test_rewrite__lone_surrogates_and_odd_filenames_are_kept_safe() -> None:
     doc = json.loads(template.replace(token, b"http://p/"))
     assert doc["info"]["summary"] == "\ud800"
     assert doc["urls"][0]["url"] == "http://p/files/demo/..%2F..%2Fx"
+
+
+def test_packages_layout__serves_listed_files_only(
+    proxy: ThreadedProxy, upstream: FakeUpstream
+) -> None:
+    doc = httpx.get(proxy.url + "/pypi/demo/json").json()
+    item = doc["urls"][0]
+    url = item["url"]
+    head = httpx.head(url)
+    assert head.status_code == 200 and int(head.headers["content-length"]) == item["size"]
+    got = httpx.get(url, headers={"Range": "bytes=0-9"})
+    assert got.status_code == 206 and len(got.content) == 10
+    sha = item["digests"]["sha256"]
+    other = "0" * 64
+    base = proxy.url + "/packages/"
+    refused = [
+        f"{base}{other[:2]}/{other[2:4]}/{other[4:]}/{item['filename']}",  # not its sha256
+        f"{base}{sha[:2]}/{sha[2:4]}/{sha[4:]}/helper-1.5-py3-none-any.whl",  # another file
+        f"{base}{sha[:2]}/{sha[2:4]}/{sha[4:-1]}/{item['filename']}",  # too short
+        f"{base}{sha[:2]}/{sha[2:4]}/{sha[4:]}/..",
+        f"{base}{sha[:2]}/{sha[2:4]}/{sha[4:]}/nameless",
+    ]
+    for bad in refused:
+        answer = httpx.get(bad)
+        assert answer.status_code in (400, 404), (bad, answer.status_code)
+    assert httpx.get(proxy.url + "/health").status_code == 200

@@ -45,3 +45,15 @@ def test_is_sha256() -> None:
     assert is_sha256("a" * 64)
     assert not is_sha256("A" * 64)
     assert not is_sha256("a" * 63)
+
+
+def test_project_of__wheels_sdists_metadata_and_older_names() -> None:
+    from proxy.names import packages_path, project_of
+
+    assert project_of("Foo_Bar-1.0-py3-none-any.whl") == "foo-bar"
+    assert project_of("foo_bar-1.0-py3-none-any.whl.metadata") == "foo-bar"
+    assert project_of("zope.interface-6.0.tar.gz") == "zope-interface"
+    assert project_of("foo-bar-1.0.win32.exe") == "foo-bar"
+    assert project_of("nameless") is None
+    sha = "ab" * 32
+    assert packages_path(sha, "x-1.0.tar.gz") == f"ab/ab/{sha[4:]}/x-1.0.tar.gz"

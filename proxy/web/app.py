@@ -15,7 +15,7 @@ from proxy.access import Access
 from proxy.runtime import Runtime
 from proxy.scrub import scrub_service
 from proxy.settings import Settings
-from proxy.web import admin, api, files, jsonapi, ops, pages, serials, status
+from proxy.web import admin, api, files, jsonapi, ops, packages, pages, serials, status
 from proxy.web.auth import RequireAuth
 from proxy.web.counting import CountRequests
 from proxy.web.fastpath import FastPages
@@ -54,6 +54,9 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
         Route("/simple/{project}/", pages.project, methods=["GET", "HEAD"]),
         Route("/files/{project}/{filename}", files.serve_file, methods=["GET", "HEAD"]),
         Route("/files/{project}/{variant}/{filename}", files.serve_file, methods=["GET", "HEAD"]),
+        Route(
+            "/packages/{a}/{b}/{rest}/{filename}", packages.serve_package, methods=["GET", "HEAD"]
+        ),
         Route("/pypi", serials.xmlrpc, methods=["POST"]),
         Route("/pypi/{project}/json", jsonapi.document, methods=["GET", "HEAD"]),
         Route("/pypi/{project}/{version}/json", jsonapi.document, methods=["GET", "HEAD"]),
