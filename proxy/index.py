@@ -386,9 +386,15 @@ class IndexService:
         return await self._shared(_ROOT, lambda: self._refresh_root(stored))
 
     def _offline_root(self) -> RootRecord:
-        # Offline with no stored root: list what the mirror holds.
+        # Offline with no stored root: list what the mirror holds, with the serials of its
+        # pages (what a follower of this proxy compares), and the changelog's in meta.
         names = sorted(self._storage.page_projects())
-        listing = ProjectListing(projects=tuple((n, None) for n in names))
+        changelog = self._storage.changelog
+        serials = changelog.packages_with_serial()
+        listing = ProjectListing(
+            projects=tuple((n, serials.get(n)) for n in names),
+            serial=changelog.last_serial() or None,
+        )
         return RootRecord(listing=listing, rendered=render_root(listing), fetched_at=self._clock())
 
     async def _refresh_root(self, current: RootRecord | None) -> tuple[RootRecord, str]:

@@ -96,6 +96,10 @@ def test_edge_follows_central__first_and_incremental_pass_then_offline(
 
     with SubprocessProxy("--offline", cache_dir=edge.cache_dir) as offline:
         index = offline.url + "/simple/"
+        root = httpx.get(index, headers=JSON)
+        listed = {p["name"]: p.get("_last-serial") for p in root.json()["projects"]}
+        assert listed["demo"] == upstream.index.projects["demo"].serial, listed
+        assert root.json()["meta"]["_last-serial"] == second.target
         page = httpx.get(index + "demo/", headers=JSON).json()
         yanked = {f["filename"]: f.get("yanked") for f in page["files"]}
         assert yanked["demo-1.0-py3-none-any.whl"] == "broken", yanked
