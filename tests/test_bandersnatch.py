@@ -65,24 +65,36 @@ def mirrored(web: Path) -> dict[str, str]:
     }
 
 
+def metadata_mirrored(web: Path) -> set[str]:
+    """The files bandersnatch stored a PEP 658 ``.metadata`` for, whole."""
+    found = set()
+    for path in (web / "packages").rglob("*.metadata"):
+        wheel = path.with_name(path.name.removesuffix(".metadata"))
+        if wheel.exists():
+            found.add(wheel.name)
+    return found
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
 def test_bandersnatch__full_then_incremental_mirror_of_a_central_then_pip_installs(
-    settings: Settings, upstream: FakeUpstream, tmp_path: Path
+    settings: Settings, upstream: FakeUpstream, tmp_path: Path, mode: str
 ) -> None:
+    """Online, the central answers from its cache and its upstream; offline, only from what its
+    prefetch passes stored (the root listing and the JSON API then come from its pages)."""
     python = bandersnatch.bandersnatch_python()  # made once, then cached under .cache/
     upstream.add_dist("quiet", make_wheel("quiet", "1.0"))
     upstream.add_dist("quiet", make_wheel("quiet", "1.1"))
-    seen: list[tuple[str, str]] = []
-    # bandersnatch learns of changes from the root listing, which an online proxy takes from its
-    # upstream and keeps for index_ttl: short here, so the second run sees the pass's changes.
+    # Online, bandersnatch learns of changes from the root listing, which the proxy takes from
+    # its upstream and keeps for index_ttl: short here, so the second run sees the pass's.
     central = dataclasses.replace(settings, cache_dir=tmp_path / "central", index_ttl=1.0)
-    proxy = ThreadedProxy(central)
+    assert run_pass(central).ok
+    seen: list[tuple[str, str]] = []
+    proxy = ThreadedProxy(dataclasses.replace(central, offline=mode == "offline"))
     proxy.app.add_middleware(RecordPaths, seen=seen)
     home = tmp_path / "bandersnatch"
     web = home / "web"
     config = bandersnatch.write_config(tmp_path / "bandersnatch.conf", proxy.url, home)
     with proxy:
-        assert run_pass(central).ok
-        seen.clear()
         first = bandersnatch.mirror(python, config)
         assert first.returncode == 0, first.log
         assert "Error syncing package" not in first.log, first.log
@@ -95,6 +107,8 @@ def test_bandersnatch__full_then_incremental_mirror_of_a_central_then_pip_instal
             for f in p.files.values()
         }
         assert mirrored(web) == expected
+        # The proxy's pages offer .metadata (PEP 658), and so its JSON API says: copied too.
+        assert metadata_mirrored(web) == set(expected)
 
         # A new release, a yank and a removed file upstream; the central takes them in.
         upstream.add_dist("demo", make_wheel("demo", "3.0", requires=["helper>=1"]))
@@ -109,20 +123,22 @@ def test_bandersnatch__full_then_incremental_mirror_of_a_central_then_pip_instal
         incremental = list(seen)
     assert int((home / "status").read_text()) == upstream.serial, second.log
     print(
-        f"bandersnatch: first {first.seconds:.2f} s, {len(first_requests)} requests "
-        f"{sorted(first_requests)}; incremental {second.seconds:.2f} s, {len(incremental)} "
-        f"requests {sorted(incremental)}"
+        f"bandersnatch ({mode} central): first {first.seconds:.2f} s, {len(first_requests)} "
+        f"requests {sorted(first_requests)}; incremental {second.seconds:.2f} s, "
+        f"{len(incremental)} requests {sorted(incremental)}"
     )
     # Incremental: the listing (asked as /simple, redirected), then only the projects that
-    # changed and only the new file.
+    # changed and only the new file and its metadata.
     pages = sorted(p for m, p in incremental if not p.startswith("/packages/"))
     assert pages == ["/pypi/demo/json", "/pypi/quiet/json", "/simple", "/simple/"], incremental
-    files = [p for m, p in incremental if p.startswith("/packages/")]
-    assert files and all("demo-3.0" in p for p in files), incremental
+    files = sorted(p.rsplit("/", 1)[1] for m, p in incremental if p.startswith("/packages/"))
+    wheel = "demo-3.0-py3-none-any.whl"
+    assert files == [wheel, wheel + ".metadata"], incremental
     assert len(first_requests) > len(incremental)
 
     demo = (web / "simple" / "demo" / "index.html").read_text()
     assert 'data-yanked="broken">demo-1.0-py3-none-any.whl' in demo, demo
+    assert wheel in demo
     quiet = (web / "simple" / "quiet" / "index.html").read_text()
     assert "quiet-1.1" in quiet and "quiet-1.0" not in quiet, quiet
 
@@ -130,4 +146,4 @@ def test_bandersnatch__full_then_incremental_mirror_of_a_central_then_pip_instal
         got = pip_download(static + "/simple/", tmp_path / "d", "demo==3.0", tmp=tmp_path)
     assert got.returncode == 0, got.stderr
     downloaded = sorted(p.name for p in (tmp_path / "d").iterdir())
-    assert downloaded == ["demo-3.0-py3-none-any.whl", "helper-1.5-py3-none-any.whl"]
+    assert downloaded == [wheel, "helper-1.5-py3-none-any.whl"]
