@@ -33,7 +33,7 @@ from tests.support.wheels import make_wheel
 from tests.test_e2e import pip_download
 from tests.test_tiers import RecordPaths
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.e2e  # about 5 s a case here, 20 s more once to make the venv
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -54,6 +54,25 @@ def static_server(directory: Path) -> Iterator[str]:
         server.shutdown()
         thread.join(timeout=10)
         server.server_close()
+
+
+def _fake_python(where: Path, name: str, version: str) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    script = where / name
+    script.write_text(f"#!/bin/sh\necho {version}\n")
+    script.chmod(0o755)
+
+
+def test_find_python__fails_clearly_without_3_12_and_takes_the_newest(tmp_path: Path) -> None:
+    old = tmp_path / "bin"
+    _fake_python(old, "python3", "3 11")
+    _fake_python(old, "python3.13", "nonsense")  # a pyenv shim for a version not selected
+    with pytest.raises(bandersnatch.NoPython, match=r"needs Python 3\.12 or newer"):
+        bandersnatch.find_python(str(old / "python3"), str(old), tmp_path / "no-pyenv")
+    _fake_python(tmp_path / "pyenv" / "versions" / "3.12.1" / "bin", "python3.12", "3 12")
+    _fake_python(tmp_path / "pyenv" / "versions" / "3.14.0" / "bin", "python3.14", "3 14")
+    found, version = bandersnatch.find_python(str(old / "python3"), str(old), tmp_path / "pyenv")
+    assert version == (3, 14) and found.endswith("3.14.0/bin/python3.14")
 
 
 def mirrored(web: Path) -> dict[str, str]:

@@ -45,11 +45,15 @@ def _version(python: str) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-def find_python() -> tuple[str, tuple[int, int]]:
-    """The newest Python 3.12+ here: this interpreter, then PATH, then ~/.pyenv's versions."""
-    candidates = [sys.executable]
-    candidates += [found for name in _NAMES if (found := shutil.which(name))]
-    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+def find_python(
+    current: str | None = None, path: str | None = None, pyenv_root: Path | None = None
+) -> tuple[str, tuple[int, int]]:
+    """The newest Python 3.12+ here: this interpreter, then PATH, then pyenv's versions
+    (each place defaults to this machine's); NoPython when there is none."""
+    candidates = [current or sys.executable]
+    candidates += [found for name in _NAMES if (found := shutil.which(name, path=path))]
+    root = pyenv_root or Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    pyenv = root / "versions"
     candidates += sorted(glob.glob(str(pyenv / "*" / "bin" / "python3.1[2-9]")))
     best: tuple[str, tuple[int, int]] | None = None
     for python in dict.fromkeys(candidates):
@@ -59,8 +63,8 @@ def find_python() -> tuple[str, tuple[int, int]]:
     if best is None:
         raise NoPython(
             "bandersnatch 8 needs Python 3.12 or newer and none was found (looked at "
-            f"{sys.executable}, {', '.join(_NAMES)} on PATH and {pyenv}/*/bin): install one "
-            "(e.g. `pyenv install 3.12`) to run this test"
+            f"{candidates[0]}, {', '.join(_NAMES)} on PATH and {pyenv}/*/bin): install one "
+            "(e.g. `apt-get install python3.12` or `pyenv install 3.12`) to run this test"
         )
     return best
 
@@ -74,19 +78,20 @@ def bandersnatch_python() -> Path:
         return ready
     CACHE.mkdir(exist_ok=True)
     building = CACHE / f".{venv.name}.{os.getpid()}.{time.monotonic_ns()}"
+    inside = str(building / "bin" / "python")
     try:
-        subprocess.run([python, "-m", "venv", str(building)], check=True, timeout=300)
         # The machine's own pip configuration applies: this is an install, not a test client.
-        subprocess.run(
-            [str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", REQUIREMENT],
-            check=True,
-            timeout=900,
-        )
-        subprocess.run(
-            [str(building / "bin" / "python"), "-c", "import bandersnatch.main"],
-            check=True,
-            timeout=60,
-        )
+        for step in (
+            [python, "-m", "venv", str(building)],
+            [inside, "-m", "pip", "install", "--quiet", REQUIREMENT],
+            [inside, "-c", "import bandersnatch.main"],
+        ):
+            done = subprocess.run(step, capture_output=True, text=True, timeout=900)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"could not install {REQUIREMENT} with {python} (`{' '.join(step)}` "
+                    f"exited {done.returncode}):\n{done.stdout}{done.stderr}"
+                )
         # Only `bin/python -m ...` is used, which works from the renamed directory (the
         # scripts' shebangs would not).
         try:
