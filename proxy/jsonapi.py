@@ -8,6 +8,11 @@ Those URLs must be absolute (tools fetch them as they are) while the stored byte
 same whatever host the proxy is reached under: each URL is stored as a random token followed
 by its path, and the token, which the upstream's text never contains, becomes the proxy's base
 URL when a response is made (``render``).
+
+A stored document older than the project's page (a prefetch pass stored a newer page since) is
+never answered as it is: a mirror of this proxy compares the listing's serial with the
+document's. When no usable document comes from the upstream (offline; an upstream with no JSON
+API), one is made from the page (proxy/jsonsynth.py), so the mirror needs only what it holds.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from urllib.parse import quote
 import anyio
 
 from proxy.errors import NotFound, UpstreamBadResponse, UpstreamError
+from proxy.jsonsynth import synthesise
 from proxy.models import DistFile, PageRecord
 from proxy.names import is_sha256, packages_path
 from proxy.render import project_file_href
@@ -95,18 +101,19 @@ def rewrite(body: bytes, page: PageRecord) -> tuple[bytes, bytes, int | None]:
     for f in page.page.files:
         by_name.setdefault(f.filename, []).append(f)
 
-    def path_of(item: dict[str, Any]) -> str:
-        filename = item["filename"]
+    def entry_of(item: dict[str, Any]) -> DistFile | None:
         digests = item.get("digests")
         sha = digests.get("sha256") if isinstance(digests, dict) else None
-        entries = by_name.get(filename, [])
-        entry = next((f for f in entries if sha is None or f.sha256 == sha), None)
+        entries = by_name.get(item["filename"], [])
+        return next((f for f in entries if sha is None or f.sha256 == sha), None)
+
+    def path_of(item: dict[str, Any], entry: DistFile | None) -> str:
         if entry is None:
             # Not on the simple page: the proxy will not serve it, and says so (404).
-            return f"files/{quote(page.project)}/{quote(filename, safe='')}"
+            return f"files/{quote(page.project)}/{quote(item['filename'], safe='')}"
         if entry.sha256 is not None and is_sha256(entry.sha256):
             # The layout mirroring tools map to local paths (see proxy/web/packages.py).
-            return "packages/" + packages_path(entry.sha256, quote(filename, safe=""))
+            return "packages/" + packages_path(entry.sha256, quote(entry.filename, safe=""))
         return href(entry).removeprefix(_UP)
 
     def fix(items: object) -> None:
@@ -114,7 +121,13 @@ def rewrite(body: bytes, page: PageRecord) -> tuple[bytes, bytes, int | None]:
             return
         for item in items:
             if isinstance(item, dict) and isinstance(item.get("filename"), str):
-                item["url"] = token + path_of(item)
+                entry = entry_of(item)
+                item["url"] = token + path_of(item, entry)
+                if entry is not None and entry.has_metadata and "core-metadata" not in item:
+                    # What the proxy's page offers next to the file (PEP 658 ``.metadata``),
+                    # for an upstream whose JSON does not say: mirrors copy it only if told.
+                    offered = entry.core_metadata
+                    item["core-metadata"] = offered if isinstance(offered, bool) else dict(offered)
 
     fix(data.get("urls"))
     releases = data.get("releases")
@@ -160,13 +173,13 @@ class JsonApi:
         """The document for a project whose simple page is ``page``; NotFound, UpstreamError."""
         key = record_key(page.project, version)
         stored = await anyio.to_thread.run_sync(self._load, key)
-        if stored is not None and (
+        fresh = stored is not None and (
             self._upstream is None or self._clock() - stored.fetched_at < self._ttl
-        ):
+        )
+        if stored is not None and fresh and not self._behind(stored, page):
             return stored
         if self._upstream is None:
-            what = page.project if version is None else f"{page.project} {version}"
-            raise NotFound(f"the JSON of {what} is not in this mirror, and the proxy is offline")
+            return await self.from_page(page, version)
         future = self._inflight.get(key)
         if future is not None:
             return await asyncio.shield(future)
@@ -191,10 +204,16 @@ class JsonApi:
         try:
             fetched = await upstream.get_document(url, stored.upstream_etag if stored else None)
         except (NotFound, UpstreamError) as exc:
-            if stored is None:
+            what = record_key(page.project, version)
+            if stored is not None and not self._behind(stored, page):
+                log.warning("serving stored JSON of %s: %s", what, exc)
+                return stored
+            if stored is None and not isinstance(exc, NotFound):
                 raise
-            log.warning("serving stored JSON of %s: %s", record_key(page.project, version), exc)
-            return stored
+            # An upstream with no JSON API (or none for this project), or a stored document
+            # older than the page: the page says what there is.
+            log.info("JSON of %s made from its page: %s", what, exc)
+            return await self.from_page(page, version)
         now = self._clock()
         if fetched is None:
             if stored is None:
@@ -226,6 +245,31 @@ class JsonApi:
         )
         await self._save(record)
         return record
+
+    @staticmethod
+    def _behind(stored: JsonRecord, page: PageRecord) -> bool:
+        """Older than the project's page (a pass stored a newer one since): a mirror comparing
+        the serial of the listing with this document's would refuse it."""
+        return older(stored.serial, page.page.serial)
+
+    async def from_page(self, page: PageRecord, version: str | None) -> JsonRecord:
+        """The document made from the stored page (proxy/jsonsynth.py), at the page's serial;
+        not stored, as the page may change under it. NotFound for a release it does not list."""
+        try:
+            template, token = await anyio.to_thread.run_sync(
+                synthesise, page, version, self._storage.recorded_size
+            )
+        except KeyError:
+            raise NotFound(f"{page.project} has no release {version} in this mirror") from None
+        return JsonRecord(
+            project=page.project,
+            version=version,
+            template=template,
+            token=token,
+            etag=hashlib.sha256(template.replace(token, b"")).hexdigest()[:32],
+            serial=page.page.serial,
+            fetched_at=self._clock(),
+        )
 
     async def _save(self, record: JsonRecord) -> None:
         key = record_key(record.project, record.version)
