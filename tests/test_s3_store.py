@@ -6,6 +6,7 @@ bucket.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -365,3 +366,15 @@ def test_s3_config_from__refuses_credentials_in_endpoint() -> None:
     with pytest.raises(SettingsError, match="AWS_ENDPOINT_URL") as caught:
         s3_config_from("s3://mirror-bucket/p", {"AWS_ENDPOINT_URL": "http://u:pw-x@host:9000"})
     assert "pw-x" not in str(caught.value)
+
+
+def test_s3_store__prefixes_do_not_mix(s3_config: S3Config, tmp_path: Path) -> None:
+    """Two mirrors in one bucket under different prefixes never see each other's files."""
+    ours = S3FileStore(s3_config)
+    theirs = S3FileStore(dataclasses.replace(s3_config, prefix="mirror-b"))
+    source, sha, _ = _file(tmp_path, "demo-1.0.whl", 100)
+    ours.put(source, sha, source.name)
+    assert theirs.stat(sha, source.name) is None
+    assert list(theirs.iter_files()) == []
+    assert theirs.remove(sha, source.name) == 0
+    assert ours.stat(sha, source.name) is not None
