@@ -14,6 +14,8 @@ ProxyError
  |    +-- FillFailed            a reader's transfer is cut: its download gave no verified bytes
  +-- Unsatisfiable          a Range header that cannot be served (416)
  +-- HtpasswdError          an htpasswd file that cannot be read or parsed
+ +-- StoreUnavailable       the object store failed or cannot be reached (also an OSError, so
+                            whoever reads a stored file treats it like a disk that failed)
 
 Elsewhere, under the same root: prefetch's SyncFailed and AlreadyRunning (ProxyError), NoSerials
 and XmlRpcRefused (UpstreamError).
@@ -79,3 +81,8 @@ class Unsatisfiable(ProxyError):
 
 class HtpasswdError(ProxyError):
     """The file cannot be used at all (unreadable, not UTF-8): nobody logs in through it."""
+
+
+class StoreUnavailable(ProxyError, OSError):
+    """An object store request failed. The message names the operation and the key, never the
+    endpoint or a credential (the store's own messages carry URLs, so they are not passed on)."""
