@@ -98,12 +98,14 @@ class Settings:
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     log_level: str = "info"
+    log_format: str = "text"
     access_log: bool = False
     idle_timeout: float = 15.0
     head_timeout: float = 10.0
     max_head_size: int = 64 * 1024
     max_connections: int = 1000
     send_timeout: float = 60.0
+    shutdown_grace: float = 10.0
     prefetch: PrefetchSettings = field(default_factory=PrefetchSettings)
 
     @property
@@ -363,12 +365,14 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "tls_certfile": _optional(_text),
     "tls_keyfile": _optional(_text),
     "log_level": _log_level,
+    "log_format": _choice("text", "json"),
     "access_log": _bool,
     "idle_timeout": _positive_seconds,
     "head_timeout": _positive_seconds,
     "max_head_size": _size_between(4 * 1024, 16 * 1024**2),
     "max_connections": _int(1, 1_000_000),
     "send_timeout": _positive_seconds,
+    "shutdown_grace": _seconds,
     "prefetch": lambda v: v,  # merged key by key in _apply_prefetch
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}
