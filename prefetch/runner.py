@@ -210,6 +210,7 @@ class Prefetcher:
                         progress.advance(failed=True)
                     continue
                 result.synced += 1
+                log.info("prefetch: synced %s (%d files added)", name, synced.files_added)
                 result.files_added += synced.files_added
                 result.bytes_added += synced.bytes_added
                 result.files_removed += synced.files_removed

@@ -19,7 +19,8 @@ from typing import Any
 LOG_FORMATS = ("text", "json")
 
 # What every LogRecord carries; anything else on a record came in through ``extra=``.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# uvicorn's color_message is its message again, with terminal colours.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class _QuietAbort(logging.Filter):

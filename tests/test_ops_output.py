@@ -67,6 +67,7 @@ def test_prefetch_command__progress_line_printed_once(
     assert done.returncode == 0, done.stderr
     progress = [line for line in done.stderr.splitlines() if "1/1 projects" in line]
     assert len(progress) == 1, done.stderr
+    assert "prefetch: synced helper (2 files added)" in done.stderr  # each step logged
 
 
 def test_stats_into_head__no_traceback(tmp_path: Path, upstream: FakeUpstream) -> None:

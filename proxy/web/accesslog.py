@@ -28,7 +28,9 @@ def escape(text: str) -> str:
         elif char.isprintable() and char.isascii():
             out.append(char)
         else:
-            out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8", "surrogateescape"))
+            # Client text arrives as latin-1 (one char a byte): each shows as the byte it was.
+            raw = char.encode("latin-1") if ord(char) < 256 else char.encode("utf-8", "replace")
+            out.extend(f"\\x{byte:02x}" for byte in raw)
     return "".join(out)
 
 

@@ -47,7 +47,6 @@ class ProxyConfig(uvicorn.Config):
     ) -> None:
         self.settings_data = settings_to_mapping(settings)
         self.services = ",".join(services)
-        self.access_log = settings.access_log
         self.connection_limits = ConnectionLimits.from_settings(settings)
         options: dict[str, Any] = {
             "host": settings.host,
@@ -76,7 +75,7 @@ class ProxyConfig(uvicorn.Config):
             settings = settings_from_mapping(self.settings_data)
             setup_logging(settings.log_level, settings.log_format)  # a spawned worker has none
             app: Any = create_app(settings, load_services(self.services))
-            self.app = AccessLog(app) if self.access_log else app
+            self.app = AccessLog(app) if settings.access_log else app
         super().load()
 
 
