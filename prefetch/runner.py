@@ -20,6 +20,7 @@ from pathlib import Path
 import anyio
 
 from prefetch.changes import RootLimits, detect
+from prefetch.people import narrow
 from prefetch.progress import Progress
 from prefetch.selection import resolve
 from prefetch.state import PrefetchState
@@ -128,6 +129,7 @@ class Prefetcher:
             projects if projects else self._settings.projects,
             () if projects else self._settings.requirements,
         )
+        selection = await narrow(runtime.upstream, runtime.settings, selection)  # by people
         client = ChangelogClient(runtime.upstream, runtime.settings.xmlrpc_url)
         deadline = (
             self._settings.root_deadline or ROOT_DEADLINES * runtime.settings.upstream_deadline

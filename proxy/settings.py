@@ -40,6 +40,8 @@ class PrefetchSettings:
     cron: str | None = None
     projects: tuple[str, ...] = ()
     requirements: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()  # matched against the JSON API's info (prefetch.people)
+    maintainers: tuple[str, ...] = ()
     method: str = "auto"
     workers: int = 8
     xmlrpc_url: str | None = None
@@ -56,7 +58,7 @@ class PrefetchSettings:
 
     @property
     def selective(self) -> bool:
-        return bool(self.projects or self.requirements)
+        return bool(self.projects or self.requirements or self.authors or self.maintainers)
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,14 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(str(item).strip() for item in items if str(item).strip())
 
 
+def _people(value: Any) -> tuple[str, ...]:
+    """Names or e-mail addresses (globs allowed); a string is split on commas only, since a
+    name has spaces in it ("Jane Doe, ops@example.org")."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return _names(value)
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         text = str(value).strip().lower()
@@ -311,6 +321,8 @@ _PREFETCH_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "cron": _optional(_cron),
     "projects": _names,
     "requirements": _names,
+    "authors": _people,
+    "maintainers": _people,
     "method": _choice("auto", "xmlrpc", "json-root", "per-project"),
     "workers": _int(1, 256),
     "xmlrpc_url": _optional(_upstream),
