@@ -192,3 +192,23 @@ def test_port_in_use__one_line_and_nonzero_exit(tmp_path: Path, upstream: FakeUp
     assert len(out.strip().splitlines()) == 1, out
     assert "listening" not in out and "startup complete" not in out.lower()
     assert "Traceback" not in out
+
+
+def test_workers__sigterm_finishes_the_transfer_and_exits_0_quietly(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    upstream.throttle = 0.05
+    proxy, big = _start(upstream, tmp_path, "--workers", "2", "--shutdown-grace", "30")
+    try:
+        download, thread = _transfer(proxy, big)
+        assert proxy.process is not None
+        proxy.process.send_signal(signal.SIGTERM)  # the supervisor passes it to each worker
+        status = _wait(proxy)
+        thread.join(30)
+    finally:
+        proxy.stop()
+    log = proxy.log()
+    assert status == 0, log
+    assert "Traceback" not in log, log
+    assert download.digest == big.sha256, download.error
+    assert log.count("INFO proxy: stopped") == 2, log  # each worker stopped its own way
