@@ -21,7 +21,11 @@ class Progress:
         self.started = time.monotonic()
         self._stream = stream or sys.stderr
         self._tty = self._stream.isatty() if tty is None else tty
-        self._last = 0.0
+        # A line is due LOG_EVERY seconds after the start (not after boot: monotonic time is
+        # large, so 0.0 made the first event log at once and finish() log it again), and
+        # finish() writes one only for what no line has shown yet.
+        self._last = self.started
+        self._shown = -1
 
     def advance(self, *, files: int = 0, size: int = 0, failed: bool = False) -> None:
         self.done += 1
@@ -48,9 +52,10 @@ class Progress:
                 self._stream.write(f"\r[{bar}] {self.line()}\x1b[K")
                 self._stream.flush()
                 self._last = now
-        elif final or now - self._last > LOG_EVERY:
+        elif (final and self._shown != self.done) or now - self._last > LOG_EVERY:
             log.info("%s", self.line())
             self._last = now
+            self._shown = self.done
 
     def finish(self) -> None:
         self._show(final=True)

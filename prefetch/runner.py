@@ -20,6 +20,7 @@ from pathlib import Path
 import anyio
 
 from prefetch.changes import RootLimits, detect
+from prefetch.people import narrow
 from prefetch.progress import Progress
 from prefetch.selection import resolve
 from prefetch.state import PrefetchState
@@ -128,6 +129,7 @@ class Prefetcher:
             projects if projects else self._settings.projects,
             () if projects else self._settings.requirements,
         )
+        selection = await narrow(runtime.upstream, runtime.settings, selection)  # by people
         client = ChangelogClient(runtime.upstream, runtime.settings.xmlrpc_url)
         # Followers of this proxy see changes only up to a pass that completed (see
         # proxy/changelog.py): pages stored during this pass are not final yet.
@@ -215,6 +217,7 @@ class Prefetcher:
                         progress.advance(failed=True)
                     continue
                 result.synced += 1
+                log.info("prefetch: synced %s (%d files added)", name, synced.files_added)
                 result.files_added += synced.files_added
                 result.bytes_added += synced.bytes_added
                 result.files_removed += synced.files_removed

@@ -21,6 +21,8 @@ from proxy.storage import check_cache_dir
 
 log = logging.getLogger("proxy")
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool cut off by `| head`
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C before a command could answer it itself
+EXIT_CANNOT_LISTEN = 3  # as uvicorn's startup failure, which a port in use gave before
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +30,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", dest="cache_dir", help="where pages and files are kept")
     parser.add_argument(
         "--upstream", help="the upstream's simple index URL, like pip's --index-url"
+    )
+    parser.add_argument(
+        "--log-format", dest="log_format", help="text, or json (one object per line)"
     )
 
 
@@ -67,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-cache-size",
         dest="max_cache_size",
         help="cap on cached file bytes, e.g. 50G; least recently used go first",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        dest="shutdown_grace",
+        help="seconds running transfers may take to finish on SIGTERM or Ctrl-C",
+    )
+    serve.add_argument(
+        "--access-log",
+        dest="access_log",
+        action="store_const",
+        const=True,
+        default=None,
+        help="log every request (Apache combined format; fields with --log-format json)",
     )
 
     prefetch = commands.add_parser(
@@ -124,16 +142,13 @@ PREFETCH_SERVICE = "prefetch.service:prefetch_service"
 
 
 def _serve(settings: Settings) -> int:
-    from proxy.web.server import serve
+    from proxy.web.server import CannotListen, serve
 
-    log.info(
-        "pypi-proxy %s listening on %s://%s:%d/simple/",
-        __version__,
-        "https" if settings.tls_certfile else "http",
-        settings.host,
-        settings.port,
-    )
-    return serve(settings, [PREFETCH_SERVICE])
+    try:
+        return serve(settings, [PREFETCH_SERVICE])
+    except CannotListen as exc:
+        log.error("%s", exc)  # the one line: nothing started before the socket was had
+        return EXIT_CANNOT_LISTEN
 
 
 def _stats(settings: Settings) -> int:
@@ -183,6 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = _main(argv)
         sys.stdout.flush()  # a reader gone early (`stats | head`) shows here, not at exit
+    except KeyboardInterrupt:
+        # Ctrl-C while starting up (or in a command with no handler of its own): no traceback.
+        print("pypi-proxy: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # Quiet, as a shell tool is: point stdout at /dev/null so the interpreter's own flush
         # at exit does not print a second traceback, and exit as SIGPIPE would.
@@ -210,9 +229,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
                     "admin_token_file",
                     "workers",
                     "max_cache_size",
+                    "shutdown_grace",
+                    "access_log",
+                    "log_format",
                 ],
             )
-            setup_logging(settings.log_level)
+            setup_logging(settings.log_level, settings.log_format)
             if args.admin_token:
                 log.warning(
                     "--admin-token is visible to every local process (ps); "
@@ -221,13 +243,13 @@ def _main(argv: Sequence[str] | None = None) -> int:
             check_cache_dir(settings.cache_dir)  # one line, before the server starts
             return _serve(settings)
         if args.command == "verify":
-            settings = _settings(args, ["cache_dir", "upstream", "offline"])
-            setup_logging(settings.log_level)
+            settings = _settings(args, ["cache_dir", "upstream", "offline", "log_format"])
+            setup_logging(settings.log_level, settings.log_format)
             return _verify(settings, args.repair)
-        settings = _settings(args, ["cache_dir", "upstream"])
+        settings = _settings(args, ["cache_dir", "upstream", "log_format"])
         if args.command == "health":
             return health(settings, args.timeout)
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, settings.log_format)
         if args.command == "prefetch":
             from prefetch.command import run
 

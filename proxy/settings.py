@@ -40,6 +40,8 @@ class PrefetchSettings:
     cron: str | None = None
     projects: tuple[str, ...] = ()
     requirements: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()  # matched against the JSON API's info (prefetch.people)
+    maintainers: tuple[str, ...] = ()
     method: str = "auto"
     workers: int = 8
     xmlrpc_url: str | None = None
@@ -56,7 +58,7 @@ class PrefetchSettings:
 
     @property
     def selective(self) -> bool:
-        return bool(self.projects or self.requirements)
+        return bool(self.projects or self.requirements or self.authors or self.maintainers)
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,14 @@ class Settings:
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     log_level: str = "info"
+    log_format: str = "text"
     access_log: bool = False
     idle_timeout: float = 15.0
     head_timeout: float = 10.0
     max_head_size: int = 64 * 1024
     max_connections: int = 1000
     send_timeout: float = 60.0
+    shutdown_grace: float = 10.0
     prefetch: PrefetchSettings = field(default_factory=PrefetchSettings)
 
     @property
@@ -278,6 +282,14 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(str(item).strip() for item in items if str(item).strip())
 
 
+def _people(value: Any) -> tuple[str, ...]:
+    """Names or e-mail addresses (globs allowed); a string is split on commas only, since a
+    name has spaces in it ("Jane Doe, ops@example.org")."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return _names(value)
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         text = str(value).strip().lower()
@@ -309,6 +321,8 @@ _PREFETCH_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "cron": _optional(_cron),
     "projects": _names,
     "requirements": _names,
+    "authors": _people,
+    "maintainers": _people,
     "method": _choice("auto", "xmlrpc", "json-root", "per-project"),
     "workers": _int(1, 256),
     "xmlrpc_url": _optional(_upstream),
@@ -363,12 +377,14 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "tls_certfile": _optional(_text),
     "tls_keyfile": _optional(_text),
     "log_level": _log_level,
+    "log_format": _choice("text", "json"),
     "access_log": _bool,
     "idle_timeout": _positive_seconds,
     "head_timeout": _positive_seconds,
     "max_head_size": _size_between(4 * 1024, 16 * 1024**2),
     "max_connections": _int(1, 1_000_000),
     "send_timeout": _positive_seconds,
+    "shutdown_grace": _seconds,
     "prefetch": lambda v: v,  # merged key by key in _apply_prefetch
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -55,6 +56,20 @@ def strip_credentials(url: str) -> str:
     if parts.username is None and parts.password is None:
         return url
     return redact(url).replace("***@", "", 1)
+
+
+def _fetched(method: str, shown: str, status: int, size: int, clock: float) -> None:
+    """One line per upstream exchange: ``shown`` is redacted; size is the bytes on the wire."""
+    ms = round((time.monotonic() - clock) * 1000, 1)
+    log.info(
+        "upstream %s %s: %d, %d bytes in %g ms",
+        method,
+        shown,
+        status,
+        size,
+        ms,
+        extra={"url": shown, "method": method, "status": status, "bytes": size, "ms": ms},
+    )
 
 
 def user_agent(settings: Settings) -> str:
@@ -202,9 +217,14 @@ class Upstream:
         if etag:
             headers["If-None-Match"] = etag
         limits = self._limits
+        clock = time.monotonic()
         try:
             with anyio.fail_after(limits.deadline):
                 response, body = await self._send(url, headers, shown, self._pages, read=True)
+            _fetched("GET", shown, response.status_code, response.num_bytes_downloaded, clock)
+        except NotFound:
+            _fetched("GET", shown, 404, 0, clock)  # (or 410) an answer too, worth its line
+            raise
         except TimeoutError:
             self._breaker(self._origin).failure()
             raise UpstreamUnavailable(
@@ -328,6 +348,7 @@ class Upstream:
                 if status not in _RETRY_STATUS:
                     raise UpstreamBadResponse(f"upstream answered {status} for {shown}")
                 last_error = f"upstream answered {status} for {shown}"
+            log.info("upstream GET %s failed (try %d): %s", shown, attempt + 1, last_error)
             if attempt < self._retries:
                 await self._sleep_before_retry(attempt, response)
         self._breaker(failing).failure()
@@ -354,6 +375,7 @@ class Upstream:
             raise Refused(f"refused {shown}: not an http(s) URL")
         # The answer is read like a page (capped, inflated here), so ask for what we inflate.
         headers = {**headers, "Accept-Encoding": "gzip, deflate"}
+        clock = time.monotonic()
         try:
             with anyio.fail_after(self._limits.deadline):
                 request = self._pages.build_request("POST", url, content=content, headers=headers)
@@ -362,6 +384,7 @@ class Upstream:
                     body = await self._read_page(response, shown)
                 finally:
                     await response.aclose()
+            _fetched("POST", shown, response.status_code, response.num_bytes_downloaded, clock)
         except TimeoutError:
             raise UpstreamUnavailable(
                 f"no answer from {shown} within {self._limits.deadline:g}s"
@@ -384,6 +407,7 @@ class Upstream:
         covers getting the response's head (a body may take as long as it takes to arrive)."""
         shown = redact(url)
         url = strip_credentials(url)
+        clock = time.monotonic()
         try:
             with anyio.fail_after(self._limits.deadline):
                 response, _ = await self._send(url, headers, shown, client or self._files)
@@ -396,3 +420,4 @@ class Upstream:
             yield response
         finally:
             await response.aclose()
+            _fetched("GET", shown, response.status_code, response.num_bytes_downloaded, clock)

@@ -5,22 +5,29 @@ the server config to each child over a pipe it inherits. The settings travel in 
 as plain data, rebuilt in the child through the same converters as every other source; nothing
 of them goes into the environment or onto a command line, where other local processes could
 read a secret. The one process and the workers build the app the same way, in ``load``.
+
+The listening socket is bound before anything else starts (the app, its lifespan, workers),
+so a port in use is one line and a non-zero exit, with no "startup complete" before it.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
 
+from proxy import __version__
 from proxy.logs import setup_logging
 from proxy.settings import ENV_PREFIX, Settings, settings_from_mapping, settings_to_mapping
+from proxy.web.accesslog import AccessLog
 from proxy.web.app import create_app, load_services
 from proxy.web.guard import ConnectionLimits, GuardedProtocol, raise_open_file_limit
+from proxy.web.shutdown import QuietMultiprocess, QuietServer
 
 log = logging.getLogger("proxy")
 
@@ -49,11 +56,11 @@ class ProxyConfig(uvicorn.Config):
             "ws": "none",  # no websockets here; an upgrade would leave the guard's counts
             "lifespan": "on",
             "log_level": settings.log_level,
-            "access_log": settings.access_log,
+            "access_log": False,  # ours (proxy.web.accesslog) when settings.access_log
             "log_config": None,
             "proxy_headers": False,
             "server_header": False,
-            "timeout_graceful_shutdown": 10,
+            "timeout_graceful_shutdown": settings.shutdown_grace,
             # A worker that misses uvicorn's ping is killed with every transfer it serves; on a
             # loaded machine 5 s (the default) killed healthy workers mid-download.
             "timeout_worker_healthcheck": 30,
@@ -66,13 +73,53 @@ class ProxyConfig(uvicorn.Config):
     def load(self) -> None:
         if self.app == _UNBUILT:
             settings = settings_from_mapping(self.settings_data)
-            setup_logging(settings.log_level)  # a spawned worker starts with no logging
-            self.app = create_app(settings, load_services(self.services))
+            setup_logging(settings.log_level, settings.log_format)  # a spawned worker has none
+            app: Any = create_app(settings, load_services(self.services))
+            self.app = AccessLog(app) if settings.access_log else app
         super().load()
 
 
+class CannotListen(Exception):
+    """The listening socket could not be had; the message is the one line to show."""
+
+
+def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """The listening socket, bound now (inheritable: spawned workers accept on it too)."""
+    shown = f"port {port} on {host}"
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror:
+        raise CannotListen(f"cannot listen on {host}: no such host or address") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CannotListen(f"{shown} is in use (choose another with --port)") from None
+        if exc.errno == errno.EACCES:
+            raise CannotListen(f"{shown}: permission denied (ports below 1024 need it)") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise CannotListen(f"cannot listen on {host}: not an address of this machine") from None
+        raise CannotListen(f"cannot listen on {shown}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(settings: Settings, services: Sequence[str] = ()) -> int:
-    """Run until stopped; the exit status."""
+    """Run until stopped; the exit status. CannotListen when the port cannot be had."""
+    sock = bind(settings.host, settings.port)
+    log.info(
+        "pypi-proxy %s listening on %s://%s:%d/simple/",
+        __version__,
+        "https" if settings.tls_certfile else "http",
+        settings.host,
+        sock.getsockname()[1],
+    )
     limits = ConnectionLimits.from_settings(settings)
     fitted = limits.fitted(raise_open_file_limit())
     if fitted.max_connections < limits.max_connections:
@@ -85,9 +132,9 @@ def serve(settings: Settings, services: Sequence[str] = ()) -> int:
     for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
         del os.environ[key]
     config = ProxyConfig(settings, services)
-    server = uvicorn.Server(config)
     if settings.workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        QuietMultiprocess(config, [sock], settings.shutdown_grace).run()
         return 0
-    server.run()
+    server = QuietServer(config, settings.shutdown_grace)
+    server.run(sockets=[sock])
     return 0 if server.started else 1
