@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds running transfers may take to finish on SIGTERM or Ctrl-C",
     )
     serve.add_argument(
+        "--accel-redirect",
+        dest="accel_redirect",
+        metavar="PREFIX",
+        help="behind nginx: answer cache hits with X-Accel-Redirect to this internal location",
+    )
+    serve.add_argument(
         "--access-log",
         dest="access_log",
         action="store_const",
@@ -230,6 +236,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
                     "workers",
                     "max_cache_size",
                     "shutdown_grace",
+                    "accel_redirect",
                     "access_log",
                     "log_format",
                 ],

@@ -108,6 +108,7 @@ class Settings:
     max_connections: int = 1000
     send_timeout: float = 60.0
     shutdown_grace: float = 10.0
+    accel_redirect: str | None = None  # a front nginx's internal location for cache hits
     prefetch: PrefetchSettings = field(default_factory=PrefetchSettings)
 
     @property
@@ -272,6 +273,14 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _accel_prefix(value: Any) -> str:
+    """An absolute URI path ending in ``/``: the front server's internal location."""
+    text = str(value).strip()
+    if not re.fullmatch(r"/(?:[A-Za-z0-9._~-]+/)+", text) or "/../" in text or "/./" in text:
+        raise ValueError("expected a path like /_cache/ (letters, digits, ._~- between slashes)")
+    return text
+
+
 def _names(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         items: list[Any] = [v for v in re.split(r"[,\s]+", value) if v]
@@ -385,6 +394,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_connections": _int(1, 1_000_000),
     "send_timeout": _positive_seconds,
     "shutdown_grace": _seconds,
+    "accel_redirect": _optional(_accel_prefix),
     "prefetch": lambda v: v,  # merged key by key in _apply_prefetch
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}

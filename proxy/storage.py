@@ -319,6 +319,17 @@ class Storage:
     def iter_stored(self) -> Iterator[StoredFile]:
         return self.files.iter_files()
 
+    def files_relative(self, stored: StoredFile) -> str | None:
+        """Where a stored file lies under the files directory (what a front server's alias
+        of that directory serves, for ``accel_redirect``), or None when it is not on this
+        disk."""
+        if stored.path is None:
+            return None
+        try:
+            return stored.path.relative_to(self.files_dir).as_posix()
+        except ValueError:
+            return None
+
     # -- working files: downloads in progress and bookkeeping --------------------------------
 
     def part_path(self, key: str, suffix: str) -> Path:

@@ -16,6 +16,7 @@ from proxy.follow import Progress, read_progress
 from proxy.names import is_safe_filename, is_valid_project_name, normalize
 from proxy.origins import origin_of
 from proxy.runtime import Runtime
+from proxy.web.accel import accel_response
 from proxy.web.counting import mark
 from proxy.web.responses import FileResponse, StreamResponse, error
 
@@ -37,6 +38,14 @@ def _hit(request: Request, runtime: Runtime, stored: StoredFile) -> ASGIApp | No
     """A response from the stored file, or None if it went (evicted) since it was found."""
     if stored.path is None:
         return None
+    prefix = runtime.settings.accel_redirect
+    if prefix is not None:
+        relative = runtime.storage.files_relative(stored)
+        if relative is not None and os.path.isfile(stored.path):
+            _touch(runtime, stored)
+            if request.headers.get("range") is None and request.method == "GET":
+                runtime.stats.add("bytes_served", stored.size)  # nginx sends them
+            return accel_response(prefix, relative, stored)
     try:
         fd = os.open(stored.path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
