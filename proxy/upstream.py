@@ -130,6 +130,31 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+class RangesIgnored(UpstreamBadResponse):
+    """The server answered a Range request with the whole file (the caller falls back)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartialRead:
+    start: int
+    data: bytes
+    total: int
+
+
+def parse_content_range(headers: httpx.Headers, shown: str) -> tuple[int, int, int]:
+    """(first, last, total) of a 206's ``Content-Range: bytes first-last/total``."""
+    value = headers.get("content-range", "")
+    unit, _, rest = value.partition(" ")
+    span, _, total = rest.partition("/")
+    first, _, last = span.partition("-")
+    if unit != "bytes" or not (first.isdigit() and last.isdigit() and total.isdigit()):
+        raise UpstreamBadResponse(f"{shown}: a 206 without a usable Content-Range ({value!r})")
+    a, b, n = int(first), int(last), int(total)
+    if not a <= b < n:
+        raise UpstreamBadResponse(f"{shown}: an impossible Content-Range ({value!r})")
+    return a, b, n
+
+
 def _serial_header(response: httpx.Response) -> int | None:
     value = response.headers.get("x-pypi-last-serial", "")
     return int(value) if value.strip().isdigit() else None
@@ -307,6 +332,7 @@ class Upstream:
         client: httpx.AsyncClient,
         *,
         read: bool = False,
+        partial: bool = False,
     ) -> tuple[httpx.Response, bytes | None]:
         """A GET answered 200 or 304, retried with backoff on connection errors, 5xx and 429.
 
@@ -322,7 +348,7 @@ class Upstream:
                 response = await self._follow(url, headers, shown, client, hops)
                 failing = hops[-1]
                 status = response.status_code
-                if status in (200, 304):
+                if status in (200, 304) or (partial and status == 206):
                     body = None
                     if read:
                         try:
@@ -357,6 +383,42 @@ class Upstream:
     def stream_file(self, url: str) -> AbstractAsyncContextManager[httpx.Response]:
         """An open 200 response for a file; retried until its body starts, never after."""
         return self.stream(url, {"Accept-Encoding": "identity"}, self._files)
+
+    async def read_range(self, url: str, spec: str, limit: int) -> PartialRead:
+        """A ranged GET of a file (``spec`` is ``first-last`` or ``-suffix``), read whole (at
+        most ``limit`` bytes): the bytes, where they start and the file's total size, all as
+        the answer's Content-Range says and checked against each other. RangesIgnored when
+        the server sends the whole file instead (200), without reading it."""
+        shown = redact(url)
+        url = strip_credentials(url)
+        headers = {"Range": f"bytes={spec}", "Accept-Encoding": "identity"}
+        clock = time.monotonic()
+        try:
+            with anyio.fail_after(self._limits.deadline):
+                response, _ = await self._send(url, headers, shown, self._files, partial=True)
+                try:
+                    if response.status_code != 206:
+                        raise RangesIgnored(f"{shown} answered {response.status_code} to a Range")
+                    start, last, total = parse_content_range(response.headers, shown)
+                    if last - start + 1 > limit:
+                        raise UpstreamBadResponse(f"{shown}: a range larger than asked for")
+                    data = bytearray()
+                    async for chunk in response.aiter_raw():
+                        data += chunk
+                        if len(data) > last - start + 1:
+                            raise UpstreamBadResponse(f"{shown}: more bytes than its range")
+                    if len(data) != last - start + 1:
+                        raise UpstreamBadResponse(f"{shown}: fewer bytes than its range")
+                finally:
+                    await response.aclose()
+            _fetched("GET", shown, 206, response.num_bytes_downloaded, clock)
+        except TimeoutError:
+            raise UpstreamUnavailable(
+                f"no answer for {shown} within {self._limits.deadline:g}s (upstream_deadline)"
+            ) from None
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(f"{type(exc).__name__} fetching {shown}") from None
+        return PartialRead(start, bytes(data), total)
 
     def stream_page(
         self, path: str, accept: str = PAGE_ACCEPT

@@ -107,6 +107,9 @@ class FakeUpstream:
         self.fail_status = 503
         self.wrong_length = False  # file responses claim more bytes than they send
         self.throttle = 0.0  # seconds to sleep after each 64 KiB of a file body (slow links)
+        # How file Range requests are answered: "honest", "ignored" (the whole file, 200, as
+        # some servers do) or "shifted" (a 206 whose bytes start one earlier than it says).
+        self.ranges = "honest"
         self.stale_serial_for: dict[str, int] = {}  # project -> serial reported instead
         # When not None, file bodies crawl (1 KiB every 0.5 s) until the event is set, then go
         # at full speed: downloads that hold their connections until a test lets them go.
@@ -436,6 +439,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(416, b"", headers)
             return
         status = 200
+        if fake.ranges == "ignored":
+            byte_range = None
+        if byte_range is not None and fake.ranges == "shifted" and byte_range[0] > 0:
+            first, last = byte_range
+            headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
+            data, status = data[first - 1 : last], 206
+            byte_range = None
         if byte_range is not None:
             first, last = byte_range
             headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
