@@ -37,7 +37,8 @@ from proxy.upstream import Upstream, redact
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024  # upstream reads
+CHUNK = 1024 * 1024  # bytes written and hashed per batch, in a worker thread
+RELEASE_BEFORE_FLUSH = 32 * 1024**2
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,15 @@ class Target:
         field could hold a path), and per filename, since two names may share one hash."""
         what = self.sha256 if self.sha256 and is_sha256(self.sha256) else self.url
         return hashlib.sha256(f"{what}\0{self.filename}".encode()).hexdigest()
+
+
+def _write_all(fd: int, hasher: hashlib._Hash, data: bytearray) -> int:
+    """Append ``data`` to the file and the digest (in a worker thread); its length."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    hasher.update(data)
+    return len(data)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -221,6 +231,13 @@ class Filler:
             await self._download(target, progress, fd)
             digest = progress.sha256
             assert digest is not None
+            if progress.written >= RELEASE_BEFORE_FLUSH:
+                # Readers may finish now: flushing a large file to disk takes seconds they
+                # need not wait for (a failure to store it leaves what they sent correct).
+                # A small one is stored before its readers finish, so a client that got it
+                # finds it in the cache at once.
+                progress.verified = True
+                progress.notify()
             if lock is None or self._too_big(progress.written, pinned):
                 if lock is not None:
                     # Followers in other workers know this file only by its inode: leave it
@@ -281,29 +298,60 @@ class Filler:
 
     async def _download(self, target: Target, progress: Progress, fd: int) -> None:
         hasher = hashlib.sha256()
-        async with self._upstream.stream_file(target.url) as response:
-            header = response.headers.get("content-length", "")
-            length = int(header) if header.isdigit() else None
-            if target.size is not None and length is not None and length != target.size:
-                raise IntegrityError(
-                    f"upstream sends {length} bytes for {target.filename}, index says {target.size}"
-                )
-            progress.total = target.size if target.size is not None else length
-            progress.set_ready()
-            # Raw bytes, as pip reads them: the index's sha256 is of what is sent, and a file
-            # answered with a Content-Encoding nobody asked for must not be inflated (a bomb).
-            async for chunk in response.aiter_raw(CHUNK):
-                if progress.total is not None and progress.written + len(chunk) > progress.total:
-                    raise IntegrityError(
-                        f"upstream sends more than the {progress.total} bytes of {target.filename}"
-                    )
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-                hasher.update(chunk)
-                progress.written += len(chunk)
-                self._on_fetched(len(chunk))
+        loop = asyncio.get_running_loop()
+        # Writing and hashing run in a worker thread, one batch behind the socket: both release
+        # the GIL, so the event loop keeps receiving (and serving readers) meanwhile. Written
+        # bytes are announced only once they are in the file, where readers pread them.
+        pending: asyncio.Future[int] | None = None
+        received = 0
+
+        async def settle() -> None:
+            nonlocal pending
+            if pending is not None:
+                progress.written += await pending
+                pending = None
                 progress.notify()
+
+        try:
+            async with self._upstream.stream_file(target.url) as response:
+                header = response.headers.get("content-length", "")
+                length = int(header) if header.isdigit() else None
+                if target.size is not None and length is not None and length != target.size:
+                    raise IntegrityError(
+                        f"upstream sends {length} bytes for {target.filename}, "
+                        f"index says {target.size}"
+                    )
+                progress.total = target.size if target.size is not None else length
+                progress.set_ready()
+                batch = bytearray()
+                # Raw bytes, as pip reads them: the index's sha256 is of what is sent, and a
+                # file answered with a Content-Encoding nobody asked for must not be inflated.
+                async for chunk in response.aiter_raw():
+                    received += len(chunk)
+                    if progress.total is not None and received > progress.total:
+                        raise IntegrityError(
+                            f"upstream sends more than the {progress.total} bytes of "
+                            f"{target.filename}"
+                        )
+                    self._on_fetched(len(chunk))
+                    batch += chunk
+                    # The first bytes go at once (time to first byte), then whole batches.
+                    if len(batch) >= CHUNK or progress.written == 0 and pending is None:
+                        await settle()
+                        pending = loop.run_in_executor(None, _write_all, fd, hasher, batch)
+                        batch = bytearray()
+                await settle()
+                if batch:
+                    progress.written += await loop.run_in_executor(
+                        None, _write_all, fd, hasher, batch
+                    )
+                    progress.notify()
+        finally:
+            if pending is not None:
+                # The thread writes to ``fd``, which our caller closes next: never before the
+                # write is over (a reused descriptor number would receive the bytes).
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await pending
         if progress.total is not None and progress.written != progress.total:
             raise IntegrityError(
                 f"{redact(target.url)} ended after {progress.written} of {progress.total} bytes"

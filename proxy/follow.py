@@ -46,6 +46,10 @@ class Progress:
         self.expected: str | None = None  # the sha256 the bytes must have, when known
         self.written = 0
         self.done = False
+        # The whole file arrived and matched its sha256; storing it (fsync, rename) may still
+        # be under way, and may yet fail, but readers can end their transfer: the bytes are
+        # good whatever happens to the copy.
+        self.verified = False
         self.error: str | None = None
         self.final: Path | None = None
         self.sha256: str | None = None
@@ -222,7 +226,10 @@ async def read_progress(progress: Progress, fd: int | None = None) -> AsyncItera
             digest = hashlib.sha256()
             pos = 0
             while True:
-                done, error = progress.done, progress.error
+                if progress.verified:
+                    done, error = True, None
+                else:
+                    done, error = progress.done, progress.error
                 if done and error:
                     raise FillFailed(error)
                 # Never past the size the index gives: an upstream that sends more must not
