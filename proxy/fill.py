@@ -336,7 +336,7 @@ class Filler:
                     self._on_fetched(len(chunk))
                     batch += chunk
                     # The first bytes go at once (time to first byte), then whole batches.
-                    if len(batch) >= CHUNK or progress.written == 0 and pending is None:
+                    if len(batch) >= CHUNK or (progress.written == 0 and pending is None):
                         await settle()
                         pending = loop.run_in_executor(None, _write_all, fd, hasher, batch)
                         batch = bytearray()
