@@ -3,6 +3,7 @@ fetch, and never an upstream credential, in either format."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -16,7 +17,9 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from proxy.evict import evict
 from proxy.logs import JsonFormatter
+from proxy.storage import Storage
 from proxy.web.accesslog import AccessLog
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy_server import SubprocessProxy
@@ -160,3 +163,22 @@ def test_logs_text__combined_access_lines_no_credentials(
     access = [line.split(": ", 1)[1] for line in text.splitlines() if " proxy.access: " in line]
     assert any((m := COMBINED.match(line)) and m["path"] == "/simple/demo/" for line in access)
     assert re.search(r"proxy\.upstream: upstream GET http://\*\*\*@\S+/simple/demo/: 200, ", text)
+
+
+def test_eviction__logged_with_files_and_bytes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = Storage(tmp_path / "cache")
+    try:
+        for i in range(4):
+            part = storage.part_path(f"k{i}", ".part")
+            part.write_bytes(bytes([i]) * 1000)
+            sha = hashlib.sha256(part.read_bytes()).hexdigest()
+            storage.commit(part, sha, f"f{i}-1.0-py3-none-any.whl")
+        with caplog.at_level(logging.INFO, logger="proxy.evict"):
+            done = evict(storage, 2500)
+    finally:
+        storage.close()
+    assert done.files == 2 and done.bytes == 2000, done
+    lines = [r.getMessage() for r in caplog.records if r.name == "proxy.evict"]
+    assert lines == ["evicted 2 files (2000 bytes) to stay under 2500 bytes"], lines

@@ -68,7 +68,9 @@ def test_edge_follows_central__first_and_incremental_pass_then_offline(
     assert run_pass(proxy.settings).ok
     edge = follower(settings, proxy.url, tmp_path / "edge")
     seen.clear()
+    clock = time.monotonic()
     first = run_pass(edge)
+    first_time = time.monotonic() - clock
     assert first.ok, first.errors
     assert first.method == "xmlrpc"
     first_requests = list(seen)
@@ -84,7 +86,9 @@ def test_edge_follows_central__first_and_incremental_pass_then_offline(
     # the older page, refuses it (StalePage) and asks again: correct, but not what is counted.
     time.sleep(CHECK_EVERY + 0.1)
     seen.clear()
+    clock = time.monotonic()
     second = run_pass(edge)
+    second_time = time.monotonic() - clock
     assert second.ok, second.errors
     incremental = list(seen)
     pages = sorted(p for m, p in incremental if p.startswith("/simple/"))
@@ -108,7 +112,10 @@ def test_edge_follows_central__first_and_incremental_pass_then_offline(
         assert (tmp_path / "d" / "demo-3.0-py3-none-any.whl").exists()
         uv = uv_install(index, tmp_path / "t", "demo", "quiet3", tmp=tmp_path)
         assert uv.returncode == 0, uv.stderr + offline.log()
-    print(f"tiers: first pass {len(first_requests)} requests, incremental {len(incremental)}")
+    print(
+        f"tiers: first pass {len(first_requests)} requests in {first_time:.2f}s, "
+        f"incremental {len(incremental)} in {second_time:.2f}s"
+    )
 
 
 def test_chain_of_three__a_change_reaches_the_last_edge(
@@ -235,7 +242,10 @@ def test_edge_never_keeps_a_page_older_than_the_serial_central_announced(
     assert "demo-4.0-py3-none-any.whl" in stored(edge.cache_dir)
     with SubprocessProxy("--offline", cache_dir=edge.cache_dir) as offline:
         response = httpx.get(offline.url + "/simple/demo/", headers=JSON)
+        html = httpx.get(offline.url + "/simple/demo/", headers={"Accept": "text/html"})
     assert int(response.headers["X-PyPI-Last-Serial"]) >= announced, response.headers
+    assert html.headers["X-PyPI-Last-Serial"] == response.headers["X-PyPI-Last-Serial"]
+    assert "demo-4.0-py3-none-any.whl" in html.text
     assert "demo-4.0-py3-none-any.whl" in {f["filename"] for f in response.json()["files"]}
 
 
