@@ -10,13 +10,25 @@ is stored (its sha256 verified), the copy extracted from it is the one to keep.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 
-from proxy.upstream import PartialRead, Upstream
+from proxy.files import METADATA_SUFFIX
+from proxy.filestore import StoredFile
+from proxy.fill import Target
+from proxy.models import DistFile
+from proxy.names import is_sha256
+from proxy.storage import Storage
+from proxy.upstream import PartialRead, RangesIgnored, Upstream
 from proxy.wheelmeta import TAIL, NoMetadata, read_metadata
+
+log = logging.getLogger(__name__)
 
 
 async def remote_metadata(upstream: Upstream, url: str, size: int | None) -> bytes:
@@ -59,3 +71,87 @@ async def stored_metadata(path: Path) -> bytes:
         return await read_metadata(read, total)
     finally:
         os.close(fd)
+
+
+class MadeMetadata:
+    """The ``<wheel>.metadata`` files this proxy serves for wheels whose page gives none.
+
+    Made once per wheel and stored like any file (under its own sha256, which is then known),
+    from, in order: the stored wheel; ranged reads of the upstream's; the whole wheel, fetched
+    into the cache, when the upstream ignores ranges or the zip cannot be read remotely.
+    Offline, only what is stored can be used.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        upstream: Upstream | None,
+        fetch_whole: Callable[[Target], Awaitable[StoredFile | None]] | None,
+    ) -> None:
+        self._storage = storage
+        self._upstream = upstream
+        self._fetch_whole = fetch_whole
+
+    @staticmethod
+    def wanted(entry: DistFile) -> bool:
+        """A wheel its index gives no metadata for (and whose hash, if any, is storable)."""
+        return (
+            entry.filename.endswith(".whl")
+            and not entry.has_metadata
+            and (entry.sha256 is None or is_sha256(entry.sha256))
+        )
+
+    async def stored(self, entry: DistFile) -> StoredFile | None:
+        """The metadata file made earlier, if it is still stored."""
+        return await anyio.to_thread.run_sync(self._stored_now, entry)
+
+    def _key(self, entry: DistFile) -> str:
+        return entry.sha256 or "url:" + entry.url
+
+    def _stored_now(self, entry: DistFile) -> StoredFile | None:
+        sha = self._storage.made_metadata(self._key(entry))
+        if sha is None:
+            return None
+        return self._storage.stored(sha, entry.filename + METADATA_SUFFIX)
+
+    def _wheel_now(self, entry: DistFile) -> StoredFile | None:
+        sha = entry.sha256 or self._storage.hash_for_url(entry.url)
+        return None if sha is None else self._storage.stored(sha, entry.filename)
+
+    async def make(self, entry: DistFile) -> StoredFile | None:
+        """Read the metadata out of the wheel and store it; None when it cannot be had here
+        (offline without the wheel). Raises NoMetadata for a file that is not a readable
+        wheel, and the upstream's errors."""
+        wheel = await anyio.to_thread.run_sync(self._wheel_now, entry)
+        if wheel is not None and wheel.path is not None:
+            data = await stored_metadata(wheel.path)
+        elif self._upstream is None:
+            return None
+        else:
+            try:
+                data = await remote_metadata(self._upstream, entry.url, entry.size)
+            except (RangesIgnored, NoMetadata) as exc:
+                log.info("%s: metadata from the whole wheel (%s)", entry.filename, exc)
+                if self._fetch_whole is None:
+                    return None
+                target = Target(entry.url, entry.filename, entry.sha256, entry.size)
+                wheel = await self._fetch_whole(target)
+                if wheel is None or wheel.path is None:
+                    return None
+                data = await stored_metadata(wheel.path)
+        return await anyio.to_thread.run_sync(self._store, entry, data)
+
+    def _store(self, entry: DistFile, data: bytes) -> StoredFile:
+        sha = hashlib.sha256(data).hexdigest()
+        part = self._storage.part_path(sha, ".part")
+        try:
+            with part.open("wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            stored = self._storage.commit(part, sha, entry.filename + METADATA_SUFFIX)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+        self._storage.remember_made_metadata(self._key(entry), sha)
+        return stored

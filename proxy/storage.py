@@ -40,6 +40,7 @@ _MISSING = "missing:"
 _URLHASH = "urlhash:"
 _PIN = "pin:"
 _SIZE = "size:"
+_MADE_METADATA = "mademeta:"
 MAX_REMEMBERED_SIZES = 100_000
 _JSON = "json:"  # the legacy JSON API: json:<project> and json:<project>/<version>
 _GEN = "gen:"  # per project: bumped by every change to its page or to the files it lists
@@ -271,6 +272,15 @@ class Storage:
 
     def remember_hash(self, url: str, sha256: str) -> None:
         self.index.set(_URLHASH + url, sha256)
+
+    def made_metadata(self, wheel: str) -> str | None:
+        """The sha256 of the metadata this proxy read out of a wheel (``wheel``: its sha256,
+        or its URL when the page gives no hash), once made."""
+        value = self.index.get(_MADE_METADATA + wheel)
+        return value if isinstance(value, str) else None
+
+    def remember_made_metadata(self, wheel: str, sha256: str) -> None:
+        self.index.set(_MADE_METADATA + wheel, sha256)
 
     def recorded_size(self, sha256: str) -> int | None:
         """The size a stored file had when it was verified (for pages that give no size), so

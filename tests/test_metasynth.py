@@ -3,6 +3,7 @@ upstream (honest, ignoring ranges, lying about them) and stored copies (issue 10
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +11,11 @@ import anyio
 import pytest
 
 from proxy.errors import UpstreamBadResponse
-from proxy.metasynth import remote_metadata, stored_metadata
+from proxy.filestore import StoredFile
+from proxy.fill import Target
+from proxy.follow import wait_done
+from proxy.metasynth import MadeMetadata, remote_metadata, stored_metadata
+from proxy.models import DistFile
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.upstream import RangesIgnored, Upstream
@@ -104,3 +109,78 @@ def test_stored_metadata__from_the_file_and_truncation_refused(tmp_path: Path) -
     path.write_bytes(built.content[: len(built.content) // 2])
     with pytest.raises(NoMetadata):
         anyio.run(stored_metadata, path)
+
+
+def _entry(upstream: FakeUpstream, built: Built, project: str) -> DistFile:
+    return DistFile(
+        filename=built.filename,
+        url=f"{upstream.base_url}/files/{project}/{built.filename}",
+        hashes={"sha256": built.sha256},
+        size=len(built.content),
+    )
+
+
+def _make(settings: Settings, entry: DistFile, whole: list[Target], offline: bool = False) -> bytes:
+    async def main() -> bytes:
+        runtime = await Runtime.open(settings)
+        try:
+
+            async def fetch_whole(target: Target) -> StoredFile | None:
+                whole.append(target)
+                assert runtime.filler is not None
+                progress = runtime.filler.start(target)
+                await wait_done(progress)
+                return runtime.storage.stored(entry.sha256 or "", entry.filename)
+
+            made = MadeMetadata(runtime.storage, None if offline else runtime.upstream, fetch_whole)
+            assert await made.stored(entry) is None
+            stored = await made.make(entry)
+            if stored is None:
+                return b""
+            again = await made.stored(entry)
+            assert again is not None and again.sha256 == stored.sha256
+            return b"".join(runtime.storage.read(stored))
+        finally:
+            await runtime.close()
+
+    return anyio.run(main)
+
+
+def test_made_metadata__from_ranges_stored_and_found_again(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    built, _url = _big(upstream)
+    whole: list[Target] = []
+    assert _make(settings, _entry(upstream, built, "heavy"), whole) == built.metadata
+    assert whole == []  # never the whole wheel
+    full = [
+        r for r in upstream.requests if r.path.startswith("/files/") and "range" not in r.headers
+    ]
+    assert full == [], full
+
+
+def test_made_metadata__server_ignoring_ranges__whole_wheel_fetched_once(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    built, _url = _big(upstream)
+    upstream.ranges = "ignored"
+    whole: list[Target] = []
+    assert _make(settings, _entry(upstream, built, "heavy"), whole) == built.metadata
+    assert len(whole) == 1
+
+
+def test_made_metadata__offline_only_from_a_stored_wheel(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    built, _url = _big(upstream)
+    entry = _entry(upstream, built, "heavy")
+    assert _make(dataclasses.replace(settings, offline=True), entry, [], offline=True) == b""
+    whole: list[Target] = []
+    upstream.ranges = "ignored"
+    assert _make(settings, entry, whole) == built.metadata  # stores the wheel on the way
+    for made in (settings.cache_dir / "files").rglob("*.whl.metadata"):
+        made.unlink()  # gone (evicted): made again from the stored wheel, with no network
+    upstream.reset_log()
+    offline = dataclasses.replace(settings, offline=True)
+    assert _make(offline, entry, [], offline=True) == built.metadata
+    assert upstream.requests == []
