@@ -48,7 +48,7 @@ async def document(request: Request) -> Response | RawResponse:
         tail = "json" if version is None else f"{version}/json"
         return RedirectResponse(f"/pypi/{project}/{tail}", status_code=301)
     try:
-        page = await runtime.index.project(project)
+        page = (await runtime.mirror.page(project)).record
         record = await _service(request, runtime).get(page, version)
     except NotFound as exc:
         return error(404, str(exc))
