@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Collection
@@ -56,6 +57,7 @@ from proxy.stats import Stats
 from proxy.storage import Storage
 from proxy.upstream import Upstream
 
+log = logging.getLogger(__name__)
 TOUCH_EVERY = 600.0  # seconds between access-time updates of one file (a hot inode is not
 # written on every hit; eviction needs minutes, not microseconds)
 MAX_TOUCHED = 100_000
@@ -389,6 +391,12 @@ class Mirror:
         ``expected`` (truncated, appended to) is dropped here and None returned."""
         stored = self._storage.stored(sha256, filename)
         if stored is not None and expected is not None and stored.size != expected:
+            log.warning(
+                "%s is %d bytes in the store, %d expected: dropped, to fetch again",
+                filename,
+                stored.size,
+                expected,
+            )
             self._storage.remove(sha256, filename)
             return None
         return stored
