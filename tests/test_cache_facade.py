@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.cache import FileAnswer, Hit, Mirror, Refusal, SizeOnly, Stream
+from proxy.cache import FileAnswer, Handover, Hit, Mirror, Refusal, SizeOnly, Stream
 from proxy.index import IndexService
 from proxy.origins import AddressGuard, IPAddress, literal_address
 from proxy.stats import Stats
@@ -88,7 +88,12 @@ async def make(tmp_path: Path) -> AsyncIterator[Callable[..., Setup]]:
     opened: list[tuple[Mirror, Storage, httpx.AsyncClient | None]] = []
 
     def build(
-        fake: FakeIndex, *, offline: bool = False, cap: int | None = None, name: str = "c"
+        fake: FakeIndex,
+        *,
+        offline: bool = False,
+        cap: int | None = None,
+        name: str = "c",
+        hand_over: bool = False,
     ) -> Setup:
         storage = Storage(tmp_path / name)
         stats = Stats()
@@ -109,7 +114,7 @@ async def make(tmp_path: Path) -> AsyncIterator[Callable[..., Setup]]:
             memory_bytes=2**20,
             allowed_file_hosts=["files.test"],
         )
-        mirror = Mirror(storage, pages, stats, upstream, max_cache_size=cap)
+        mirror = Mirror(storage, pages, stats, upstream, max_cache_size=cap, hand_over=hand_over)
         opened.append((mirror, storage, client))
         return Setup(mirror, stats, storage, fake)
 
@@ -274,3 +279,18 @@ async def test_held_copy__damaged_copy_dropped(make: Callable[..., Setup]) -> No
     assert s.mirror.held_copy(sha, WHEEL, len(BYTES)) is not None
     assert s.mirror.held_copy(sha, WHEEL, len(BYTES) + 1) is None
     assert s.storage.stored(sha, WHEEL) is None
+
+
+async def test_hand_over__hits_named_for_the_front_server(make: Callable[..., Setup]) -> None:
+    s = make(FakeIndex({WHEEL: BYTES}), hand_over=True)
+    miss = await s.mirror.file("demo", WHEEL)
+    assert isinstance(miss, Stream)  # a miss is always the proxy's to send
+    await _body(miss)
+    served = s.stats.pending["bytes_served"]
+    hit = await s.mirror.file("demo", WHEEL)
+    sha = hashlib.sha256(BYTES).hexdigest()
+    assert isinstance(hit, Handover) and hit.relative == f"{sha[:2]}/{sha}/{WHEEL}"
+    assert s.stats.pending["bytes_served"] == served + len(BYTES)  # sent by the front server
+    head = await s.mirror.file("demo", WHEEL, head=True)
+    assert isinstance(head, Handover)
+    assert s.stats.pending["bytes_served"] == served + len(BYTES)  # a HEAD sends no body
