@@ -64,7 +64,7 @@ class Syncer:
         record = await self._page_or_gone(name, current, serial, holding)
         if record is None:
             removed = await self._release(name, keep=[])
-            await anyio.to_thread.run_sync(self.mirror.remove, name)
+            await self.mirror.remove(name)
             await anyio.to_thread.run_sync(self.state.done, name, None, None)
             log.info("%s is gone upstream; removed %d files", name, removed)
             return Synced(files_removed=removed, gone=True)
@@ -185,7 +185,7 @@ class Syncer:
             if self.mirror.hold(sha):
                 pinned.append(sha)
             # A copy of another size than expected is dropped there, to be fetched again.
-            stored = self.mirror.held_copy(sha, filename, expected)
+            stored = self.mirror.stored_copy(sha, filename, expected)
         return stored.size if stored is not None else None
 
     def _unclaim(self, claimed: list[tuple[str, str]]) -> None:
@@ -287,7 +287,7 @@ class Syncer:
     def _damaged(self, project: str, held: HeldFile) -> bool:
         """Whether a held file is missing, or not the size the mirror recorded (a truncated
         or grown copy is dropped, so that the next sync fetches it whole)."""
-        stored = self.mirror.held_copy(held.sha256, held.filename)
+        stored = self.mirror.stored_copy(held.sha256, held.filename)
         if stored is None:
             log.warning("prefetch: %s of %s is missing from disk", held.filename, project)
             return True

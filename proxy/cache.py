@@ -2,20 +2,26 @@
 change what the cache holds. It wraps the parts (storage, the page service, the filler, the
 counters) so that callers never reach into them.
 
-    mirror = Mirror(storage, pages, stats, upstream, max_cache_size=cap)
-    await mirror.page(project, allow_stale=False)  -> PageAnswer (record, rendered, outcome)
-    await mirror.refresh(project, current, min_serial=s, holding=h) -> PageRecord  (upstream now)
-    await mirror.stored_page(project)               -> PageRecord | None   (disk, no upstream)
-    await mirror.root()                             -> RootAnswer
-    await mirror.file(project, filename, variant, head=, ranged=)
-                                        -> Hit | Handover | Stream | SizeOnly | Refusal
-    await mirror.fetch(target, pinned=)             -> Download (finished)  (prefetch, verify)
-    mirror.forget(project)       drop a page (memory and disk; its files stay)   [blocking]
-    mirror.remove(project)       the project left the upstream: forget it and remember the 404
-    mirror.hold(sha256) / mirror.release(sha256)   pin / unpin: eviction never takes what is held
-    mirror.held_copy(sha256, filename, expected)   -> StoredFile | None, dropping a damaged copy
-    mirror.drop(sha256, filename)                  -> bytes freed
-    mirror.figures()                                -> {"projects", "files", "bytes"}
+    mirror = Mirror(storage, pages, stats, upstream, max_cache_size=cap, hand_over=False)
+
+    pages                                      (async; NotFound, RecordUnreadable, UpstreamError)
+      page(project, allow_stale=False)         -> PageAnswer: record, rendered, outcome, serial
+      root()                                   -> RootAnswer: record, outcome, serial
+      refresh(project, current, min_serial=, holding=)  -> PageRecord, asked of the upstream now
+      stored_page(project)                     -> PageRecord | None, from disk only
+      upstream_listing()                       -> set of names the upstream lists now
+    files                                      (async)
+      file(project, filename, variant, head=, ranged=)
+                                               -> Hit | Handover | Stream | SizeOnly | Refusal
+      fetch(target, pinned=False)              -> Download, ended (prefetch, verify)
+      forget(project)    drop its page (memory, disk); its files stay until evicted
+      delete(project, record)  drop its page and every file it lists not held -> Forgotten
+      remove(project)    it left the upstream: forget it and remember the 404
+    what the mirror holds                      (blocking: call in a worker thread)
+      hold(sha256) -> newly? / release(sha256) / is_held(sha256): pins eviction never takes
+      stored_copy(sha256, filename, expected)  -> StoredFile | None (a wrong-size copy dropped)
+      drop(sha256, filename, damaged=False)    -> bytes freed
+      figures()                                -> {"projects", "files", "bytes"}
 
 Invariants:
 - A file answer is decided here, once per request: a hit, a download joined or started, or a
@@ -44,15 +50,16 @@ from typing import Literal
 
 import anyio
 
+from proxy.catalog import Forgotten, forget_project
 from proxy.errors import FillFailed, NotFound, RecordUnreadable, UpstreamError
 from proxy.evict import evict, over_cap
 from proxy.files import locate
 from proxy.filestore import StoredFile
 from proxy.fill import Filler, Target
-from proxy.follow import Progress, read_progress, wait_done
-from proxy.index import IndexService
+from proxy.follow import Download, read_download, wait_done
 from proxy.models import PageRecord, Rendered, RootRecord
 from proxy.origins import origin_of
+from proxy.pageservice import PageService
 from proxy.stats import Stats
 from proxy.storage import Storage
 from proxy.upstream import Upstream
@@ -148,7 +155,7 @@ class Mirror:
     def __init__(
         self,
         storage: Storage,
-        pages: IndexService,
+        pages: PageService,
         stats: Stats,
         upstream: Upstream | None,
         *,
@@ -198,7 +205,7 @@ class Mirror:
         min_serial: int | None = None,
         holding: tuple[int | None, Collection[str]] | None = None,
     ) -> PageRecord:
-        """Ask the upstream for a page now and store it (see ``IndexService.fetch_project``)."""
+        """Ask the upstream for a page now and store it (see ``PageService.fetch_project``)."""
         return await self._pages.fetch_project(
             project, current, min_serial=min_serial, holding=holding
         )
@@ -213,15 +220,23 @@ class Mirror:
         record, outcome = await self._pages.lookup_root()
         return RootAnswer(record, outcome)
 
-    def forget(self, project: str) -> None:
+    async def forget(self, project: str) -> None:
         """Drop a project's page from memory and disk; its files stay until evicted, and every
-        worker follows within about a second (blocking)."""
-        self._pages.forget(project)
-        self._storage.delete_page(project)
+        worker follows within about a second."""
+        self._pages.forget(project)  # memory: on the event loop, which owns it
+        await anyio.to_thread.run_sync(self._storage.delete_page, project)
 
-    def remove(self, project: str) -> None:
-        """The project left the upstream (confirmed): forget it and remember the 404."""
-        self._pages.remove(project)
+    async def delete(self, project: str, record: PageRecord) -> Forgotten:
+        """Drop a project's page, its JSON API records and every file it lists that is not
+        held; held files stay, for the mirror's next pass to list again."""
+        done = await anyio.to_thread.run_sync(forget_project, self._storage, record)
+        self._pages.forget(project)
+        return done
+
+    async def remove(self, project: str) -> None:
+        """The project left the upstream (confirmed): drop its page and remember the 404."""
+        self._pages.forget(project)
+        await anyio.to_thread.run_sync(self._pages.remove, project)
 
     def files_changed(self, project: str) -> None:
         """Files a project lists were added or removed without a new page (blocking)."""
@@ -297,9 +312,9 @@ class Mirror:
             download.release()  # also when the client left before the body began
 
         # A file too big to keep answers a Range with the whole file: a 200 is always correct.
-        return Stream(read_progress(download, source), download.total, target.sha256, sent)
+        return Stream(read_download(download, source), download.total, target.sha256, sent)
 
-    async def fetch(self, target: Target, *, pinned: bool = False) -> Progress:
+    async def fetch(self, target: Target, *, pinned: bool = False) -> Download:
         """Download ``target`` into the store (or join the download under way) and wait until it
         ended, either way: the caller reads ``error``, ``sha256`` and ``written``."""
         if self.filler is None:
@@ -308,7 +323,7 @@ class Mirror:
         await wait_done(download)
         return download
 
-    async def _whole(self, download: Progress, source: int | None, filename: str) -> FileAnswer:
+    async def _whole(self, download: Download, source: int | None, filename: str) -> FileAnswer:
         """HEAD and Range on a miss: wait for the verified file, then answer from the very bytes
         read (a descriptor kept open), whether or not the file is still stored by then."""
         try:
@@ -321,7 +336,7 @@ class Mirror:
             )
         keep = os.dup(source)
         try:
-            async for _ in read_progress(download, source):
+            async for _ in read_download(download, source):
                 pass
         except FillFailed as exc:
             os.close(keep)
@@ -384,7 +399,7 @@ class Mirror:
     def is_held(self, sha256: str) -> bool:
         return self._storage.is_pinned(sha256)
 
-    def held_copy(
+    def stored_copy(
         self, sha256: str, filename: str, expected: int | None = None
     ) -> StoredFile | None:
         """The stored file, if the store holds it whole: a copy of another size than
@@ -401,8 +416,11 @@ class Mirror:
             return None
         return stored
 
-    def drop(self, sha256: str, filename: str) -> int:
-        """Delete one stored file; the bytes freed (0 if it was gone)."""
+    def drop(self, sha256: str, filename: str, *, damaged: bool = False) -> int:
+        """Delete one stored file; the bytes freed (0 if it was gone). ``damaged``: its bytes
+        were found wrong (verify), which counts as an integrity error."""
+        if damaged:
+            self._stats.add("integrity_errors")
         return self._storage.remove(sha256, filename)
 
     def hash_for_url(self, url: str) -> str | None:

@@ -16,8 +16,8 @@ import httpx
 from proxy.breaker import Breakers
 from proxy.cache import Mirror
 from proxy.fill import Filler
-from proxy.index import IndexService
 from proxy.origins import AddressGuard, origin_of
+from proxy.pageservice import PageService
 from proxy.settings import Settings, upstream_warning
 from proxy.stats import Stats, write
 from proxy.storage import FILES_BYTES, Storage
@@ -32,7 +32,7 @@ class Runtime:
     settings: Settings
     storage: Storage
     stats: Stats
-    index: IndexService
+    index: PageService
     upstream: Upstream | None
     filler: Filler | None
     http: httpx.AsyncClient | None  # pages (and XML-RPC)
@@ -61,7 +61,7 @@ class Runtime:
             http = make_http_client(settings, settings.page_connections, guard)
             http_files = make_http_client(settings, settings.file_connections, guard)
             upstream = _make_upstream(settings, http, http_files, guard)
-        index = IndexService(
+        index = PageService(
             storage,
             upstream,
             stats,

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from proxy.cache import FileAnswer, Handover, Hit, Mirror, Refusal, SizeOnly, Stream
-from proxy.index import IndexService
 from proxy.origins import AddressGuard, IPAddress, literal_address
+from proxy.pageservice import PageService
 from proxy.stats import Stats
 from proxy.storage import Storage
 from proxy.upstream import Upstream
@@ -105,7 +105,7 @@ async def make(tmp_path: Path) -> AsyncIterator[Callable[..., Setup]]:
             upstream = Upstream(
                 client, INDEX, retries=0, backoff=0, guard=guard, allowed_file_hosts=["files.test"]
             )
-        pages = IndexService(
+        pages = PageService(
             storage,
             upstream,
             stats,
@@ -244,7 +244,7 @@ async def test_page_outcomes__miss_then_hit(make: Callable[..., Setup]) -> None:
 async def test_forget__page_fetched_again(make: Callable[..., Setup]) -> None:
     s = make(FakeIndex({WHEEL: BYTES}))
     await s.mirror.page("demo")
-    s.mirror.forget("demo")
+    await s.mirror.forget("demo")
     assert await s.mirror.stored_page("demo") is None
     again = await s.mirror.page("demo")
     assert again.outcome == "miss" and s.fake.asked["/simple/demo/"] == 2
@@ -266,7 +266,7 @@ async def test_held_files_survive_eviction(make: Callable[..., Setup]) -> None:
     # Released, it is evicted like any other file once the cache is over its cap again.
     s.mirror.release(kept)
     s.fake.files = {**bodies, "demo-9.0-py3-none-any.whl": b"x" * 1000}
-    s.mirror.forget("demo")
+    await s.mirror.forget("demo")
     assert await _body(await s.mirror.file("demo", "demo-9.0-py3-none-any.whl")) == b"x" * 1000
     await s.mirror.settle()
     assert s.storage.stored(kept, names[0]) is None
@@ -276,8 +276,8 @@ async def test_held_copy__damaged_copy_dropped(make: Callable[..., Setup]) -> No
     s = make(FakeIndex({WHEEL: BYTES}))
     assert await _body(await s.mirror.file("demo", WHEEL)) == BYTES
     sha = hashlib.sha256(BYTES).hexdigest()
-    assert s.mirror.held_copy(sha, WHEEL, len(BYTES)) is not None
-    assert s.mirror.held_copy(sha, WHEEL, len(BYTES) + 1) is None
+    assert s.mirror.stored_copy(sha, WHEEL, len(BYTES)) is not None
+    assert s.mirror.stored_copy(sha, WHEEL, len(BYTES) + 1) is None
     assert s.storage.stored(sha, WHEEL) is None
 
 
