@@ -6,6 +6,7 @@ counters) so that callers never reach into them.
 
     pages                                      (async; NotFound, RecordUnreadable, UpstreamError)
       page(project, allow_stale=False)         -> PageAnswer: record, rendered, outcome, serial
+      peek(project)                            -> PageRecord | None, fresh in memory (not async)
       root()                                   -> RootAnswer: record, outcome, serial
       refresh(project, current, min_serial=, holding=)  -> PageRecord, asked of the upstream now
       stored_page(project)                     -> PageRecord | None, from disk only
@@ -196,6 +197,11 @@ class Mirror:
         if self._pages.offline:
             rendered = await self._pages.held_view(record)
         return PageAnswer(record, rendered, outcome)
+
+    def peek(self, project: str) -> PageRecord | None:
+        """A page fresh in memory, without any wait: the whole cost of a hot hit (online only;
+        None means "ask ``page``")."""
+        return self._pages.peek(project)
 
     async def refresh(
         self,
