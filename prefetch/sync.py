@@ -22,8 +22,8 @@ from prefetch.filters import select
 from prefetch.state import HeldFile, PrefetchState, plausible_listing
 from proxy.cache import Mirror
 from proxy.errors import NotFound, ProxyError, UpstreamError
-from proxy.files import target_for
 from proxy.fill import Target
+from proxy.locate import target_for
 from proxy.models import DistFile, PageRecord
 from proxy.settings import PrefetchSettings
 

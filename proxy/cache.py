@@ -1,6 +1,6 @@
 """The mirror: the one object the web layer, the prefetcher, verify and the CLI call to read and
 change what the cache holds. It wraps the parts (storage, the page service, the filler, the
-counters) so that callers never reach into them.
+counters) so that callers never reach into them. What it answers is in ``proxy.answers``.
 
     mirror = Mirror(storage, pages, stats, upstream, max_cache_size=cap, hand_over=False)
 
@@ -45,20 +45,28 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Collection
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Collection
 
 import anyio
 
+from proxy.answers import (
+    FileAnswer,
+    Handover,
+    Hit,
+    PageAnswer,
+    Refusal,
+    RootAnswer,
+    SizeOnly,
+    Stream,
+)
 from proxy.catalog import Forgotten, forget_project
 from proxy.errors import FillFailed, NotFound, RecordUnreadable, UpstreamError
 from proxy.evict import evict, over_cap
-from proxy.files import locate
 from proxy.filestore import StoredFile
 from proxy.fill import Filler, Target
 from proxy.follow import Download, read_download, wait_done
-from proxy.models import PageRecord, Rendered, RootRecord
+from proxy.locate import locate
+from proxy.models import PageRecord
 from proxy.origins import origin_of
 from proxy.pageservice import PageService
 from proxy.stats import Stats
@@ -69,83 +77,6 @@ log = logging.getLogger(__name__)
 TOUCH_EVERY = 600.0  # seconds between access-time updates of one file (a hot inode is not
 # written on every hit; eviction needs minutes, not microseconds)
 MAX_TOUCHED = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class PageAnswer:
-    record: PageRecord
-    rendered: Rendered  # offline: only the files the mirror can serve are listed
-    outcome: str  # hit, miss or stale
-
-    @property
-    def serial(self) -> int | None:
-        return self.record.page.serial
-
-
-@dataclass(frozen=True, slots=True)
-class RootAnswer:
-    record: RootRecord
-    outcome: str
-
-    @property
-    def serial(self) -> int | None:
-        return self.record.listing.serial
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """Verified bytes on an open descriptor the receiver owns (closes once sent)."""
-
-    fd: int
-    sha256: str
-    outcome: str  # "hit", or "miss" for a HEAD or Range answered after the download
-    sent: Callable[[int], None]  # call with the bytes sent: counted here
-
-
-@dataclass(frozen=True, slots=True)
-class Handover:
-    """A hit a front server sends itself (``accel_redirect``): where the stored file lies
-    under the files directory it aliases. Checked to exist just now; its bytes are counted."""
-
-    relative: str
-    stored: StoredFile
-    outcome: str = "hit"
-
-
-@dataclass(frozen=True, slots=True)
-class Stream:
-    """A download being read while it grows; ``chunks`` ends with an error rather than with
-    bytes that fail verification."""
-
-    chunks: AsyncIterator[bytes]
-    total: int | None
-    sha256: str | None
-    sent: Callable[[int], None]  # call once when the answer ends, with the bytes sent
-    outcome: str = "miss"
-
-
-@dataclass(frozen=True, slots=True)
-class SizeOnly:
-    """HEAD of a file too big to keep: its size is known, its bytes are not fetched."""
-
-    size: int
-    sha256: str | None
-    outcome: str = "miss"
-
-
-RefusalKind = Literal["not_found", "unavailable", "upstream_failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a file cannot be had: ``not_found`` (not listed, not upstream, or offline and not
-    held), ``unavailable`` (held but unusable now), ``upstream_failed`` (the upstream erred)."""
-
-    kind: RefusalKind
-    message: str
-
-
-FileAnswer = Hit | Handover | Stream | SizeOnly | Refusal
 
 
 class Mirror:

@@ -19,8 +19,8 @@ from functools import partial
 
 import anyio
 
-from proxy.files import sha256_of, target_for
 from proxy.fill import Target
+from proxy.locate import sha256_of, target_for
 from proxy.names import is_safe_filename, is_sha256
 from proxy.runtime import Runtime
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.cache import FileAnswer, Handover, Hit, Mirror, Refusal, SizeOnly, Stream
+from proxy.answers import FileAnswer, Handover, Hit, Refusal, SizeOnly, Stream
+from proxy.cache import Mirror
 from proxy.origins import AddressGuard, IPAddress, literal_address
 from proxy.pageservice import PageService
 from proxy.stats import Stats

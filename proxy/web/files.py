@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from proxy.cache import Handover, Hit, Mirror, Refusal, SizeOnly, Stream
+from proxy.answers import Handover, Hit, Refusal, SizeOnly, Stream
+from proxy.cache import Mirror
 from proxy.names import is_safe_filename, is_valid_project_name, normalize
 from proxy.web.accel import accel_response
 from proxy.web.counting import mark
