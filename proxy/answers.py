@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from proxy.filestore import StoredFile
 from proxy.models import PageRecord, Rendered, RootRecord
@@ -87,3 +87,16 @@ class Refusal:
 
 
 FileAnswer = Hit | Handover | Stream | SizeOnly | Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """The counters every process on this cache added up (this one's included), and what the
+    mirror holds: the numbers /stats, /metrics and the status page show."""
+
+    counters: dict[str, int]
+    cache: dict[str, int]  # projects, files, bytes
+    upstream_errors_by_origin: dict[str, int]
+    top_projects: list[dict[str, Any]]
+    last_hour: list[dict[str, int]]
+    uptime_seconds: float

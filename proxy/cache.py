@@ -22,7 +22,9 @@ counters) so that callers never reach into them. What it answers is in ``proxy.a
       hold(sha256) -> newly? / release(sha256) / is_held(sha256): pins eviction never takes
       stored_copy(sha256, filename, expected)  -> StoredFile | None (a wrong-size copy dropped)
       drop(sha256, filename, damaged=False)    -> bytes freed
-      figures()                                -> {"projects", "files", "bytes"}
+      holds()                                  -> {"projects", "files", "bytes"}
+    counters                                   (async)
+      figures() -> Figures (every process's counters, the cache's size); latency(); usable()
 
 Invariants:
 - A file answer is decided here, once per request: a hit, a download joined or started, or a
@@ -45,11 +47,13 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Collection
 
 import anyio
 
 from proxy.answers import (
+    Figures,
     FileAnswer,
     Handover,
     Hit,
@@ -69,7 +73,7 @@ from proxy.locate import locate
 from proxy.models import PageRecord
 from proxy.origins import origin_of
 from proxy.pageservice import PageService
-from proxy.stats import Stats
+from proxy.stats import Latency, Stats, latency, series, top_projects, totals, upstream_errors
 from proxy.storage import Storage
 from proxy.upstream import Upstream
 
@@ -375,9 +379,41 @@ class Mirror:
         """A pass completed up to ``serial``: followers may see what it changed."""
         self._storage.changelog.settle(serial)
 
-    def figures(self) -> dict[str, int]:
+    def holds(self) -> dict[str, int]:
         """What the mirror holds: projects with a page, files and their bytes."""
         return self._storage.totals()
+
+    async def figures(self) -> Figures:
+        """Every process's counters, with this one's not yet written added, and what the
+        mirror holds."""
+        pending = self._stats.take()
+        try:
+            return await anyio.to_thread.run_sync(self._figures, pending)
+        finally:
+            self._stats.pending.update(pending)  # whatever the disk would not take yet
+
+    def _figures(self, pending: Counter[str]) -> Figures:
+        now = time.time()
+        cache = self._storage.totals()
+        counters = totals(self._storage, pending)  # first: adds this worker's pending counts
+        return Figures(
+            counters=counters,
+            cache=cache,
+            upstream_errors_by_origin=upstream_errors(self._storage),
+            top_projects=[
+                {"project": name, "requests": count} for name, count in top_projects(self._storage)
+            ],
+            last_hour=series(self._storage, now),
+            uptime_seconds=round(now - self._stats.started, 1),
+        )
+
+    async def latency(self) -> list[Latency]:
+        """The request latency histogram, every process's."""
+        return await anyio.to_thread.run_sync(latency, self._storage)
+
+    async def usable(self) -> bool:
+        """Whether the file store can be reached (the health check)."""
+        return await anyio.to_thread.run_sync(self._storage.files_usable)
 
     # -- the size cap ------------------------------------------------------------------------
 

@@ -159,7 +159,7 @@ async def test_miss_then_hit__fetched_once_and_counted(make: Callable[..., Setup
     assert s.fake.asked[f"/{WHEEL}"] == 1
     assert s.stats.pending["bytes_fetched"] == len(BYTES)
     assert s.stats.pending["bytes_served"] == 2 * len(BYTES)
-    assert s.mirror.figures()["files"] == 1
+    assert s.mirror.holds()["files"] == 1
 
 
 async def test_head_and_range_on_a_miss__one_download_one_miss(make: Callable[..., Setup]) -> None:
@@ -197,7 +197,7 @@ async def test_wrong_bytes__refused_not_stored_counted(make: Callable[..., Setup
         assert isinstance(answer, Refusal) and answer.kind == "upstream_failed"
         assert "sha256" in answer.message
     assert s.stats.pending["integrity_errors"] == 1
-    assert s.mirror.figures()["files"] == 0
+    assert s.mirror.holds()["files"] == 0
     head = await s.mirror.file("demo", WHEEL, head=True)
     assert isinstance(head, Refusal) and head.kind == "upstream_failed"
 
@@ -262,7 +262,7 @@ async def test_held_files_survive_eviction(make: Callable[..., Setup]) -> None:
         assert await _body(await s.mirror.file("demo", name)) == bodies[name]
         await s.mirror.settle()
     assert s.storage.stored(kept, names[0]) is not None
-    assert s.mirror.figures()["bytes"] <= 2500
+    assert s.mirror.holds()["bytes"] <= 2500
     assert s.stats.pending["evicted_files"] >= 1
     # Released, it is evicted like any other file once the cache is over its cap again.
     s.mirror.release(kept)
@@ -295,3 +295,14 @@ async def test_hand_over__hits_named_for_the_front_server(make: Callable[..., Se
     head = await s.mirror.file("demo", WHEEL, head=True)
     assert isinstance(head, Handover)
     assert s.stats.pending["bytes_served"] == served + len(BYTES)  # a HEAD sends no body
+
+
+async def test_figures__every_count_once_and_what_is_held(make: Callable[..., Setup]) -> None:
+    s = make(FakeIndex({WHEEL: BYTES}))
+    assert await _body(await s.mirror.file("demo", WHEEL)) == BYTES
+    first = await s.mirror.figures()
+    assert first.counters["bytes_fetched"] == len(BYTES)
+    assert first.cache == {"projects": 1, "files": 1, "bytes": len(BYTES)}
+    again = await s.mirror.figures()  # written once: asking twice adds nothing
+    assert again.counters["bytes_fetched"] == len(BYTES)
+    assert await s.mirror.usable()
