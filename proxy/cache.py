@@ -2,7 +2,7 @@
 change what the cache holds. It wraps the parts (storage, the page service, the filler, the
 counters) so that callers never reach into them. What it answers is in ``proxy.answers``.
 
-    mirror = Mirror(storage, pages, stats, upstream, max_cache_size=cap, hand_over=False)
+    mirror = Mirror(storage, pages, stats, upstream, max_cache_size=, hand_over=, json_api=)
 
     pages                                      (async; NotFound, RecordUnreadable, UpstreamError)
       page(project, allow_stale=False)         -> PageAnswer: record, rendered, outcome, serial
@@ -10,6 +10,7 @@ counters) so that callers never reach into them. What it answers is in ``proxy.a
       root()                                   -> RootAnswer: record, outcome, serial
       refresh(project, current, min_serial=, holding=)  -> PageRecord, asked of the upstream now
       stored_page(project)                     -> PageRecord | None, from disk only
+      json_document(project, version)          -> JsonRecord (the legacy JSON API)
       upstream_listing()                       -> set of names the upstream lists now
     files                                      (async)
       file(project, filename, variant, head=, ranged=)
@@ -69,6 +70,7 @@ from proxy.evict import evict, over_cap
 from proxy.filestore import StoredFile
 from proxy.fill import Filler, Target
 from proxy.follow import Download, read_download, wait_done
+from proxy.jsonapi import JsonApi, JsonRecord
 from proxy.locate import locate
 from proxy.models import PageRecord
 from proxy.origins import origin_of
@@ -98,12 +100,14 @@ class Mirror:
         max_cache_size: int | None = None,
         remote_timeout: float = 60.0,
         hand_over: bool = False,
+        json_api: JsonApi | None = None,
     ) -> None:
         self._storage = storage
         self._pages = pages
         self._stats = stats
         self._cap = max_cache_size
         self._hand_over = hand_over  # hits on this disk go to a front server (accel_redirect)
+        self._json = json_api  # None: the legacy JSON API is not served
         self._touched: dict[tuple[str, str], float] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._evicting = False
@@ -150,6 +154,14 @@ class Mirror:
         return await self._pages.fetch_project(
             project, current, min_serial=min_serial, holding=holding
         )
+
+    async def json_document(self, project: str, version: str | None) -> JsonRecord:
+        """The legacy JSON API's document of a project (or one version of it), made from its
+        simple page so that the file URLs it gives are ones this mirror serves."""
+        if self._json is None:
+            raise NotFound("the JSON API is not served here")
+        page = (await self.page(project)).record
+        return await self._json.get(page, version)
 
     async def stored_page(self, project: str) -> PageRecord | None:
         return await self._pages.stored_project(project)

@@ -16,6 +16,7 @@ import httpx
 from proxy.breaker import Breakers
 from proxy.cache import Mirror
 from proxy.fill import Filler
+from proxy.jsonapi import JsonApi
 from proxy.origins import AddressGuard, origin_of
 from proxy.pageservice import PageService
 from proxy.settings import Settings, upstream_warning
@@ -79,6 +80,7 @@ class Runtime:
             max_cache_size=settings.max_cache_size,
             remote_timeout=settings.connect_timeout + settings.read_timeout,
             hand_over=settings.accel_redirect is not None,
+            json_api=JsonApi(storage, upstream, settings.upstream_base, ttl=settings.index_ttl),
         )
         runtime.filler = runtime.mirror.filler
         runtime._flusher = asyncio.create_task(runtime._flush_forever())
