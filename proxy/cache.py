@@ -16,6 +16,7 @@ counters) so that callers never reach into them. What it answers is in ``proxy.a
       file(project, filename, variant, head=, ranged=)
                                                -> Hit | Handover | Stream | SizeOnly | Refusal
       fetch(target, pinned=False)              -> Download, ended (prefetch, verify)
+    projects                                   (async)
       forget(project)    drop its page (memory, disk); its files stay until evicted
       delete(project, record)  drop its page and every file it lists not held -> Forgotten
       remove(project)    it left the upstream: forget it and remember the 404
@@ -37,8 +38,9 @@ Invariants:
 - Nothing half-written is served: hits come from verified stored files, opened here (the
   descriptor is the caller's to close, through the response that sends it); downloads are read
   through ``proxy.follow``, which never hands out the last byte before verification.
-- Only this object and ``Storage`` know where a file is: callers get descriptors, never paths,
-  and name files by (sha256, filename) as pages give them.
+- Callers never learn where a file is: they get descriptors (or, for a front server, the path
+  ``Storage`` gives under its files directory), and name files by (sha256, filename) as pages
+  give them.
 """
 
 from __future__ import annotations
