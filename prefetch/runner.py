@@ -91,7 +91,7 @@ def _exclusive(cache_dir: Path) -> Iterator[None]:
 
 class Prefetcher:
     def __init__(self, runtime: Runtime, state: PrefetchState) -> None:
-        if runtime.upstream is None or runtime.filler is None:
+        if runtime.upstream is None or runtime.mirror.offline:
             raise ProxyError("prefetch needs the upstream: it cannot run offline")
         self._runtime = runtime
         self._state = state
@@ -124,7 +124,7 @@ class Prefetcher:
 
     async def _run(self, projects: Sequence[str] | None, tty: bool | None) -> PassResult:
         runtime, state = self._runtime, self._state
-        assert runtime.upstream is not None and runtime.filler is not None
+        assert runtime.upstream is not None
         selection = resolve(
             projects if projects else self._settings.projects,
             () if projects else self._settings.requirements,
@@ -133,7 +133,7 @@ class Prefetcher:
         client = ChangelogClient(runtime.upstream, runtime.settings.xmlrpc_url)
         # Followers of this proxy see changes only up to a pass that completed (see
         # proxy/changelog.py): pages stored during this pass are not final yet.
-        await anyio.to_thread.run_sync(runtime.storage.changelog.hold)
+        await anyio.to_thread.run_sync(runtime.mirror.hold_changes)
         deadline = (
             self._settings.root_deadline or ROOT_DEADLINES * runtime.settings.upstream_deadline
         )
@@ -155,9 +155,7 @@ class Prefetcher:
         progress = Progress(total, tty=tty)
         syncer = Syncer(
             self._settings,
-            runtime.storage,
-            runtime.index,
-            runtime.filler,
+            runtime.mirror,
             state,
             asyncio.Semaphore(self._settings.workers * 2),
         )
@@ -181,7 +179,7 @@ class Prefetcher:
         if result.ok and detection.target is not None:
             await self._meta(mirror_serial=detection.target)
         if result.ok:
-            await anyio.to_thread.run_sync(runtime.storage.changelog.settle, detection.target)
+            await anyio.to_thread.run_sync(runtime.mirror.settle_changes, detection.target)
         return result
 
     async def _round(

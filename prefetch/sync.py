@@ -20,14 +20,12 @@ import anyio
 
 from prefetch.filters import select
 from prefetch.state import HeldFile, PrefetchState, plausible_listing
+from proxy.cache import Mirror
 from proxy.errors import NotFound, ProxyError, UpstreamError
-from proxy.files import target_for
-from proxy.fill import Filler, Target
-from proxy.follow import wait_done
-from proxy.index import IndexService
+from proxy.fill import Target
+from proxy.locate import target_for
 from proxy.models import DistFile, PageRecord
 from proxy.settings import PrefetchSettings
-from proxy.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +45,7 @@ class Synced:
 @dataclass
 class Syncer:
     settings: PrefetchSettings
-    storage: Storage
-    index: IndexService
-    filler: Filler
+    mirror: Mirror
     state: PrefetchState
     downloads: asyncio.Semaphore
     # Files a sync under way holds but has not recorded in the state yet, so that another
@@ -61,14 +57,14 @@ class Syncer:
     _listing_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def sync(self, name: str, serial: int | None) -> Synced:
-        current = await self.index.stored_project(name)
+        current = await self.mirror.stored_page(name)
         holding = (
             None if current is not None else await anyio.to_thread.run_sync(self._holding, name)
         )
         record = await self._page_or_gone(name, current, serial, holding)
         if record is None:
             removed = await self._release(name, keep=[])
-            await anyio.to_thread.run_sync(self.index.remove, name)
+            await self.mirror.remove(name)
             await anyio.to_thread.run_sync(self.state.done, name, None, None)
             log.info("%s is gone upstream; removed %d files", name, removed)
             return Synced(files_removed=removed, gone=True)
@@ -96,7 +92,7 @@ class Syncer:
             await anyio.to_thread.run_sync(self.state.done, name, record.page.serial, held)
             if removed or any(added for _f, added, _b in done):
                 # Its files are in place now: servers rebuild their views of the page.
-                await anyio.to_thread.run_sync(self.storage.mark_changed, name)
+                await anyio.to_thread.run_sync(self.mirror.files_changed, name)
         finally:
             await anyio.to_thread.run_sync(self._unclaim, claimed)
         return Synced(
@@ -117,7 +113,7 @@ class Syncer:
         ``gone_recheck`` seconds later answers 404 again. A one-off 404 (a CDN hiccup) and a
         lying listing each happen; both at once, twice in a row, is what a removal looks like."""
         try:
-            return await self.index.fetch_project(name, current, min_serial=serial, holding=holding)
+            return await self.mirror.refresh(name, current, min_serial=serial, holding=holding)
         except NotFound as exc:
             if not await self._gone_confirmed(name):
                 raise SyncFailed(
@@ -125,9 +121,7 @@ class Syncer:
                 ) from None
         await asyncio.sleep(self.settings.gone_recheck)
         try:
-            record = await self.index.fetch_project(
-                name, current, min_serial=serial, holding=holding
-            )
+            record = await self.mirror.refresh(name, current, min_serial=serial, holding=holding)
         except NotFound:
             return None
         log.warning(
@@ -149,7 +143,7 @@ class Syncer:
         async with self._listing_lock:  # one root fetch per pass, however many 404s
             if self._listing is None:
                 try:
-                    listing = await self.index.upstream_listing()
+                    listing = await self.mirror.upstream_listing()
                 except (UpstreamError, NotFound) as exc:
                     log.warning("cannot confirm that %s is gone: %s", name, exc)
                     return False
@@ -188,19 +182,10 @@ class Syncer:
         with self._lock:
             self._claims[(sha, filename)] += 1
             claimed.append((sha, filename))
-            if not self.storage.is_pinned(sha):
-                self.storage.pin(sha)
+            if self.mirror.hold(sha):
                 pinned.append(sha)
-            stored = self.storage.stored(sha, filename)
-            if stored is not None and expected is not None and stored.size != expected:
-                log.warning(
-                    "prefetch: %s is %d bytes on disk, %d expected: dropped, to fetch again",
-                    filename,
-                    stored.size,
-                    expected,
-                )
-                self.storage.remove(sha, filename)
-                return None
+            # A copy of another size than expected is dropped there, to be fetched again.
+            stored = self.mirror.stored_copy(sha, filename, expected)
         return stored.size if stored is not None else None
 
     def _unclaim(self, claimed: list[tuple[str, str]]) -> None:
@@ -216,7 +201,7 @@ class Syncer:
             held = {h.sha256 for h in self.state.held_files(name)}
             for sha in pinned:
                 if sha not in held and not self._held_elsewhere(sha, name, None):
-                    self.storage.unpin(sha)
+                    self.mirror.release(sha)
 
     async def _fetch(
         self,
@@ -229,7 +214,7 @@ class Syncer:
         added = added_bytes = 0
         for target in self._targets(entry):
             sha = target.sha256 or await anyio.to_thread.run_sync(
-                self.storage.hash_for_url, target.url
+                self.mirror.hash_for_url, target.url
             )
             size = None
             if sha is not None:
@@ -242,8 +227,7 @@ class Syncer:
                 )
             if size is None:
                 async with self.downloads:
-                    progress = self.filler.start(target)
-                    await wait_done(progress)
+                    progress = await self.mirror.fetch(target)
                 if progress.error or progress.final is None or progress.sha256 is None:
                     raise SyncFailed(f"{target.filename}: {progress.error or 'not stored'}")
                 fetched_sha = progress.sha256
@@ -284,16 +268,16 @@ class Syncer:
         it (another project lists the same bytes, or a sync under way just claimed them)."""
         with self._lock:
             if not self._held_elsewhere(old.sha256, name, None):
-                self.storage.unpin(old.sha256)
+                self.mirror.release(old.sha256)
             if self._held_elsewhere(old.sha256, name, old.filename):
                 return 0
-            return 1 if self.storage.remove(old.sha256, old.filename) > 0 else 0
+            return 1 if self.mirror.drop(old.sha256, old.filename) > 0 else 0
 
     def wanting(self) -> list[str]:
         """Projects the mirror holds that the disk does not bear out (blocking): a page gone
         (an admin forget, say), or a held file no longer there (evicted in a race, dropped by
         verify). One stat per held file: the price of an exit 0 that means it."""
-        found = {n for n in self.state.project_names() if not self.storage.has_page(n)}
+        found = {n for n in self.state.project_names() if not self.mirror.has_page(n)}
         for rows in self.state.iter_held():
             for project, held in rows:
                 if self._damaged(project, held):
@@ -303,7 +287,7 @@ class Syncer:
     def _damaged(self, project: str, held: HeldFile) -> bool:
         """Whether a held file is missing, or not the size the mirror recorded (a truncated
         or grown copy is dropped, so that the next sync fetches it whole)."""
-        stored = self.storage.stored(held.sha256, held.filename)
+        stored = self.mirror.stored_copy(held.sha256, held.filename)
         if stored is None:
             log.warning("prefetch: %s of %s is missing from disk", held.filename, project)
             return True
@@ -317,5 +301,5 @@ class Syncer:
             held.size,
         )
         with self._lock:  # no sync under way may count on the damaged copy meanwhile
-            self.storage.remove(held.sha256, held.filename)
+            self.mirror.drop(held.sha256, held.filename)
         return True

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from proxy.files import METADATA_SUFFIX, target_for
+from proxy.locate import METADATA_SUFFIX, target_for
 from proxy.models import DistFile, PageRecord
 from proxy.storage import Storage
 

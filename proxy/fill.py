@@ -29,7 +29,7 @@ import httpx
 from proxy.errors import IntegrityError, NotFound, UpstreamUnavailable
 from proxy.evict import LOW_WATER
 from proxy.filestore import StoredFile
-from proxy.follow import KEEP_VERIFIED, Progress, RemoteProgress, verified_name
+from proxy.follow import KEEP_VERIFIED, Download, RemoteDownload, verified_name
 from proxy.locks import release_lock, take_lock
 from proxy.names import is_sha256
 from proxy.storage import Storage
@@ -80,7 +80,7 @@ def _open_stored(stored: StoredFile) -> int | None:
         return None
 
 
-class StoredProgress(Progress):
+class StoredDownload(Download):
     """A download that ended before it began: the file is stored and verified, and already
     open, so eviction in the meantime cannot take it from this one reader."""
 
@@ -129,7 +129,7 @@ class Filler:
     ) -> None:
         self._storage = storage
         self._upstream = upstream
-        self._inflight: dict[str, Progress] = {}
+        self._inflight: dict[str, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_fetched = on_fetched
         self._on_corrupt = on_corrupt
@@ -157,7 +157,7 @@ class Filler:
         """Whether ``target`` would be streamed without being stored (larger than the cap)."""
         return self._too_big(target.size, False)
 
-    def start(self, target: Target, *, pinned: bool = False) -> Progress:
+    def start(self, target: Target, *, pinned: bool = False) -> Download:
         """The progress of the download of ``target``, joining one already under way."""
         existing = self._inflight.get(target.key)
         if existing is not None:
@@ -169,12 +169,12 @@ class Filler:
         try:
             lock_fd = take_lock(lock_path)
         except OSError as exc:  # a full disk, for one: a clean failure for this request
-            failed = Progress(total=target.size)
+            failed = Download(total=target.size)
             failed.finish(f"cannot start a download: {exc.strerror}")
             return failed
         if lock_fd is None:
             log.debug("following another worker's download of %s", target.filename)
-            follower = RemoteProgress(
+            follower = RemoteDownload(
                 lock_path, self._final(target), target.size, self._remote_timeout
             )
             follower.expected = target.sha256
@@ -187,16 +187,16 @@ class Filler:
             fd = _open_stored(stored)
             if fd is not None:
                 release_lock(lock_path, lock_fd)
-                return StoredProgress(stored, fd, target)
+                return StoredDownload(stored, fd, target)
         return self._begin(target, (lock_path, lock_fd), pinned)
 
-    def _begin(self, target: Target, lock: tuple[Path, int] | None, pinned: bool) -> Progress:
+    def _begin(self, target: Target, lock: tuple[Path, int] | None, pinned: bool) -> Download:
         part = self._storage.part_path(target.key, ".part")
-        progress = Progress(part, target.size)
+        progress = Download(part, target.size)
         progress.expected = target.sha256
         try:
             # Opened now, not in the task: a reader that joins before the task runs can take
-            # its own descriptor at once (see Progress.take_source).
+            # its own descriptor at once (see Download.take_source).
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             progress.read_fd = os.open(part, os.O_RDONLY)
         except OSError as exc:  # a full disk, for one: a clean failure for this request
@@ -215,7 +215,7 @@ class Filler:
     async def _run(
         self,
         target: Target,
-        progress: Progress,
+        progress: Download,
         lock: tuple[Path, int] | None,
         pinned: bool,
         fd: int,
@@ -296,7 +296,7 @@ class Filler:
             if lock is not None:
                 release_lock(*lock)
 
-    async def _download(self, target: Target, progress: Progress, fd: int) -> None:
+    async def _download(self, target: Target, progress: Download, fd: int) -> None:
         hasher = hashlib.sha256()
         loop = asyncio.get_running_loop()
         # Writing and hashing run in a worker thread, one batch behind the socket: both release

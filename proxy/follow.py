@@ -34,7 +34,7 @@ def verified_name(part: Path) -> Path:
     return part.with_name(part.name + ".ok")
 
 
-class Progress:
+class Download:
     """What readers see of one download run by this process: bytes written so far, whether it
     ended, and how. It is tied to one temporary file (one inode): readers get their own
     descriptor on it, so a rename into ``files/`` or a later download cannot change what they
@@ -96,10 +96,10 @@ class Progress:
         return self.open_source()
 
     def release(self) -> None:
-        """The reader is finished with this progress (followers hold a descriptor of their own)."""
+        """The reader is finished with this download (followers hold a descriptor of their own)."""
 
 
-class RemoteProgress(Progress):
+class RemoteDownload(Download):
     """A download run by another worker process, followed through its temporary file.
 
     The follower opens that file once and keeps the descriptor, so it follows one inode. It
@@ -211,7 +211,7 @@ class RemoteProgress(Progress):
             self._fd = None
 
 
-async def read_progress(progress: Progress, fd: int | None = None) -> AsyncIterator[bytes]:
+async def read_download(download: Download, fd: int | None = None) -> AsyncIterator[bytes]:
     """Yield the bytes of a fill as they arrive, holding back the last one until verified.
 
     Belt and braces: the reader also hashes what it sends, and sends the last byte only when
@@ -219,24 +219,24 @@ async def read_progress(progress: Progress, fd: int | None = None) -> AsyncItera
     of wrong bytes.
     """
     try:
-        await progress.wait_ready()
+        await download.wait_ready()
         if fd is None:
-            fd = progress.open_source()
+            fd = download.open_source()
         try:
             digest = hashlib.sha256()
             pos = 0
             while True:
-                if progress.verified:
+                if download.verified:
                     done, error = True, None
                 else:
-                    done, error = progress.done, progress.error
+                    done, error = download.done, download.error
                 if done and error:
                     raise FillFailed(error)
                 # Never past the size the index gives: an upstream that sends more must not
                 # let a read end exactly there and look like a whole transfer.
-                available = progress.written
-                if progress.total is not None:
-                    available = min(available, progress.total)
+                available = download.written
+                if download.total is not None:
+                    available = min(available, download.total)
                 limit = available if done else available - 1
                 if pos < limit:
                     chunk = os.pread(fd, min(READ_CHUNK, limit - pos), pos)
@@ -245,36 +245,36 @@ async def read_progress(progress: Progress, fd: int | None = None) -> AsyncItera
                     pos += len(chunk)
                     digest.update(chunk)
                     if done and pos == limit:
-                        _check_whole(progress, digest.hexdigest(), pos)
+                        _check_whole(download, digest.hexdigest(), pos)
                     yield chunk
                     continue
                 if done:
                     if pos == 0:
-                        _check_whole(progress, digest.hexdigest(), pos)
+                        _check_whole(download, digest.hexdigest(), pos)
                     return
-                await progress.refresh()
+                await download.refresh()
         finally:
             os.close(fd)
             fd = None
     finally:
         if fd is not None:  # given, but the wait ended in an error
             os.close(fd)
-        progress.release()
+        download.release()
 
 
-def _check_whole(progress: Progress, digest: str, length: int) -> None:
-    expected = progress.expected or progress.sha256
+def _check_whole(download: Download, digest: str, length: int) -> None:
+    expected = download.expected or download.sha256
     if expected is None or digest != expected:
         raise FillFailed("the bytes read do not match the index's sha256")
-    if progress.total is not None and length != progress.total:
-        raise FillFailed(f"read {length} bytes, expected {progress.total}")
+    if download.total is not None and length != download.total:
+        raise FillFailed(f"read {length} bytes, expected {download.total}")
 
 
-async def wait_done(progress: Progress) -> None:
+async def wait_done(download: Download) -> None:
     """Wait until a fill ended (either way); readers are not needed for it to go on."""
     try:
-        await progress.wait_ready()
-        while not progress.done:
-            await progress.refresh()
+        await download.wait_ready()
+        while not download.done:
+            await download.refresh()
     finally:
-        progress.release()
+        download.release()

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import anyio
 
-from proxy.files import METADATA_SUFFIX
 from proxy.filestore import StoredFile
 from proxy.fill import Target
+from proxy.locate import METADATA_SUFFIX
 from proxy.models import DistFile
 from proxy.names import is_sha256
 from proxy.storage import Storage

@@ -14,10 +14,11 @@ import anyio
 import httpx
 
 from proxy.breaker import Breakers
-from proxy.evict import evict, over_cap
+from proxy.cache import Mirror
 from proxy.fill import Filler
-from proxy.index import IndexService
+from proxy.jsonapi import JsonApi
 from proxy.origins import AddressGuard, origin_of
+from proxy.pageservice import PageService
 from proxy.settings import Settings, upstream_warning
 from proxy.stats import Stats, write
 from proxy.storage import FILES_BYTES, Storage
@@ -32,7 +33,7 @@ class Runtime:
     settings: Settings
     storage: Storage
     stats: Stats
-    index: IndexService
+    index: PageService
     upstream: Upstream | None
     filler: Filler | None
     http: httpx.AsyncClient | None  # pages (and XML-RPC)
@@ -40,11 +41,9 @@ class Runtime:
     # figures for /stats (blocking callables) and admin actions.
     extra_stats: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
     actions: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
-    # Last atime update per file, so a hot file's inode is not written on every hit.
-    touched: dict[tuple[str, str], float] = field(default_factory=dict)
     http_files: httpx.AsyncClient | None = None  # package files: a pool of their own
-    _background: set[asyncio.Task[None]] = field(default_factory=set)
-    _evicting: bool = False
+    # What callers use (web, prefetch, verify): the parts above behind one interface.
+    mirror: Mirror = field(init=False)
     _flusher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -63,7 +62,7 @@ class Runtime:
             http = make_http_client(settings, settings.page_connections, guard)
             http_files = make_http_client(settings, settings.file_connections, guard)
             upstream = _make_upstream(settings, http, http_files, guard)
-        index = IndexService(
+        index = PageService(
             storage,
             upstream,
             stats,
@@ -73,16 +72,17 @@ class Runtime:
             allowed_file_hosts=settings.allowed_file_hosts,
         )
         runtime = cls(settings, storage, stats, index, upstream, None, http, http_files=http_files)
-        if upstream is not None:
-            runtime.filler = Filler(
-                storage,
-                upstream,
-                on_fetched=lambda n: stats.add("bytes_fetched", n),
-                on_corrupt=lambda: stats.add("integrity_errors"),
-                on_committed=lambda _stored: runtime.after_fill(),
-                remote_timeout=settings.connect_timeout + settings.read_timeout,
-                max_stored_size=settings.max_cache_size,
-            )
+        runtime.mirror = Mirror(
+            storage,
+            index,
+            stats,
+            upstream,
+            max_cache_size=settings.max_cache_size,
+            remote_timeout=settings.connect_timeout + settings.read_timeout,
+            hand_over=settings.accel_redirect is not None,
+            json_api=JsonApi(storage, upstream, settings.upstream_base, ttl=settings.index_ttl),
+        )
+        runtime.filler = runtime.mirror.filler
         runtime._flusher = asyncio.create_task(runtime._flush_forever())
         doubt = None if settings.offline else upstream_warning(settings.upstream)
         if doubt:
@@ -100,10 +100,7 @@ class Runtime:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        if self.filler is not None:
-            with anyio.move_on_after(10):
-                await self.filler.wait_all()
-            await self.filler.cancel_all()
+        await self.mirror.close()  # downloads under way, then eviction
         for client in (self.http, self.http_files):
             if client is not None:
                 await client.aclose()
@@ -117,26 +114,6 @@ class Runtime:
                 await anyio.to_thread.run_sync(write, self.storage, self.stats.take())
             except Exception:
                 log.exception("could not save counters")
-
-    def after_fill(self) -> None:
-        """A file was added: evict in the background if the cache went over its cap."""
-        cap = self.settings.max_cache_size
-        if cap is None or self._evicting:
-            return
-        self._evicting = True
-
-        async def run() -> None:
-            try:
-                if await anyio.to_thread.run_sync(over_cap, self.storage, cap):
-                    done = await anyio.to_thread.run_sync(evict, self.storage, cap)
-                    self.stats.add("evicted_files", done.files)
-                    self.stats.add("evicted_bytes", done.bytes)
-            finally:
-                self._evicting = False
-
-        task = asyncio.create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
 
 def _make_upstream(

@@ -15,12 +15,12 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 
-from proxy.files import sha256_of, target_for
 from proxy.fill import Target
-from proxy.follow import wait_done
+from proxy.locate import sha256_of, target_for
 from proxy.names import is_safe_filename, is_sha256
 from proxy.runtime import Runtime
 
@@ -129,16 +129,15 @@ async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
         if outcome == "ok":
             report.ok += 1
             continue
-        pinned = key is not None and runtime.storage.is_pinned(key[0])
+        pinned = key is not None and runtime.mirror.is_held(key[0])
         if outcome in ("corrupt", "wrong-size"):
             if outcome == "corrupt":
                 report.corrupt += 1
             else:
                 report.wrong_size += 1
-            runtime.stats.add("integrity_errors")
             log.warning("verify: %s is damaged (%s); dropping it", target.filename, outcome)
             assert key is not None
-            await anyio.to_thread.run_sync(runtime.storage.remove, *key)
+            await anyio.to_thread.run_sync(partial(runtime.mirror.drop, *key, damaged=True))
             report.dropped += 1
         else:
             report.missing_pinned += 1
@@ -148,13 +147,12 @@ async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
                     f"{target.filename}: mirrored, not fetched again (--no-repair)"
                 )
                 continue
-            if runtime.filler is None:
+            if runtime.mirror.offline:
                 report.failed.append(f"{target.filename}: offline, cannot re-fetch")
                 continue
-            progress = runtime.filler.start(target, pinned=True)
-            await wait_done(progress)
-            if progress.error:
-                report.failed.append(f"{target.filename}: {progress.error}")
+            download = await runtime.mirror.fetch(target, pinned=True)
+            if download.error:
+                report.failed.append(f"{target.filename}: {download.error}")
             else:
                 report.repaired += 1
     await anyio.to_thread.run_sync(runtime.storage.recount)

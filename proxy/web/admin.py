@@ -26,7 +26,6 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from proxy.catalog import forget_project
 from proxy.errors import NotFound, UpstreamError
 from proxy.locks import lock_held
 from proxy.names import is_valid_project_name, normalize
@@ -126,12 +125,12 @@ async def refresh(request: Request) -> Response:
         return refused
     if project is None:
         return error(400, "not a valid project name")
-    index = runtime.index
-    if index.offline:
+    mirror = runtime.mirror
+    if mirror.offline:
         return error(409, "the proxy is offline: there is no upstream to refresh from")
-    current = await index.stored_project(project)
+    current = await mirror.stored_page(project)
     try:
-        record = await index.fetch_project(project, current)
+        record = await mirror.refresh(project, current)
     except NotFound as exc:
         return error(404, str(exc))
     except UpstreamError as exc:
@@ -153,11 +152,10 @@ async def delete_project(request: Request) -> Response:
         return refused
     if project is None:
         return error(400, "not a valid project name")
-    record = await runtime.index.stored_project(project)
+    record = await runtime.mirror.stored_page(project)
     if record is None:
         return error(404, f"the cache holds no page of {project}")
-    done = await anyio.to_thread.run_sync(forget_project, runtime.storage, record)
-    runtime.index.forget(project)
+    done = await runtime.mirror.delete(project, record)
     log.info(
         "admin delete %s: %d files (%d bytes) removed, %d pinned kept",
         project,
@@ -188,8 +186,7 @@ async def action(request: Request) -> Response:
         if not is_valid_project_name(project):
             return error(400, "not a valid project name")
         normalized = normalize(project)
-        runtime.index.forget(normalized)
-        await anyio.to_thread.run_sync(runtime.storage.delete_page, normalized)
+        await runtime.mirror.forget(normalized)
         return JSONResponse({"forgot": normalized})
     handler = runtime.actions.get(name)
     if handler is None or project is not None:

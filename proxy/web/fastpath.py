@@ -27,7 +27,7 @@ class FastPages:
             and not scope.get("query_string")
         ):
             runtime: Runtime | None = getattr(scope["app"].state, "runtime", None)
-            record = runtime.index.peek(path[8:-1]) if runtime is not None else None
+            record = runtime.mirror.peek(path[8:-1]) if runtime is not None else None
             if record is not None and runtime is not None:
                 accept = encoding = etag = None
                 for key, value in scope["headers"]:

@@ -1,70 +1,28 @@
-"""Package files and PEP 658 metadata: from disk when cached, else streamed while cached."""
+"""Package files and PEP 658 metadata: the request checked, the mirror asked, its answer sent.
+
+Which answer (a stored hit, a download read while it grows, a refusal) is the mirror's
+decision (``proxy.cache``); this module only turns it into a response."""
 
 from __future__ import annotations
 
 import os
-import time
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from proxy.errors import FillFailed, NotFound, RecordUnreadable, UpstreamError
-from proxy.files import locate
-from proxy.filestore import StoredFile
-from proxy.follow import Progress, read_progress
+from proxy.answers import Handover, Hit, Refusal, SizeOnly, Stream
+from proxy.cache import Mirror
 from proxy.names import is_safe_filename, is_valid_project_name, normalize
-from proxy.origins import origin_of
-from proxy.runtime import Runtime
 from proxy.web.accel import accel_response
 from proxy.web.counting import mark
 from proxy.web.responses import FileResponse, StreamResponse, error
 
-TOUCH_EVERY = 600.0  # seconds between atime updates of one file
+REFUSED = {"not_found": 404, "unavailable": 503, "upstream_failed": 502}
 
 
-def _touch(runtime: Runtime, stored: StoredFile) -> None:
-    now = time.time()
-    touched = runtime.touched
-    key = (stored.sha256, stored.filename)
-    if now - touched.get(key, 0.0) > TOUCH_EVERY:
-        if len(touched) > 100_000:
-            touched.clear()
-        touched[key] = now
-        runtime.storage.touch(stored, now)
-
-
-def _hit(request: Request, runtime: Runtime, stored: StoredFile) -> ASGIApp | None:
-    """A response from the stored file, or None if it went (evicted) since it was found."""
-    if stored.path is None:
-        return None
-    prefix = runtime.settings.accel_redirect
-    if prefix is not None:
-        relative = runtime.storage.files_relative(stored)
-        if relative is not None and os.path.isfile(stored.path):
-            _touch(runtime, stored)
-            if request.headers.get("range") is None and request.method == "GET":
-                runtime.stats.add("bytes_served", stored.size)  # nginx sends them
-            return accel_response(prefix, relative, stored)
-    try:
-        fd = os.open(stored.path, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    _touch(runtime, stored)
-    return _from_descriptor(request, runtime, fd, stored.sha256)
-
-
-def _from_descriptor(request: Request, runtime: Runtime, fd: int, sha256: str) -> ASGIApp:
-    """A file answer (HEAD, Range, If-Range) from an open descriptor, which it then owns."""
-    return FileResponse(
-        fd,
-        os.fstat(fd),
-        etag=sha256,
-        method=request.method,
-        range_header=request.headers.get("range"),
-        if_range=request.headers.get("if-range"),
-        on_sent=lambda n: runtime.stats.add("bytes_served", n),
-    )
+def _is_variant(value: str) -> bool:
+    return len(value) in (32, 64) and all(c in "0123456789abcdef" for c in value)
 
 
 def _size_only(size: int, etag: str | None) -> Response:
@@ -75,12 +33,9 @@ def _size_only(size: int, etag: str | None) -> Response:
     return Response(status_code=200, headers=headers)
 
 
-def _is_variant(value: str) -> bool:
-    return len(value) in (32, 64) and all(c in "0123456789abcdef" for c in value)
-
-
 async def serve_file(request: Request) -> Response | ASGIApp:
-    runtime: Runtime = request.app.state.runtime
+    runtime = request.app.state.runtime
+    mirror: Mirror = runtime.mirror
     project: str = request.path_params["project"]
     filename: str = request.path_params["filename"]
     variant: str | None = request.path_params.get("variant")
@@ -91,80 +46,33 @@ async def serve_file(request: Request) -> Response | ASGIApp:
     ):
         return error(400, "not a valid project or file name")
     project = normalize(project)
-    try:
-        located = await locate(runtime.index, runtime.storage, project, filename, variant)
-    except NotFound as exc:
-        return error(404, str(exc))
-    except RecordUnreadable as exc:
-        return error(503, str(exc))
-    except UpstreamError as exc:
-        return error(502, f"the upstream index is unavailable: {exc}")
-    if located.damaged:
-        runtime.stats.add("integrity_errors")
-    if located.stored is not None:
-        hit = _hit(request, runtime, located.stored)
-        if hit is not None:
-            mark(request.scope, "hit", project)
-            return hit
-    if runtime.filler is None:
-        if located.damaged:
-            return error(
-                503, f"the stored copy of {filename} was damaged and dropped; the proxy is offline"
-            )
-        return error(404, f"{filename} is not in this mirror, and the proxy is offline")
-    mark(request.scope, "miss", project)  # HEAD and Range too: one request, one miss
-    target = located.target
-    too_big = runtime.filler.too_big(target)
-    if too_big and request.method == "HEAD" and target.size is not None:
-        return _size_only(target.size, target.sha256)
-    progress = runtime.filler.start(target)
-    try:
-        # Our own descriptor at once, before any wait: the download can end and its file be
-        # evicted while this request waits, and the reader must still have the bytes.
-        source = progress.take_source()
-    except FillFailed:
-        source = None
-    await progress.wait_ready()
-    if progress.done and progress.error:
-        if source is not None:
-            os.close(source)
-        progress.release()
-        if progress.not_found:
-            return error(404, f"the upstream has no {filename}")
-        origin = origin_of(target.url)
-        runtime.stats.upstream_error(str(origin) if origin is not None else "other")
-        return error(502, f"could not fetch {filename} from the upstream: {progress.error}")
-    if not too_big and (request.method == "HEAD" or request.headers.get("range") is not None):
-        return await _whole_then_hit(request, runtime, progress, source, filename)
-
-    def sent(n: int) -> None:
-        runtime.stats.add("bytes_served", n)
-        progress.release()  # also when the client left before the body began
-
-    # A file too big to keep answers a Range with the whole file: a 200 is always correct.
-    return StreamResponse(
-        read_progress(progress, source), total=progress.total, etag=target.sha256, on_sent=sent
+    answer = await mirror.file(
+        project,
+        filename,
+        variant,
+        head=request.method == "HEAD",
+        ranged=request.headers.get("range") is not None,
     )
-
-
-async def _whole_then_hit(
-    request: Request, runtime: Runtime, progress: Progress, source: int | None, filename: str
-) -> Response | ASGIApp:
-    """HEAD and Range on a miss: wait for the verified file, then answer from the very bytes
-    read (a descriptor kept open), whether or not the file is still stored by then."""
-    try:
-        if source is None:
-            source = progress.open_source()
-    except FillFailed as exc:
-        progress.release()
-        return error(502, f"could not fetch {filename} from the upstream: {exc}")
-    keep = os.dup(source)
-    try:
-        async for _ in read_progress(progress, source):
-            pass
-    except FillFailed as exc:
-        os.close(keep)
-        return error(502, f"could not fetch {filename} from the upstream: {exc}")
-    # Just stored (or streamed whole): its access time is now, no touch needed.
-    sha = progress.expected or progress.sha256 or ""
-    return _from_descriptor(request, runtime, keep, sha)
+    if isinstance(answer, Refusal):
+        return error(REFUSED[answer.kind], answer.message)
+    mark(request.scope, answer.outcome, project)  # HEAD and Range too: one request, one count
+    if isinstance(answer, Hit):
+        return FileResponse(
+            answer.fd,
+            os.fstat(answer.fd),
+            etag=answer.sha256,
+            method=request.method,
+            range_header=request.headers.get("range"),
+            if_range=request.headers.get("if-range"),
+            on_sent=answer.sent,
+        )
+    if isinstance(answer, Handover):
+        prefix = runtime.settings.accel_redirect
+        assert prefix is not None  # the mirror hands over only when it is set
+        return accel_response(prefix, answer.relative, answer.stored)
+    if isinstance(answer, SizeOnly):
+        return _size_only(answer.size, answer.sha256)
+    assert isinstance(answer, Stream)
+    return StreamResponse(
+        answer.chunks, total=answer.total, etag=answer.sha256, on_sent=answer.sent
+    )

@@ -14,25 +14,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from proxy.errors import NotFound, UpstreamError
-from proxy.jsonapi import JsonApi, is_valid_version, render
+from proxy.jsonapi import is_valid_version, render
 from proxy.models import Body
 from proxy.names import is_valid_project_name, normalize
 from proxy.runtime import Runtime
 from proxy.web.responses import RawResponse, error, page_parts, wants_gzip
 
 MEDIA = "application/json"
-
-
-def _service(request: Request, runtime: Runtime) -> JsonApi:
-    # Made once per process, from the runtime the lifespan made.
-    service: JsonApi | None = getattr(request.app.state, "jsonapi", None)
-    if service is None:
-        settings = runtime.settings
-        service = JsonApi(
-            runtime.storage, runtime.upstream, settings.upstream_base, ttl=settings.index_ttl
-        )
-        request.app.state.jsonapi = service
-    return service
 
 
 async def document(request: Request) -> Response | RawResponse:
@@ -48,8 +36,7 @@ async def document(request: Request) -> Response | RawResponse:
         tail = "json" if version is None else f"{version}/json"
         return RedirectResponse(f"/pypi/{project}/{tail}", status_code=301)
     try:
-        page = await runtime.index.project(project)
-        record = await _service(request, runtime).get(page, version)
+        record = await runtime.mirror.json_document(project, version)
     except NotFound as exc:
         return error(404, str(exc))
     except UpstreamError as exc:

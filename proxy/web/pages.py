@@ -1,4 +1,6 @@
-"""/simple/ and /simple/<project>/: negotiated, from stored bytes, redirects for odd names."""
+"""/simple/ and /simple/<project>/: negotiated, from stored bytes, redirects for odd names.
+The mirror (``proxy.cache``) finds the page and says how (hit, miss, stale); this module checks
+the request and sends the page in the type the client asked for."""
 
 from __future__ import annotations
 
@@ -43,11 +45,11 @@ async def root(request: Request) -> Response | RawResponse:
     if media is None:
         return error(406, f"cannot serve any of the requested types; try {ACCEPTABLE}")
     try:
-        record, outcome = await runtime.index.lookup_root()
+        answer = await runtime.mirror.root()
     except UpstreamError as exc:
         return error(502, f"the upstream index is unavailable: {exc}")
-    mark(request.scope, outcome)
-    return _send(request, runtime, record.rendered, media, record.listing.serial)
+    mark(request.scope, answer.outcome)
+    return _send(request, runtime, answer.record.rendered, media, answer.serial)
 
 
 async def root_redirect(request: Request) -> Response:
@@ -66,7 +68,7 @@ async def project(request: Request) -> Response | RawResponse:
     if media is None:
         return error(406, f"cannot serve any of the requested types; try {ACCEPTABLE}")
     try:
-        record, outcome = await runtime.index.lookup(normalized)
+        answer = await runtime.mirror.page(normalized)
     except NotFound as exc:
         return error(404, str(exc))
     except RecordUnreadable as exc:
@@ -75,8 +77,5 @@ async def project(request: Request) -> Response | RawResponse:
         return error(
             502, f"the upstream index is unavailable and {normalized} is not cached: {exc}"
         )
-    mark(request.scope, outcome, normalized)
-    rendered = record.rendered
-    if runtime.index.offline:
-        rendered = await runtime.index.held_view(record)
-    return _send(request, runtime, rendered, media, record.page.serial)
+    mark(request.scope, answer.outcome, normalized)
+    return _send(request, runtime, answer.rendered, media, answer.serial)

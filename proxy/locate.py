@@ -11,9 +11,9 @@ import anyio
 from proxy.errors import NotFound
 from proxy.filestore import StoredFile
 from proxy.fill import Target
-from proxy.index import IndexService
 from proxy.models import DistFile, PageRecord
 from proxy.names import is_sha256
+from proxy.pageservice import PageService
 from proxy.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _expected_size(storage: Storage, target: Target, sha: str) -> int | None:
 
 
 async def locate(
-    index: IndexService,
+    index: PageService,
     storage: Storage,
     project: str,
     filename: str,

@@ -55,7 +55,11 @@ def _record_size(rendered_sizes: int) -> int:
     return rendered_sizes * 3
 
 
-class IndexService:
+class PageService:
+    """The project pages and the root listing, cache-or-fetch (see the module's docstring);
+    ``upstream`` None: offline. Not to be confused with ``Storage.index``, the diskcache the
+    pages are stored in."""
+
     def __init__(
         self,
         storage: Storage,
@@ -66,7 +70,6 @@ class IndexService:
         negative_ttl: float,
         memory_bytes: int,
         allowed_file_hosts: Sequence[str] = (),
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self._allowed_hosts = tuple(allowed_file_hosts)
         self._storage = storage
@@ -74,7 +77,6 @@ class IndexService:
         self._stats = stats
         self._ttl = ttl
         self._negative_ttl = negative_ttl
-        self._clock = clock
         self._memory: MemoryLRU[PageRecord | RootRecord] = MemoryLRU(memory_bytes)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._held = HeldViews(storage, memory_bytes // 4)
@@ -92,7 +94,7 @@ class IndexService:
         return self._fresh(record.fetched_at) and self._same_hosts(record)
 
     def _fresh(self, fetched_at: float) -> bool:
-        return self._clock() - fetched_at < self._ttl
+        return time.time() - fetched_at < self._ttl
 
     def _remember(self, key: str, record: PageRecord | RootRecord) -> None:
         r = record.rendered
@@ -206,7 +208,7 @@ class IndexService:
 
     def _retry_later(self, current: PageRecord) -> None:
         """Serve ``current`` from memory for negative_ttl before asking the upstream again."""
-        retry_at = self._clock() - self._ttl + min(self._negative_ttl, self._ttl)
+        retry_at = time.time() - self._ttl + min(self._negative_ttl, self._ttl)
         current.fetched_at = max(current.fetched_at, retry_at)
 
     async def stored_project(self, project: str) -> PageRecord | None:
@@ -265,7 +267,7 @@ class IndexService:
                 except (OSError, sqlite3.Error) as exc:
                     log.error("could not record that %s is gone: %s", project, exc)
             raise
-        now = self._clock()
+        now = time.time()
         if fetched is None:
             if current is None:
                 raise UpstreamError(f"upstream answered 304 for {project} without a condition")
@@ -345,9 +347,9 @@ class IndexService:
             self._storage.mark_missing(project, self._negative_ttl)
 
     def remove(self, project: str) -> None:
-        """The project left the upstream (the prefetcher confirmed it): drop its page for good
-        and remember the 404 (blocking)."""
-        self.forget(project)
+        """The project left the upstream (the prefetcher confirmed it): drop its stored page
+        for good and remember the 404 (blocking; the caller drops the copy in memory, on the
+        event loop: ``forget``)."""
         self._storage.delete_page(project)
         self._storage.mark_missing(project, self._negative_ttl)
 
@@ -395,7 +397,7 @@ class IndexService:
             projects=tuple((n, serials.get(n)) for n in names),
             serial=changelog.last_serial() or None,
         )
-        return RootRecord(listing=listing, rendered=render_root(listing), fetched_at=self._clock())
+        return RootRecord(listing=listing, rendered=render_root(listing), fetched_at=time.time())
 
     async def _refresh_root(self, current: RootRecord | None) -> tuple[RootRecord, str]:
         assert self._upstream is not None
@@ -407,7 +409,7 @@ class IndexService:
                 raise UpstreamError(str(exc)) from exc
             log.warning("serving stale root index: %s", exc)
             return current, "stale"
-        now = self._clock()
+        now = time.time()
         if fetched is None:
             assert current is not None
             current.fetched_at = now
