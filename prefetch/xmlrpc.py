@@ -8,8 +8,6 @@ from typing import Any
 from proxy.errors import UpstreamError
 from proxy.upstream import Upstream, redact
 
-MAX_ROWS = 50_000  # the public index's cap on rows per changelog call
-
 
 class XmlRpcRefused(UpstreamError):
     """The upstream will not answer XML-RPC (405, 404, 429, a fault, a bad body)."""

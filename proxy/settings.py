@@ -56,10 +56,6 @@ class PrefetchSettings:
     root_deadline: float | None = None  # None: 10 times upstream_deadline
     max_root_size: int = 512 * 1024**2
 
-    @property
-    def selective(self) -> bool:
-        return bool(self.projects or self.requirements or self.authors or self.maintainers)
-
 
 @dataclass(frozen=True)
 class Settings:
