@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 
 from proxy import __version__
+from proxy.errors import ProxyError
 from proxy.logs import setup_logging
 from proxy.settings import ENV_PREFIX, Settings, settings_from_mapping, settings_to_mapping
 from proxy.web.accesslog import AccessLog
@@ -79,7 +80,7 @@ class ProxyConfig(uvicorn.Config):
         super().load()
 
 
-class CannotListen(Exception):
+class CannotListen(ProxyError):
     """The listening socket could not be had; the message is the one line to show."""
 
 
