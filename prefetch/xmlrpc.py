@@ -6,7 +6,8 @@ import xmlrpc.client
 from typing import Any
 
 from proxy.errors import UpstreamError
-from proxy.upstream import Upstream, redact
+from proxy.redact import redact
+from proxy.upstream import Upstream
 
 
 class XmlRpcRefused(UpstreamError):

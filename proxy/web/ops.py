@@ -13,9 +13,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from proxy import __version__
 from proxy.metrics import CONTENT_TYPE, exposition, families
+from proxy.redact import redact
 from proxy.runtime import Runtime
 from proxy.stats import Latency, latency, series, summary, top_projects, totals, upstream_errors
-from proxy.upstream import redact
 
 
 def _collect(runtime: Runtime, pending: Counter[str]) -> dict[str, Any]:
