@@ -1,4 +1,4 @@
-"""Progress of a pass: a bar on a terminal, a log line now and then otherwise."""
+"""A prefetch pass's progress: a bar on a terminal, a log line now and then otherwise."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ log = logging.getLogger("prefetch")
 LOG_EVERY = 10.0
 
 
-class Progress:
+class PassProgress:
     def __init__(self, total: int, *, stream: TextIO | None = None, tty: bool | None = None):
         self.total = total
         self.done = 0

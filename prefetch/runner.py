@@ -21,7 +21,7 @@ import anyio
 
 from prefetch.changes import RootLimits, detect
 from prefetch.people import narrow
-from prefetch.progress import Progress
+from prefetch.progress import PassProgress
 from prefetch.selection import resolve
 from prefetch.state import PrefetchState
 from prefetch.sync import Syncer
@@ -152,7 +152,7 @@ class Prefetcher:
         result = PassResult(ok=False, method=detection.method, target=detection.target)
         await anyio.to_thread.run_sync(state.reset_attempts)
         total = await anyio.to_thread.run_sync(state.queue_length)
-        progress = Progress(total, tty=tty)
+        progress = PassProgress(total, tty=tty)
         syncer = Syncer(
             self._settings,
             runtime.mirror,
@@ -183,7 +183,7 @@ class Prefetcher:
         return result
 
     async def _round(
-        self, syncer: Syncer, progress: Progress, result: PassResult, attempt: int
+        self, syncer: Syncer, progress: PassProgress, result: PassResult, attempt: int
     ) -> None:
         """Sync every queued project that has had ``attempt`` tries so far."""
         work: asyncio.Queue[tuple[str, int | None] | None] = asyncio.Queue(BATCH * 2)

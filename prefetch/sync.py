@@ -39,7 +39,6 @@ class Synced:
     files_added: int = 0
     bytes_added: int = 0
     files_removed: int = 0
-    gone: bool = False
 
 
 @dataclass
@@ -67,7 +66,7 @@ class Syncer:
             await self.mirror.remove(name)
             await anyio.to_thread.run_sync(self.state.done, name, None, None)
             log.info("%s is gone upstream; removed %d files", name, removed)
-            return Synced(files_removed=removed, gone=True)
+            return Synced(files_removed=removed)
         wanted = select(record.page.files, self.settings)
         claimed: list[tuple[str, str]] = []
         pinned: list[str] = []

@@ -6,9 +6,8 @@ import xmlrpc.client
 from typing import Any
 
 from proxy.errors import UpstreamError
-from proxy.upstream import Upstream, redact
-
-MAX_ROWS = 50_000  # the public index's cap on rows per changelog call
+from proxy.redact import redact
+from proxy.upstream import Upstream
 
 
 class XmlRpcRefused(UpstreamError):

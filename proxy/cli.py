@@ -143,15 +143,12 @@ def _settings(args: argparse.Namespace, keys: Sequence[str]) -> Settings:
     return load_settings(config, os.environ, overrides)
 
 
-# The composition root may name the prefetcher; the core never imports it.
-PREFETCH_SERVICE = "prefetch.service:prefetch_service"
-
-
 def _serve(settings: Settings) -> int:
-    from proxy.web.server import CannotListen, serve
+    from proxy.compose import serve
+    from proxy.web.server import CannotListen
 
     try:
-        return serve(settings, [PREFETCH_SERVICE])
+        return serve(settings)
     except CannotListen as exc:
         log.error("%s", exc)  # the one line: nothing started before the socket was had
         return EXIT_CANNOT_LISTEN

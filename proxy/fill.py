@@ -32,8 +32,9 @@ from proxy.filestore import StoredFile
 from proxy.follow import KEEP_VERIFIED, Download, RemoteDownload, verified_name
 from proxy.locks import release_lock, take_lock
 from proxy.names import is_sha256
+from proxy.redact import redact
 from proxy.storage import Storage
-from proxy.upstream import Upstream, redact
+from proxy.upstream import Upstream
 
 log = logging.getLogger(__name__)
 

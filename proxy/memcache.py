@@ -37,8 +37,4 @@ class MemoryLRU(Generic[V]):
             self._bytes -= item[1]
 
     def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def bytes(self) -> int:
-        return self._bytes
+        return len(self._items)  # proxy.generations bounds what it remembers by this count

@@ -19,10 +19,11 @@ from proxy.fill import Filler
 from proxy.jsonapi import JsonApi
 from proxy.origins import AddressGuard, origin_of
 from proxy.pageservice import PageService
+from proxy.redact import redact
 from proxy.settings import Settings, upstream_warning
 from proxy.stats import Stats, write
 from proxy.storage import FILES_BYTES, Storage
-from proxy.upstream import Upstream, UpstreamLimits, make_http_client, redact
+from proxy.upstream import Upstream, UpstreamLimits, make_http_client
 
 log = logging.getLogger(__name__)
 FLUSH_EVERY = 2.0

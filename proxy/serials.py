@@ -10,6 +10,7 @@ import xmlrpc.client
 from typing import Any
 
 from proxy.changelog import Changelog
+from proxy.errors import ProxyError
 
 MAX_CALL_SIZE = 64 * 1024  # a mirror's call is a few hundred bytes
 # The public index's fault codes are not documented; these follow XML-RPC's own conventions.
@@ -18,7 +19,7 @@ BAD_PARAMS = -32602
 BAD_REQUEST = -32700
 
 
-class BadCall(ValueError):
+class BadCall(ProxyError):
     """Not an XML-RPC call at all: the route answers 400."""
 
 

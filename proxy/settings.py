@@ -56,10 +56,6 @@ class PrefetchSettings:
     root_deadline: float | None = None  # None: 10 times upstream_deadline
     max_root_size: int = 512 * 1024**2
 
-    @property
-    def selective(self) -> bool:
-        return bool(self.projects or self.requirements or self.authors or self.maintainers)
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -551,31 +547,4 @@ def load_settings(
     _apply(values, from_env, "environment (PYPI_PROXY_*)")
     _apply(values, {k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
     _resolve_secret_files(values)
-    return _build(values)
-
-
-def settings_to_mapping(settings: Settings) -> dict[str, Any]:
-    """Plain data (str, numbers, lists, dicts) that ``settings_from_mapping`` turns back into
-    equal Settings: how a worker process gets its parent's settings."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, Path):
-            return str(value)
-        if isinstance(value, tuple):
-            return list(value)
-        return value
-
-    data = {f.name: plain(getattr(settings, f.name)) for f in dataclasses.fields(Settings)}
-    data["prefetch"] = {
-        f.name: plain(getattr(settings.prefetch, f.name))
-        for f in dataclasses.fields(PrefetchSettings)
-    }
-    return data
-
-
-def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
-    """Settings from ``settings_to_mapping``'s data, through the same converters as every other
-    source (secret files were read already: their secrets are in the data)."""
-    values: dict[str, Any] = {}
-    _apply(values, data, "settings handed to a worker")
     return _build(values)

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import anyio
 import httpx
@@ -23,6 +23,7 @@ from proxy.breaker import Breakers, CircuitBreaker
 from proxy.connect import guard_connections
 from proxy.errors import NotFound, UpstreamBadResponse, UpstreamUnavailable
 from proxy.origins import AddressGuard, Origin, OriginPolicy, Refused, origin_of
+from proxy.redact import redact, strip_credentials
 from proxy.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,24 +39,6 @@ MAX_RETRY_AFTER = 10.0
 
 class CircuitOpen(UpstreamUnavailable):
     """The breaker for an origin is open: the request was not sent."""
-
-
-def redact(url: str) -> str:
-    """The URL with any user name and password replaced, safe for logs, pages and stats."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
-
-def strip_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return redact(url).replace("***@", "", 1)
 
 
 def _fetched(method: str, shown: str, status: int, size: int, clock: float) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from prefetch.progress import Progress
+from prefetch.progress import PassProgress
 from tests.support.fake_upstream import FakeUpstream
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ def _env() -> dict[str, str]:
 
 def test_progress__one_event_gives_one_line(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="prefetch"):
-        plain = Progress(1, stream=io.StringIO(), tty=False)
+        plain = PassProgress(1, stream=io.StringIO(), tty=False)
         plain.advance(files=2)
         plain.finish()
     lines = [r.getMessage() for r in caplog.records if r.name == "prefetch"]
@@ -34,7 +34,7 @@ def test_progress__one_event_gives_one_line(caplog: pytest.LogCaptureFixture) ->
 
 def test_progress__finish_shows_what_no_line_has_shown(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="prefetch"):
-        plain = Progress(3, stream=io.StringIO(), tty=False)
+        plain = PassProgress(3, stream=io.StringIO(), tty=False)
         plain.advance()
         plain.advance()
         plain.finish()

@@ -87,17 +87,17 @@ def test_progress__bar_on_a_terminal_lines_otherwise(caplog: pytest.LogCaptureFi
     import io
     import logging
 
-    from prefetch.progress import Progress
+    from prefetch.progress import PassProgress
 
     screen = io.StringIO()
-    bar = Progress(2, stream=screen, tty=True)
+    bar = PassProgress(2, stream=screen, tty=True)
     bar.advance(files=3, size=1024**2)
     bar.advance(failed=True)
     bar.finish()
     assert "[##############################] 2/2 projects, 3 files, 1.0 MB" in screen.getvalue()
     assert "1 failed" in screen.getvalue()
     with caplog.at_level(logging.INFO, logger="prefetch"):
-        plain = Progress(1, stream=io.StringIO(), tty=False)
+        plain = PassProgress(1, stream=io.StringIO(), tty=False)
         plain.advance()
         plain.finish()
     assert "1/1 projects" in caplog.text

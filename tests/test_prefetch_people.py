@@ -50,7 +50,6 @@ def test_settings__people_split_on_commas_only() -> None:
         None, {"PYPI_PROXY_PREFETCH__AUTHORS": "Jane Doe, *@corp.example"}, None
     )
     assert settings.prefetch.authors == ("Jane Doe", "*@corp.example")
-    assert settings.prefetch.selective
     with pytest.raises(SettingsError, match=r"prefetch\.maintainers"):
         load_settings(None, {}, {"prefetch": {"maintainers": {"not": "a list"}}})
 

@@ -1,8 +1,8 @@
-"""Secrets from files, and settings handed to worker processes without the environment."""
+"""Secrets from files, and none in a worker's environment or command line (the settings a
+worker gets: tests/test_compose.py)."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from proxy.errors import SettingsError
-from proxy.settings import load_settings, settings_from_mapping, settings_to_mapping
+from proxy.settings import load_settings
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy_server import SubprocessProxy
 
@@ -63,27 +63,6 @@ def test_secrets__bad_secret_files_refused(
     values = {k: str(tmp_path / v) if k.endswith("_file") else v for k, v in overrides.items()}
     with pytest.raises(SettingsError, match=message):
         load_settings(None, {}, values)
-
-
-def test_settings__worker_hand_off_rebuilds_equal_settings(tmp_path: Path) -> None:
-    """The worker's settings come through the same converters: tuples stay tuples, paths
-    paths, and the result equals the parent's."""
-    settings = load_settings(
-        None,
-        {"PYPI_PROXY_PREFETCH__PLATFORMS": "any, manylinux*"},
-        {
-            "cache_dir": tmp_path / "c",
-            "auth_tokens": "a,b",
-            "allowed_file_hosts": "Files.Example",
-            "admin_token_file": write(tmp_path / "admin", ADMIN),
-            "max_head_size": "32K",
-        },
-    )
-    data = json.loads(json.dumps(settings_to_mapping(settings)))  # plain data only
-    rebuilt = settings_from_mapping(data)
-    assert rebuilt == settings
-    assert rebuilt.auth_tokens == ("a", "b") and rebuilt.prefetch.platforms == ("any", "manylinux*")
-    assert isinstance(rebuilt.cache_dir, Path) and rebuilt.admin_token == ADMIN
 
 
 def descendants(pid: int) -> list[int]:

@@ -8,7 +8,8 @@ import pytest
 from proxy.breaker import Breakers
 from proxy.errors import NotFound, UpstreamBadResponse, UpstreamUnavailable
 from proxy.origins import AddressGuard, IPAddress, literal_address
-from proxy.upstream import PAGE_ACCEPT, Upstream, redact
+from proxy.redact import redact
+from proxy.upstream import PAGE_ACCEPT, Upstream
 
 pytestmark = pytest.mark.anyio
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -22,7 +21,8 @@ from proxy.web.fastpath import FastPages
 from proxy.web.limits import RequestLimits
 
 # An optional part that lives as long as the server (the prefetch scheduler): it is handed the
-# runtime and may add figures to /stats and admin actions. The core never imports one.
+# runtime and may add figures to /stats and admin actions. The core never imports one:
+# proxy.compose hands them in.
 Service = Callable[[Runtime], AbstractAsyncContextManager[None]]
 
 
@@ -84,13 +84,3 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
         )
     middleware.append(Middleware(FastPages))  # innermost: after limits and authentication
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
-
-
-def load_services(spec: str) -> list[Service]:
-    """Services named as ``module:attribute`` (comma-separated): how the composition root names
-    them to a worker process, which imports them itself."""
-    found: list[Service] = []
-    for item in filter(None, spec.split(",")):
-        module, _, attribute = item.partition(":")
-        found.append(getattr(importlib.import_module(module), attribute))
-    return found

@@ -12,9 +12,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from proxy import __version__
 from proxy.answers import Figures
 from proxy.metrics import CONTENT_TYPE, exposition, families
+from proxy.redact import redact
 from proxy.runtime import Runtime
 from proxy.stats import summary
-from proxy.upstream import redact
 
 
 def _summary(runtime: Runtime, figures: Figures) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Running the app under uvicorn: the guarded protocol (proxy.web.guard), one process or several.
 
 Worker processes are spawned by uvicorn's supervisor (multiprocessing's spawn), which pickles
-the server config to each child over a pipe it inherits. The settings travel in that config
-as plain data, rebuilt in the child through the same converters as every other source; nothing
-of them goes into the environment or onto a command line, where other local processes could
-read a secret. The one process and the workers build the app the same way, in ``load``.
+the server config to each child over a pipe it inherits. The Settings object travels in that
+config as it is, with the function that builds the app from it (proxy.compose.build_app, named
+by reference); nothing of them goes into the environment or onto a command line, where other
+local processes could read a secret. The one process and the workers build the app the same
+way, in ``load``.
 
 The listening socket is bound before anything else starts (the app, its lifespan, workers),
 so a port in use is one line and a non-zero exit, with no "startup complete" before it.
@@ -16,16 +17,16 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from proxy import __version__
+from proxy.errors import ProxyError
 from proxy.logs import setup_logging
-from proxy.settings import ENV_PREFIX, Settings, settings_from_mapping, settings_to_mapping
-from proxy.web.accesslog import AccessLog
-from proxy.web.app import create_app, load_services
+from proxy.settings import ENV_PREFIX, Settings
 from proxy.web.guard import ConnectionLimits, GuardedProtocol, raise_open_file_limit
 from proxy.web.shutdown import QuietMultiprocess, QuietServer
 
@@ -33,20 +34,26 @@ log = logging.getLogger("proxy")
 
 _UNBUILT = "pypi-proxy:app-built-in-load"  # uvicorn wants an app argument; ``load`` replaces it
 
+# The app from the settings, in each process. A module-level function: pickle sends it to
+# spawned workers by its name, which a closure or a lambda has not.
+AppFactory = Callable[[Settings], ASGIApp]
+
 
 class ProxyConfig(uvicorn.Config):
-    """uvicorn's config plus the settings (as plain data) and the names of the services.
+    """uvicorn's config plus the settings and the function that builds the app from them.
     ``app`` is for tests that hold the app they serve; a real server builds it in ``load``."""
 
     def __init__(
         self,
         settings: Settings,
-        services: Sequence[str] = (),
+        build: AppFactory | None = None,
         app: Any = None,
         **overrides: Any,
     ) -> None:
-        self.settings_data = settings_to_mapping(settings)
-        self.services = ",".join(services)
+        if (build is None) == (app is None):
+            raise TypeError("ProxyConfig takes either build or app")
+        self.settings = settings
+        self.build = build
         self.connection_limits = ConnectionLimits.from_settings(settings)
         options: dict[str, Any] = {
             "host": settings.host,
@@ -71,15 +78,13 @@ class ProxyConfig(uvicorn.Config):
         super().__init__(_UNBUILT if app is None else app, **options)
 
     def load(self) -> None:
-        if self.app == _UNBUILT:
-            settings = settings_from_mapping(self.settings_data)
-            setup_logging(settings.log_level, settings.log_format)  # a spawned worker has none
-            app: Any = create_app(settings, load_services(self.services))
-            self.app = AccessLog(app) if settings.access_log else app
+        if self.app == _UNBUILT and self.build is not None:
+            setup_logging(self.settings.log_level, self.settings.log_format)  # a worker has none
+            self.app = self.build(self.settings)
         super().load()
 
 
-class CannotListen(Exception):
+class CannotListen(ProxyError):
     """The listening socket could not be had; the message is the one line to show."""
 
 
@@ -110,7 +115,7 @@ def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
     return sock
 
 
-def serve(settings: Settings, services: Sequence[str] = ()) -> int:
+def serve(settings: Settings, build: AppFactory) -> int:
     """Run until stopped; the exit status. CannotListen when the port cannot be had."""
     sock = bind(settings.host, settings.port)
     log.info(
@@ -131,7 +136,7 @@ def serve(settings: Settings, services: Sequence[str] = ()) -> int:
     # Settings reach workers through the config; no child needs (or should see) these.
     for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
         del os.environ[key]
-    config = ProxyConfig(settings, services)
+    config = ProxyConfig(settings, build)
     if settings.workers > 1:
         QuietMultiprocess(config, [sock], settings.shutdown_grace).run()
         return 0
