@@ -13,6 +13,7 @@ ProxyError
  |    +-- UpstreamBadResponse   an answer we cannot use: unparsable page, unexpected status
  |    |    +-- PageTooLarge         (proxy.bounded) more than a page may be, sent or inflated
  |    |    +-- Refused              (proxy.origins) an origin not allowed, an internal address
+ |    |    +-- RangesIgnored        (proxy.upstream) a Range answered with the whole file
  |    +-- StalePage             the upstream's page is older than the serial we need
  |    +-- SuspectPage           a page we do not trust to replace the stored one (no serial
  |    |                         where ours had one, or every file gone without a newer serial)
