@@ -73,7 +73,9 @@ from proxy.filestore import StoredFile
 from proxy.fill import Filler, Target
 from proxy.follow import Download, read_download, wait_done
 from proxy.jsonapi import JsonApi, JsonRecord
-from proxy.locate import locate
+from proxy.locate import METADATA_SUFFIX, find_entry, locate
+from proxy.metasynth import MadeMetadata
+from proxy.wheelmeta import NoMetadata
 from proxy.models import PageRecord
 from proxy.origins import origin_of
 from proxy.pageservice import PageService
@@ -103,6 +105,7 @@ class Mirror:
         remote_timeout: float = 60.0,
         hand_over: bool = False,
         json_api: JsonApi | None = None,
+        made_metadata: bool = False,
     ) -> None:
         self._storage = storage
         self._pages = pages
@@ -124,6 +127,12 @@ class Mirror:
                 remote_timeout=remote_timeout,
                 max_stored_size=max_cache_size,
             )
+        # <wheel>.metadata for wheels the index gives none for (made from the wheel itself).
+        self._made = (
+            MadeMetadata(storage, upstream, self._fetch_whole if upstream is not None else None)
+            if made_metadata
+            else None
+        )
 
     @property
     def offline(self) -> bool:
@@ -210,6 +219,10 @@ class Mirror:
     ) -> FileAnswer:
         """The answer to one request for a file listed on ``project``'s page (a normalized
         name; ``variant`` picks among entries with one filename)."""
+        if self._made is not None and filename.endswith(METADATA_SUFFIX):
+            made = await self._made_file(project, filename, variant, head=head, ranged=ranged)
+            if made is not None:
+                return made
         try:
             located = await locate(self._pages, self._storage, project, filename, variant)
         except NotFound as exc:
@@ -268,6 +281,53 @@ class Mirror:
 
         # A file too big to keep answers a Range with the whole file: a 200 is always correct.
         return Stream(read_download(download, source), download.total, target.sha256, sent)
+
+    async def _made_file(
+        self, project: str, filename: str, variant: str | None, *, head: bool, ranged: bool
+    ) -> FileAnswer | None:
+        """The metadata of a wheel whose page gives none, made here; None when ``filename``
+        is not such a file (the ordinary path answers it)."""
+        assert self._made is not None
+        try:
+            record = await self._pages.project(project, allow_stale=True)
+        except (NotFound, RecordUnreadable, UpstreamError):
+            return None  # the ordinary path says why
+        entry = find_entry(record, filename, variant)
+        if (
+            entry is None
+            or entry.filename + METADATA_SUFFIX != filename
+            or not self._made.wanted(entry)
+        ):
+            return None
+        outcome = "hit"
+        stored = await self._made.stored(entry)
+        if stored is None:
+            outcome = "miss"
+            try:
+                stored = await self._made.make(entry)
+            except NoMetadata as exc:
+                return Refusal("not_found", f"no metadata can be read from {entry.filename}: {exc}")
+            except UpstreamError as exc:
+                return Refusal("upstream_failed", f"could not read {entry.filename}: {exc}")
+            if stored is None:
+                return Refusal(
+                    "not_found", f"{filename} is not in this mirror, and the proxy is offline"
+                )
+        handover = self._handover(stored, head=head, ranged=ranged)
+        if handover is not None:
+            return handover
+        fd = self._open(stored)
+        if fd is None:
+            return Refusal("unavailable", f"{filename} went from the cache; ask again")
+        return Hit(fd, stored.sha256, outcome, self._served)
+
+    async def _fetch_whole(self, target: Target) -> StoredFile | None:
+        """A wheel fetched into the cache (to read its metadata), or None if it failed."""
+        download = await self.fetch(target)
+        if download.error or download.sha256 is None:
+            return None
+        sha = download.sha256
+        return await anyio.to_thread.run_sync(self._storage.stored, sha, target.filename)
 
     async def fetch(self, target: Target, *, pinned: bool = False) -> Download:
         """Download ``target`` into the store (or join the download under way) and wait until it
