@@ -75,13 +75,13 @@ from proxy.follow import Download, read_download, wait_done
 from proxy.jsonapi import JsonApi, JsonRecord
 from proxy.locate import METADATA_SUFFIX, find_entry, locate
 from proxy.metasynth import MadeMetadata
-from proxy.wheelmeta import NoMetadata
 from proxy.models import PageRecord
 from proxy.origins import origin_of
 from proxy.pageservice import PageService
 from proxy.stats import Latency, Stats, latency, series, top_projects, totals, upstream_errors
 from proxy.storage import Storage
 from proxy.upstream import Upstream
+from proxy.wheelmeta import NoMetadata
 
 log = logging.getLogger(__name__)
 TOUCH_EVERY = 600.0  # seconds between access-time updates of one file (a hot inode is not
