@@ -13,7 +13,7 @@ counters) so that callers never reach into them. What it answers is in ``proxy.a
       json_document(project, version)          -> JsonRecord (the legacy JSON API)
       upstream_listing()                       -> set of names the upstream lists now
     files                                      (async)
-      file(project, filename, variant, head=, ranged=)
+      file(project, filename, variant, head=, ranged=, range_header=, if_range=)
                                                -> Hit | Handover | Stream | SizeOnly | Refusal
       fetch(target, pinned=False)              -> Download, ended (prefetch, verify)
     projects                                   (async)
@@ -61,6 +61,7 @@ from proxy.answers import (
     Handover,
     Hit,
     PageAnswer,
+    Partial,
     Refusal,
     RootAnswer,
     SizeOnly,
@@ -78,6 +79,7 @@ from proxy.metasynth import MadeMetadata
 from proxy.models import PageRecord
 from proxy.origins import origin_of
 from proxy.pageservice import PageService
+from proxy.ranges import Unsatisfiable, parse_range
 from proxy.stats import Latency, Stats, latency, series, top_projects, totals, upstream_errors
 from proxy.storage import Storage
 from proxy.upstream import Upstream
@@ -87,6 +89,7 @@ log = logging.getLogger(__name__)
 TOUCH_EVERY = 600.0  # seconds between access-time updates of one file (a hot inode is not
 # written on every hit; eviction needs minutes, not microseconds)
 MAX_TOUCHED = 100_000
+PASS_RANGE_MAX = 8 * 1024**2  # a Range on a miss up to this size is read from the upstream
 
 
 class Mirror:
@@ -109,6 +112,7 @@ class Mirror:
     ) -> None:
         self._storage = storage
         self._pages = pages
+        self._upstream = upstream
         self._stats = stats
         self._cap = max_cache_size
         self._hand_over = hand_over  # hits on this disk go to a front server (accel_redirect)
@@ -216,9 +220,13 @@ class Mirror:
         *,
         head: bool = False,
         ranged: bool = False,
+        range_header: str | None = None,
+        if_range: str | None = None,
     ) -> FileAnswer:
         """The answer to one request for a file listed on ``project``'s page (a normalized
-        name; ``variant`` picks among entries with one filename)."""
+        name; ``variant`` picks among entries with one filename). ``range_header``, given,
+        lets a Range on a miss be passed through to the upstream instead of waiting."""
+        ranged = ranged or range_header is not None
         if self._made is not None and filename.endswith(METADATA_SUFFIX):
             made = await self._made_file(project, filename, variant, head=head, ranged=ranged)
             if made is not None:
@@ -252,8 +260,14 @@ class Mirror:
             )
         target = located.target
         too_big = filler.too_big(target)
-        if too_big and head and target.size is not None:
-            return SizeOnly(target.size, target.sha256)
+        if head and target.size is not None:
+            # The page gives the size: a HEAD needs no byte of the file (uv asks one before
+            # its ranges), and starts no download.
+            return SizeOnly(target.size, target.sha256, ranges=not too_big)
+        if range_header is not None and if_range is None and not too_big:
+            partial = await self._pass_range(target, range_header)
+            if partial is not None:
+                return partial
         download = filler.start(target)
         try:
             # Our own descriptor at once, before any wait: the download can end and its file be
@@ -281,6 +295,34 @@ class Mirror:
 
         # A file too big to keep answers a Range with the whole file: a 200 is always correct.
         return Stream(read_download(download, source), download.total, target.sha256, sent)
+
+    async def _pass_range(self, target: Target, range_header: str) -> Partial | None:
+        """A Range on a miss read from the upstream while the whole file is fetched for the
+        cache; None to wait for the verified file instead (no size known, a range reaching
+        the last byte, a large one, an upstream that ignores ranges or errs)."""
+        assert self.filler is not None and self._upstream is not None
+        size = target.size
+        if size is None:
+            return None
+        try:
+            wanted = parse_range(range_header, size)
+        except Unsatisfiable:
+            return None  # the stored file's answer says 416
+        # Never the last byte: what a client assembles from ranges cannot complete bad bytes,
+        # as its last range waits for the verified file. Large ranges are cheaper from it.
+        if wanted is None or wanted.end >= size - 1 or wanted.length > PASS_RANGE_MAX:
+            return None
+        self.filler.start(target).release()  # the fill goes on for the cache, unread here
+        try:
+            part = await self._upstream.read_range(
+                target.url, f"{wanted.start}-{wanted.end}", wanted.length
+            )
+        except UpstreamError as exc:
+            log.info("range of %s not passed through: %s", target.filename, exc)
+            return None
+        if part.start != wanted.start or len(part.data) != wanted.length or part.total != size:
+            return None
+        return Partial(part.data, part.start, size, target.sha256, self._served)
 
     async def _made_file(
         self, project: str, filename: str, variant: str | None, *, head: bool, ranged: bool
