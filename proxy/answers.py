@@ -67,10 +67,25 @@ class Stream:
 
 @dataclass(frozen=True, slots=True)
 class SizeOnly:
-    """HEAD of a file too big to keep: its size is known, its bytes are not fetched."""
+    """HEAD on a miss answered from the size the page gives, no byte fetched. ``ranges``:
+    a Range will be served (false for a file too big to keep, which is streamed whole)."""
 
     size: int
     sha256: str | None
+    ranges: bool = False
+    outcome: str = "miss"
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """A Range on a miss passed through to the upstream while the fill goes on: bytes
+    ``start`` to ``start + len(data)`` of a file of ``total`` bytes, never its last byte."""
+
+    data: bytes
+    start: int
+    total: int
+    sha256: str | None
+    sent: Callable[[int], None]
     outcome: str = "miss"
 
 
@@ -86,7 +101,7 @@ class Refusal:
     message: str
 
 
-FileAnswer = Hit | Handover | Stream | SizeOnly | Refusal
+FileAnswer = Hit | Handover | Stream | SizeOnly | Partial | Refusal
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ counters) so that callers never reach into them. What it answers is in ``proxy.a
       json_document(project, version)          -> JsonRecord (the legacy JSON API)
       upstream_listing()                       -> set of names the upstream lists now
     files                                      (async)
-      file(project, filename, variant, head=, ranged=)
+      file(project, filename, variant, head=, ranged=, range_header=, if_range=)
                                                -> Hit | Handover | Stream | SizeOnly | Refusal
       fetch(target, pinned=False)              -> Download, ended (prefetch, verify)
     projects                                   (async)
@@ -61,6 +61,7 @@ from proxy.answers import (
     Handover,
     Hit,
     PageAnswer,
+    Partial,
     Refusal,
     RootAnswer,
     SizeOnly,
@@ -73,18 +74,22 @@ from proxy.filestore import StoredFile
 from proxy.fill import Filler, Target
 from proxy.follow import Download, read_download, wait_done
 from proxy.jsonapi import JsonApi, JsonRecord
-from proxy.locate import locate
+from proxy.locate import METADATA_SUFFIX, find_entry, locate
+from proxy.metasynth import MadeMetadata
 from proxy.models import PageRecord
 from proxy.origins import origin_of
 from proxy.pageservice import PageService
+from proxy.ranges import Unsatisfiable, parse_range
 from proxy.stats import Latency, Stats, latency, series, top_projects, totals, upstream_errors
 from proxy.storage import Storage
 from proxy.upstream import Upstream
+from proxy.wheelmeta import NoMetadata
 
 log = logging.getLogger(__name__)
 TOUCH_EVERY = 600.0  # seconds between access-time updates of one file (a hot inode is not
 # written on every hit; eviction needs minutes, not microseconds)
 MAX_TOUCHED = 100_000
+PASS_RANGE_MAX = 8 * 1024**2  # a Range on a miss up to this size is read from the upstream
 
 
 class Mirror:
@@ -103,9 +108,11 @@ class Mirror:
         remote_timeout: float = 60.0,
         hand_over: bool = False,
         json_api: JsonApi | None = None,
+        made_metadata: bool = False,
     ) -> None:
         self._storage = storage
         self._pages = pages
+        self._upstream = upstream
         self._stats = stats
         self._cap = max_cache_size
         self._hand_over = hand_over  # hits on this disk go to a front server (accel_redirect)
@@ -124,6 +131,12 @@ class Mirror:
                 remote_timeout=remote_timeout,
                 max_stored_size=max_cache_size,
             )
+        # <wheel>.metadata for wheels the index gives none for (made from the wheel itself).
+        self._made = (
+            MadeMetadata(storage, upstream, self._fetch_whole if upstream is not None else None)
+            if made_metadata
+            else None
+        )
 
     @property
     def offline(self) -> bool:
@@ -207,9 +220,17 @@ class Mirror:
         *,
         head: bool = False,
         ranged: bool = False,
+        range_header: str | None = None,
+        if_range: str | None = None,
     ) -> FileAnswer:
         """The answer to one request for a file listed on ``project``'s page (a normalized
-        name; ``variant`` picks among entries with one filename)."""
+        name; ``variant`` picks among entries with one filename). ``range_header``, given,
+        lets a Range on a miss be passed through to the upstream instead of waiting."""
+        ranged = ranged or range_header is not None
+        if self._made is not None and filename.endswith(METADATA_SUFFIX):
+            made = await self._made_file(project, filename, variant, head=head, ranged=ranged)
+            if made is not None:
+                return made
         try:
             located = await locate(self._pages, self._storage, project, filename, variant)
         except NotFound as exc:
@@ -239,8 +260,14 @@ class Mirror:
             )
         target = located.target
         too_big = filler.too_big(target)
-        if too_big and head and target.size is not None:
-            return SizeOnly(target.size, target.sha256)
+        if head and target.size is not None:
+            # The page gives the size: a HEAD needs no byte of the file (uv asks one before
+            # its ranges), and starts no download.
+            return SizeOnly(target.size, target.sha256, ranges=not too_big)
+        if range_header is not None and if_range is None and not too_big:
+            partial = await self._pass_range(target, range_header)
+            if partial is not None:
+                return partial
         download = filler.start(target)
         try:
             # Our own descriptor at once, before any wait: the download can end and its file be
@@ -268,6 +295,81 @@ class Mirror:
 
         # A file too big to keep answers a Range with the whole file: a 200 is always correct.
         return Stream(read_download(download, source), download.total, target.sha256, sent)
+
+    async def _pass_range(self, target: Target, range_header: str) -> Partial | None:
+        """A Range on a miss read from the upstream while the whole file is fetched for the
+        cache; None to wait for the verified file instead (no size known, a range reaching
+        the last byte, a large one, an upstream that ignores ranges or errs)."""
+        assert self.filler is not None and self._upstream is not None
+        size = target.size
+        if size is None:
+            return None
+        try:
+            wanted = parse_range(range_header, size)
+        except Unsatisfiable:
+            return None  # the stored file's answer says 416
+        # Never the last byte: what a client assembles from ranges cannot complete bad bytes,
+        # as its last range waits for the verified file. Large ranges are cheaper from it.
+        if wanted is None or wanted.end >= size - 1 or wanted.length > PASS_RANGE_MAX:
+            return None
+        self.filler.start(target).release()  # the fill goes on for the cache, unread here
+        try:
+            part = await self._upstream.read_range(
+                target.url, f"{wanted.start}-{wanted.end}", wanted.length
+            )
+        except UpstreamError as exc:
+            log.info("range of %s not passed through: %s", target.filename, exc)
+            return None
+        if part.start != wanted.start or len(part.data) != wanted.length or part.total != size:
+            return None
+        return Partial(part.data, part.start, size, target.sha256, self._served)
+
+    async def _made_file(
+        self, project: str, filename: str, variant: str | None, *, head: bool, ranged: bool
+    ) -> FileAnswer | None:
+        """The metadata of a wheel whose page gives none, made here; None when ``filename``
+        is not such a file (the ordinary path answers it)."""
+        assert self._made is not None
+        try:
+            record = await self._pages.project(project, allow_stale=True)
+        except (NotFound, RecordUnreadable, UpstreamError):
+            return None  # the ordinary path says why
+        entry = find_entry(record, filename, variant)
+        if (
+            entry is None
+            or entry.filename + METADATA_SUFFIX != filename
+            or not self._made.wanted(entry)
+        ):
+            return None
+        outcome = "hit"
+        stored = await self._made.stored(entry)
+        if stored is None:
+            outcome = "miss"
+            try:
+                stored = await self._made.make(entry)
+            except NoMetadata as exc:
+                return Refusal("not_found", f"no metadata can be read from {entry.filename}: {exc}")
+            except UpstreamError as exc:
+                return Refusal("upstream_failed", f"could not read {entry.filename}: {exc}")
+            if stored is None:
+                return Refusal(
+                    "not_found", f"{filename} is not in this mirror, and the proxy is offline"
+                )
+        handover = self._handover(stored, head=head, ranged=ranged)
+        if handover is not None:
+            return handover
+        fd = self._open(stored)
+        if fd is None:
+            return Refusal("unavailable", f"{filename} went from the cache; ask again")
+        return Hit(fd, stored.sha256, outcome, self._served)
+
+    async def _fetch_whole(self, target: Target) -> StoredFile | None:
+        """A wheel fetched into the cache (to read its metadata), or None if it failed."""
+        download = await self.fetch(target)
+        if download.error or download.sha256 is None:
+            return None
+        sha = download.sha256
+        return await anyio.to_thread.run_sync(self._storage.stored, sha, target.filename)
 
     async def fetch(self, target: Target, *, pinned: bool = False) -> Download:
         """Download ``target`` into the store (or join the download under way) and wait until it

@@ -16,8 +16,10 @@ from proxy.storage import Storage
 
 
 class HeldViews:
-    def __init__(self, storage: Storage, memory_bytes: int) -> None:
+    def __init__(self, storage: Storage, memory_bytes: int, made_metadata: bool = False) -> None:
         self._storage = storage
+        # A wheel listed here is on disk, so its metadata can be made with no network.
+        self._made_metadata = made_metadata
         self._views: MemoryLRU[tuple[tuple[float, int], Rendered]] = MemoryLRU(memory_bytes)
 
     async def view(self, record: PageRecord, files_generation: int) -> Rendered:
@@ -51,4 +53,4 @@ class HeldViews:
             files.append(f)
         kept = tuple(files)
         page = dataclasses.replace(record.page, files=kept, versions=versions_from(kept))
-        return render_project(page, record.project)
+        return render_project(page, record.project, self._made_metadata)

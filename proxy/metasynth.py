@@ -95,11 +95,7 @@ class MadeMetadata:
     @staticmethod
     def wanted(entry: DistFile) -> bool:
         """A wheel its index gives no metadata for (and whose hash, if any, is storable)."""
-        return (
-            entry.filename.endswith(".whl")
-            and not entry.has_metadata
-            and (entry.sha256 is None or is_sha256(entry.sha256))
-        )
+        return entry.lacks_wheel_metadata and (entry.sha256 is None or is_sha256(entry.sha256))
 
     async def stored(self, entry: DistFile) -> StoredFile | None:
         """The metadata file made earlier, if it is still stored."""

@@ -45,6 +45,12 @@ class DistFile:
         return self.core_metadata is not False
 
     @property
+    def lacks_wheel_metadata(self) -> bool:
+        """A wheel its index gives no PEP 658 metadata for: the proxy can read it out of the
+        wheel itself (proxy.metasynth)."""
+        return self.filename.endswith(".whl") and self.core_metadata is False
+
+    @property
     def metadata_sha256(self) -> str | None:
         if isinstance(self.core_metadata, Mapping):
             return self.core_metadata.get("sha256")

@@ -70,8 +70,10 @@ class PageService:
         negative_ttl: float,
         memory_bytes: int,
         allowed_file_hosts: Sequence[str] = (),
+        made_metadata: bool = False,
     ) -> None:
         self._allowed_hosts = tuple(allowed_file_hosts)
+        self._made_metadata = made_metadata  # wheels without metadata announced with it
         self._storage = storage
         self._upstream = upstream  # None: offline, never ask
         self._stats = stats
@@ -79,7 +81,7 @@ class PageService:
         self._negative_ttl = negative_ttl
         self._memory: MemoryLRU[PageRecord | RootRecord] = MemoryLRU(memory_bytes)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
-        self._held = HeldViews(storage, memory_bytes // 4)
+        self._held = HeldViews(storage, memory_bytes // 4, made_metadata)
         self._generations = Generations(storage, lambda: len(self._memory))
 
     @property
@@ -229,7 +231,7 @@ class PageService:
         cleaned = PageRecord(
             project=record.project,
             page=page,
-            rendered=render_project(page, project),
+            rendered=render_project(page, project, self._made_metadata),
             fetched_at=record.fetched_at,
             upstream_etag=None,  # the stored bytes are not what the upstream's ETag names
             allowed_hosts=record.allowed_hosts,
@@ -307,7 +309,9 @@ class PageService:
             self._stats.add("pages_distrusted")
             log.warning("not replacing the stored page of %s: %s", project, reason)
             raise SuspectPage(f"{project}: {reason}; keeping the stored page")
-        rendered = await anyio.to_thread.run_sync(render_project, page, project)
+        rendered = await anyio.to_thread.run_sync(
+            render_project, page, project, self._made_metadata
+        )
         record = PageRecord(
             project=project,
             page=page,

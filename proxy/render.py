@@ -6,6 +6,7 @@ whatever host, port or path prefix the proxy is reached under.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -165,7 +166,15 @@ def body(raw: bytes) -> Body:
     return Body(raw=raw, gz=gzip.compress(raw, compresslevel=6, mtime=0), etag=digest)
 
 
-def render_project(page: ProjectPage, project: str) -> Rendered:
+def render_project(page: ProjectPage, project: str, made_metadata: bool = False) -> Rendered:
+    """``made_metadata``: wheels the index gives no metadata for are announced with metadata
+    (PEP 714 ``core-metadata: true``, no hash yet): the proxy makes it from the wheel."""
+    if made_metadata and any(f.lacks_wheel_metadata for f in page.files):
+        files = tuple(
+            dataclasses.replace(f, core_metadata=True) if f.lacks_wheel_metadata else f
+            for f in page.files
+        )
+        page = dataclasses.replace(page, files=files)
     href = project_file_href(project, page.files)
     return Rendered(json=body(project_json(page, href)), html=body(project_html(page, href)))
 

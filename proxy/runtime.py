@@ -71,6 +71,7 @@ class Runtime:
             negative_ttl=settings.negative_ttl,
             memory_bytes=settings.memory_cache_size,
             allowed_file_hosts=settings.allowed_file_hosts,
+            made_metadata=settings.wheel_metadata,
         )
         runtime = cls(settings, storage, stats, index, upstream, None, http, http_files=http_files)
         runtime.mirror = Mirror(
@@ -81,6 +82,7 @@ class Runtime:
             max_cache_size=settings.max_cache_size,
             remote_timeout=settings.connect_timeout + settings.read_timeout,
             hand_over=settings.accel_redirect is not None,
+            made_metadata=settings.wheel_metadata,
             json_api=JsonApi(storage, upstream, settings.upstream_base, ttl=settings.index_ttl),
         )
         runtime.filler = runtime.mirror.filler

@@ -105,6 +105,7 @@ class Settings:
     send_timeout: float = 60.0
     shutdown_grace: float = 10.0
     accel_redirect: str | None = None  # a front nginx's internal location for cache hits
+    wheel_metadata: bool = True  # serve <wheel>.metadata read from wheels the index lacks it for
     prefetch: PrefetchSettings = field(default_factory=PrefetchSettings)
 
     @property
@@ -391,6 +392,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "send_timeout": _positive_seconds,
     "shutdown_grace": _seconds,
     "accel_redirect": _optional(_accel_prefix),
+    "wheel_metadata": _bool,
     "prefetch": lambda v: v,  # merged key by key in _apply_prefetch
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}

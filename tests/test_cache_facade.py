@@ -165,15 +165,19 @@ async def test_miss_then_hit__fetched_once_and_counted(make: Callable[..., Setup
 async def test_head_and_range_on_a_miss__one_download_one_miss(make: Callable[..., Setup]) -> None:
     s = make(FakeIndex({WHEEL: BYTES}))
     head = await s.mirror.file("demo", WHEEL, head=True)
-    # Answered from the whole verified file, and a miss: counted once, not once per read.
-    assert isinstance(head, Hit) and head.outcome == "miss"
-    os.close(head.fd)
-    ranged = await s.mirror.file("demo", WHEEL, ranged=True)
-    assert isinstance(ranged, Hit) and ranged.outcome == "hit"
+    # The page gives the size: answered at once, ranges promised, nothing fetched.
+    assert isinstance(head, SizeOnly) and head.outcome == "miss" and head.ranges
+    assert head.size == len(BYTES) and s.fake.asked[f"/{WHEEL}"] == 0
+    # A Range this upstream cannot pass through (it ignores ranges) waits for the whole file,
+    # answered from it, and a miss: counted once, not once per read.
+    ranged = await s.mirror.file("demo", WHEEL, range_header="bytes=0-9")
+    assert isinstance(ranged, Hit) and ranged.outcome == "miss"
     assert await _body(ranged) == BYTES
-    assert s.fake.asked[f"/{WHEEL}"] == 1
+    again = await s.mirror.file("demo", WHEEL, ranged=True)
+    assert isinstance(again, Hit) and again.outcome == "hit"
+    os.close(again.fd)
+    assert s.fake.asked[f"/{WHEEL}"] == 2  # the refused ranged read, then the download
     assert s.stats.pending["bytes_fetched"] == len(BYTES)
-    assert s.stats.pending["bytes_served"] == len(BYTES)  # HEAD sends no body
 
 
 async def test_too_big_to_keep__head_is_its_size_without_a_download(
@@ -198,8 +202,13 @@ async def test_wrong_bytes__refused_not_stored_counted(make: Callable[..., Setup
         assert "sha256" in answer.message
     assert s.stats.pending["integrity_errors"] == 1
     assert s.mirror.holds()["files"] == 0
+    # A HEAD is answered from the page (it sends no byte, so it promises none); a Range
+    # that must wait for the file is refused as the GET was, never answered from wrong bytes.
     head = await s.mirror.file("demo", WHEEL, head=True)
-    assert isinstance(head, Refusal) and head.kind == "upstream_failed"
+    assert isinstance(head, SizeOnly) and head.size == len(BYTES)
+    tail = await s.mirror.file("demo", WHEEL, range_header="bytes=-10")
+    assert isinstance(tail, Refusal) and tail.kind == "upstream_failed"
+    assert s.stats.pending["integrity_errors"] == 2
 
 
 async def test_not_listed_and_upstream_404__not_found(make: Callable[..., Setup]) -> None:

@@ -59,32 +59,41 @@ def test_counting__known_mix_counted_exactly(proxy: ThreadedProxy, upstream: Fak
             ("GET", "/simple/", {}, 200),  # root hit
             ("GET", demo1, {}, 200),  # file miss
             ("GET", demo1, {}, 200),  # file hit
-            ("HEAD", demo2, {}, 200),  # file miss, by HEAD
+            ("HEAD", demo2, {}, 200),  # file miss, by HEAD (the page's size: nothing fetched)
+            ("GET", demo2, {}, 200),  # file miss
             ("GET", demo2, {}, 200),  # file hit
-            ("GET", helper, ranged, 206),  # file miss, by Range
+            ("GET", helper, ranged, 206),  # file miss, by Range (passed through; fill goes on)
+            ("WAIT", "helper-1.5-py3-none-any.whl", {}, 0),  # until that fill is stored
             ("GET", helper, ranged, 206),  # file hit, by Range
             ("GET", "/files/demo/demo-9.9-py3-none-any.whl", {}, 404),  # not found
             ("GET", extra, {}, 200),  # file miss whose page was fetched too: one miss
         ]
         for method, path, headers, status in mix:
+            if method == "WAIT":
+                files = proxy.settings.cache_dir / "files"
+                deadline = time.monotonic() + 10
+                while not any(files.rglob(path)):
+                    assert time.monotonic() < deadline, f"{path} never stored"
+                    time.sleep(0.02)
+                continue
             assert client.request(method, path, headers=headers).status_code == status, path
-    data = _stats_when(proxy, len(mix))
-    assert data["requests"] == 16
+    data = _stats_when(proxy, len(mix) - 1)
+    assert data["requests"] == 17
     assert data["pages"] == {"hits": 3, "misses": 3, "stale_served": 0, "revalidated": 0}
-    assert data["files"] == {"hits": 3, "misses": 4}
+    assert data["files"] == {"hits": 3, "misses": 5}
     assert data["not_found"] == 3
-    assert (data["hits"], data["misses"]) == (6, 7)
-    assert data["hit_ratio"] == round(6 / 13, 4)
+    assert (data["hits"], data["misses"]) == (6, 8)
+    assert data["hit_ratio"] == round(6 / 14, 4)
     minute = data["last_hour"][-1]
-    assert (minute["requests"], minute["hits"], minute["misses"]) == (16, 6, 7)
+    assert (minute["requests"], minute["hits"], minute["misses"]) == (17, 6, 8)
     # Names that are not found are not listed: a scanner must not fill the top projects.
     top = {p["project"]: p["requests"] for p in data["top_projects"]}
-    assert top == {"demo": 6, "helper": 4, "extra": 1}
+    assert top == {"demo": 7, "helper": 4, "extra": 1}
 
     samples = _samples(httpx.get(proxy.url + "/metrics").text)
-    assert samples[("pypi_proxy_requests_total", ())] == 16
+    assert samples[("pypi_proxy_requests_total", ())] == 17
     assert samples[("pypi_proxy_cache_hits_total", (("kind", "pages"),))] == 3
-    assert samples[("pypi_proxy_cache_misses_total", (("kind", "files"),))] == 4
+    assert samples[("pypi_proxy_cache_misses_total", (("kind", "files"),))] == 5
     assert samples[("pypi_proxy_not_found_total", ())] == 3
     count = "pypi_proxy_request_duration_seconds_count"
     by_outcome = {
@@ -99,7 +108,7 @@ def test_counting__known_mix_counted_exactly(proxy: ThreadedProxy, upstream: Fak
         ("root", "hit"): 1,
         ("root", "miss"): 1,
         ("file", "hit"): 3,
-        ("file", "miss"): 4,
+        ("file", "miss"): 5,
         ("file", "not_found"): 1,
     }
 

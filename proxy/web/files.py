@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from proxy.answers import Handover, Hit, Refusal, SizeOnly, Stream
+from proxy.answers import Handover, Hit, Partial, Refusal, SizeOnly, Stream
 from proxy.cache import Mirror
 from proxy.names import is_safe_filename, is_valid_project_name, normalize
 from proxy.web.accel import accel_response
@@ -25,12 +25,27 @@ def _is_variant(value: str) -> bool:
     return len(value) in (32, 64) and all(c in "0123456789abcdef" for c in value)
 
 
-def _size_only(size: int, etag: str | None) -> Response:
-    """HEAD of a file that is streamed but not kept: its size, and no promise of ranges."""
-    headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
-    if etag is not None:
-        headers["ETag"] = f'"{etag}"'
+def _size_only(answer: SizeOnly) -> Response:
+    """HEAD on a miss: the size; ranges promised unless the file is too big to keep."""
+    headers = {"Content-Length": str(answer.size), "Content-Type": "application/octet-stream"}
+    if answer.ranges:
+        headers["Accept-Ranges"] = "bytes"
+    if answer.sha256 is not None:
+        headers["ETag"] = f'"{answer.sha256}"'
     return Response(status_code=200, headers=headers)
+
+
+def _partial(answer: Partial) -> Response:
+    end = answer.start + len(answer.data) - 1
+    headers = {
+        "Content-Range": f"bytes {answer.start}-{end}/{answer.total}",
+        "Content-Type": "application/octet-stream",
+        "Accept-Ranges": "bytes",
+    }
+    if answer.sha256 is not None:
+        headers["ETag"] = f'"{answer.sha256}"'
+    answer.sent(len(answer.data))
+    return Response(answer.data, status_code=206, headers=headers)
 
 
 async def serve_file(request: Request) -> Response | ASGIApp:
@@ -51,7 +66,8 @@ async def serve_file(request: Request) -> Response | ASGIApp:
         filename,
         variant,
         head=request.method == "HEAD",
-        ranged=request.headers.get("range") is not None,
+        range_header=request.headers.get("range"),
+        if_range=request.headers.get("if-range"),
     )
     if isinstance(answer, Refusal):
         return error(REFUSED[answer.kind], answer.message)
@@ -71,7 +87,9 @@ async def serve_file(request: Request) -> Response | ASGIApp:
         assert prefix is not None  # the mirror hands over only when it is set
         return accel_response(prefix, answer.relative, answer.stored)
     if isinstance(answer, SizeOnly):
-        return _size_only(answer.size, answer.sha256)
+        return _size_only(answer)
+    if isinstance(answer, Partial):
+        return _partial(answer)
     assert isinstance(answer, Stream)
     return StreamResponse(
         answer.chunks, total=answer.total, etag=answer.sha256, on_sent=answer.sent

@@ -1,0 +1,135 @@
+"""Metadata for every wheel (issue 10): against an upstream that advertises none, the proxy
+announces it and serves ``<wheel>.metadata`` read out of the wheel, so pip and uv resolve a
+tree without downloading one whole wheel; offline it is made from the stored wheel."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.settings import Settings
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.proxy_server import SubprocessProxy, ThreadedProxy, client_env
+from tests.support.wheels import Built, make_wheel
+from tests.test_e2e import uv_binary
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+@pytest.fixture
+def bare(upstream: FakeUpstream) -> dict[str, Built]:
+    """A small tree whose wheels the upstream gives no metadata for (app -> lib1, lib2 -> lib3),
+    each wheel big enough that reading it whole would show."""
+    tree = {
+        "app": make_wheel("app", "1.0", requires=["lib1>=1", "lib2"], payload_size=300_000),
+        "lib1": make_wheel("lib1", "1.2", payload_size=300_000),
+        "lib2": make_wheel("lib2", "2.0", requires=["lib3"], payload_size=300_000),
+        "lib3": make_wheel("lib3", "0.5", payload_size=300_000),
+    }
+    for name, built in tree.items():
+        upstream.add_dist(name, built, with_metadata=False)
+    return tree
+
+
+def _whole_wheel_gets(upstream: FakeUpstream) -> list[str]:
+    return [
+        r.path
+        for r in upstream.requests
+        if r.method == "GET" and r.path.endswith(".whl") and "range" not in r.headers
+    ]
+
+
+def test_made_metadata__announced_served_and_kept(
+    settings: Settings, upstream: FakeUpstream, bare: dict[str, Built]
+) -> None:
+    with ThreadedProxy(settings) as proxy:
+        page = httpx.get(f"{proxy.url}/simple/lib1/", headers=JSON).json()
+        (entry,) = page["files"]
+        assert entry["core-metadata"] is True, entry
+        html = httpx.get(f"{proxy.url}/simple/lib1/", headers={"Accept": "text/html"}).text
+        assert 'data-core-metadata="true"' in html
+        url = str(httpx.URL(f"{proxy.url}/simple/lib1/").join(entry["url"]))
+        upstream.reset_log()
+        made = httpx.get(url + ".metadata")
+        assert made.status_code == 200 and made.content == bare["lib1"].metadata
+        assert _whole_wheel_gets(upstream) == []
+        asked = len(upstream.requests)
+        again = httpx.get(url + ".metadata")
+        assert again.content == bare["lib1"].metadata
+        assert len(upstream.requests) == asked  # kept: a hit
+        head = httpx.head(url + ".metadata")
+        assert int(head.headers["content-length"]) == len(bare["lib1"].metadata)
+        # Not a wheel, not listed: no metadata is invented.
+        assert (
+            httpx.get(f"{proxy.url}/files/lib1/lib1-9.9-py3-none-any.whl.metadata").status_code
+            == 404
+        )
+
+
+def test_made_metadata__off_by_setting(
+    settings: Settings, upstream: FakeUpstream, bare: dict[str, Built]
+) -> None:
+    with ThreadedProxy(dataclasses.replace(settings, wheel_metadata=False)) as proxy:
+        (entry,) = httpx.get(f"{proxy.url}/simple/lib1/", headers=JSON).json()["files"]
+        assert "core-metadata" not in entry
+        url = str(httpx.URL(f"{proxy.url}/simple/lib1/").join(entry["url"]))
+        assert httpx.get(url + ".metadata").status_code == 404
+
+
+@pytest.mark.e2e
+def test_pip_and_uv_resolve_without_downloading_a_wheel_then_offline(
+    tmp_path: Path, upstream: FakeUpstream, bare: dict[str, Built]
+) -> None:
+    cache = tmp_path / "cache"
+    with SubprocessProxy("--upstream", upstream.simple_url, cache_dir=cache) as proxy:
+        index = proxy.url + "/simple/"
+        upstream.reset_log()
+        report = tmp_path / "report.json"
+        pip = subprocess.run(
+            [
+                sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+                "--no-cache-dir", "--disable-pip-version-check", "--index-url", index,
+                "--report", str(report), "app",
+            ],
+            env=client_env(tmp_path), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert pip.returncode == 0, pip.stderr + proxy.log()
+        resolved = {i["metadata"]["name"] for i in json.loads(report.read_text())["install"]}
+        assert resolved == {"app", "lib1", "lib2", "lib3"}, resolved
+        assert _whole_wheel_gets(upstream) == [], "pip's resolution downloaded whole wheels"
+
+        uv = subprocess.run(
+            [uv_binary(), "pip", "compile", "-", "--index-url", index, "--no-cache",
+             "--python", sys.executable, "--no-header"],
+            input="app\n", env=client_env(tmp_path), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert uv.returncode == 0, uv.stderr + proxy.log()
+        pinned = {line.split("==")[0] for line in uv.stdout.splitlines() if "==" in line}
+        assert pinned == {"app", "lib1", "lib2", "lib3"}, uv.stdout
+        assert _whole_wheel_gets(upstream) == [], "uv's resolution downloaded whole wheels"
+
+        # Installing downloads the wheels; the metadata files were stored along the way.
+        got = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-cache-dir", "--index-url", index,
+             "--dest", str(tmp_path / "d"), "app"],
+            env=client_env(tmp_path), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert got.returncode == 0, got.stderr
+    made = sorted(p.name for p in (cache / "files").rglob("*.whl.metadata"))
+    assert made == sorted(b.filename + ".metadata" for b in bare.values()), made
+    for path in (cache / "files").rglob("*.whl.metadata"):
+        path.unlink()  # gone (evicted): offline, made again from the stored wheels
+    with SubprocessProxy("--offline", cache_dir=cache) as offline:
+        uv = subprocess.run(
+            [uv_binary(), "pip", "compile", "-", "--index-url", offline.url + "/simple/",
+             "--no-cache", "--python", sys.executable, "--no-header"],
+            input="app\n", env=client_env(tmp_path), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert uv.returncode == 0, uv.stderr + offline.log()
+    assert len(list((cache / "files").rglob("*.whl.metadata"))) == 4
