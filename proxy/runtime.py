@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,6 +24,7 @@ from proxy.upstream import Upstream, UpstreamLimits, make_http_client, redact
 
 log = logging.getLogger(__name__)
 FLUSH_EVERY = 2.0
+SYNC_PAGES_EVERY = 10.0  # seconds between reads of the pages other replicas stored
 
 
 @dataclass
@@ -46,10 +46,11 @@ class Runtime:
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     _evicting: bool = False
     _flusher: asyncio.Task[None] | None = None
+    _syncer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
-        storage = await anyio.to_thread.run_sync(_open_storage, settings.cache_dir)
+        storage = await anyio.to_thread.run_sync(_open_storage, settings)
         stats = Stats()
         http: httpx.AsyncClient | None = None
         http_files: httpx.AsyncClient | None = None
@@ -84,6 +85,8 @@ class Runtime:
                 max_stored_size=settings.max_cache_size,
             )
         runtime._flusher = asyncio.create_task(runtime._flush_forever())
+        if storage.shared is not None:
+            runtime._syncer = asyncio.create_task(runtime._sync_pages_forever())
         doubt = None if settings.offline else upstream_warning(settings.upstream)
         if doubt:
             log.warning("upstream %s %s", redact(settings.upstream), doubt)
@@ -96,10 +99,11 @@ class Runtime:
         return runtime
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        for task in (self._flusher, self._syncer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.filler is not None:
             with anyio.move_on_after(10):
                 await self.filler.wait_all()
@@ -117,6 +121,15 @@ class Runtime:
                 await anyio.to_thread.run_sync(write, self.storage, self.stats.take())
             except Exception:
                 log.exception("could not save counters")
+
+    async def _sync_pages_forever(self) -> None:
+        """Pages other replicas stored (a prefetch on another machine) become ours."""
+        while True:
+            try:
+                await anyio.to_thread.run_sync(self.storage.sync_pages)
+            except Exception as exc:  # the bucket is down: try again later, quietly
+                log.warning("could not read the pages other replicas stored: %s", exc)
+            await asyncio.sleep(SYNC_PAGES_EVERY)
 
     def after_fill(self) -> None:
         """A file was added: evict in the background if the cache went over its cap."""
@@ -166,13 +179,14 @@ def _make_upstream(
     )
 
 
-def _open_storage(cache_dir: Path) -> Storage:
-    storage = Storage(cache_dir)
+def _open_storage(settings: Settings) -> Storage:
+    storage = Storage.from_settings(settings)
     try:
         storage.check_writable()  # one clear line now, not a traceback at the first download
     except BaseException:
         storage.close()
         raise
+    storage.start_background()  # uploads to a bucket: what an earlier run left, then new
     swept = storage.sweep_tmp()
     if swept:
         log.info("removed %d partial downloads left by an earlier run", swept)

@@ -5,6 +5,12 @@
                      serve this tree as it is
     <cache>/tmp/     partial downloads and their locks, renamed into files/ only when verified
     <cache>/state/   prefetch state and other bookkeeping
+    <cache>/uploads/ with an S3 ``storage``: files stored here and not yet in the bucket
+
+With ``storage: s3://bucket/prefix`` (``Storage.from_settings``), files live in the bucket
+behind a local tier (``proxy/tiered.py``), and page records and pins are written to the bucket
+too (``proxy/sharedrecords.py``), so replicas over one bucket serve one mirror; the index,
+the counters and tmp/ stay per replica.
 
 diskcache is synchronous; async callers run these methods in a worker thread.
 """
@@ -22,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import diskcache
 
@@ -33,6 +40,11 @@ from proxy.locks import lock_held
 from proxy.models import PageRecord, ProjectPage, RootRecord
 from proxy.records import usable_page, usable_root
 
+if TYPE_CHECKING:
+    from proxy.lease import LeaseKeeper
+    from proxy.settings import Settings
+    from proxy.sharedrecords import SharedRecords
+
 log = logging.getLogger(__name__)
 
 _PAGE = "page:"
@@ -42,6 +54,7 @@ _PIN = "pin:"
 _SIZE = "size:"
 MAX_REMEMBERED_SIZES = 100_000
 _JSON = "json:"  # the legacy JSON API: json:<project> and json:<project>/<version>
+_SHARED = "shared:"  # per project: the version of the bucket's record our copy matches
 _GEN = "gen:"  # per project: bumped by every change to its page or to the files it lists
 _UNREADABLE = object()
 FILES_GEN = "gen-files"  # bumped when stored files go (verify, eviction) whatever they belong to
@@ -73,11 +86,34 @@ def check_cache_dir(root: Path) -> None:
         storage.close()
 
 
+def check_storage(settings: Settings) -> None:
+    """``check_cache_dir`` for the storage ``settings`` name: with a bucket, also that it
+    answers. SettingsError (one line for an operator) when either is unusable."""
+    from proxy.storefactory import check_bucket
+
+    storage = Storage.from_settings(settings)
+    try:
+        storage.check_writable()
+        try:
+            check_bucket(storage)
+        except OSError as exc:  # StoreUnavailable: names the bucket and status, no secret
+            raise CacheUnusable(
+                f"cannot use the storage {settings.storage}: {exc}; check storage, "
+                "s3_endpoint and the credentials (AWS_ACCESS_KEY_ID, ...)"
+            ) from None
+    finally:
+        storage.close()
+
+
 class Storage:
-    def __init__(self, root: Path, files: FileStore | None = None) -> None:
+    def __init__(
+        self, root: Path, files: FileStore | None = None, shared: SharedRecords | None = None
+    ) -> None:
         self.root = root
         self.files_dir = root / "files"
         self.files: FileStore = files if files is not None else LocalFileStore(self.files_dir)
+        self.shared = shared  # set when replicas share pages and pins through a bucket
+        self._pages_seen = 0.0  # the bucket's clock: pages changed since were not yet read
         self.tmp_dir = root / "tmp"
         self.state_dir = root / "state"
         self._sizes: dict[str, int] = {}
@@ -102,6 +138,29 @@ class Storage:
         except (OSError, sqlite3.Error) as exc:
             raise unusable(root, exc) from None
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Storage:
+        """The storage ``settings`` describe: the cache directory, or a bucket behind it."""
+        from proxy.storefactory import open_storage  # keeps obstore off the local-only path
+
+        return open_storage(cls, settings)
+
+    def start_background(self) -> None:
+        """A server's: the uploader of a tiered store (one-shot commands leave it queued)."""
+        start = getattr(self.files, "start", None)
+        if callable(start):
+            start()
+
+    def lease(self, name: str) -> LeaseKeeper:
+        """A lease every replica sharing this storage sees (the prefetcher's, one at a time):
+        in the bucket when there is one, else in state/ (the processes of this machine)."""
+        from proxy.lease import local_lease, s3_lease
+
+        bucket = getattr(self.files, "bucket", None)
+        if self.shared is not None and bucket is not None:
+            return s3_lease(bucket, name)
+        return local_lease(self.state_dir, name)
+
     def check_writable(self) -> None:
         """Write and remove a file in tmp/, as every download does; CacheUnusable if it fails."""
         try:
@@ -111,6 +170,9 @@ class Storage:
             raise unusable(self.root, exc) from None
 
     def close(self) -> None:
+        close_files = getattr(self.files, "close", None)
+        if callable(close_files):
+            close_files()
         if self._changelog is not None:
             self._changelog.close()
         self.index.close()
@@ -128,9 +190,9 @@ class Storage:
         """The stored record, or None; a record this version cannot use is None too, and the
         project is remembered in ``unreadable`` (offline answers say so)."""
         raw = self._read_record(_PAGE + project)
+        record = usable_page(raw) if raw is not None else None
         if raw is None:
-            return None
-        record = usable_page(raw)
+            return self._import_page(project) if self.shared is not None else None
         if record is None:
             if project not in self.unreadable:
                 log.warning("the stored page of %s is unreadable (an older format?)", project)
@@ -140,7 +202,16 @@ class Storage:
         return record
 
     def save_page(self, record: PageRecord) -> int:
-        """Store a page record; returns the project's new generation."""
+        """Store a page record; returns the project's new generation. With a bucket, the
+        record goes there too, for the other replicas."""
+        generation = self._save_page_here(record)
+        if self.shared is not None:
+            version = self.shared.save_page(record)
+            if version is not None:
+                self.index.set(_SHARED + record.project, version)
+        return generation
+
+    def _save_page_here(self, record: PageRecord) -> int:
         key = _PAGE + record.project
         with self.index.transact():  # the record and its generation change together
             if self.index.add(key, record):
@@ -160,7 +231,54 @@ class Storage:
             if self.index.delete(_PAGE + project):
                 self.index.decr(PROJECTS_COUNT)
             self.index.incr(_GEN + project)
+            self.index.delete(_SHARED + project)
         self.changelog.project_removed(project)
+        if self.shared is not None:
+            self.shared.delete_page(project)
+
+    # -- pages another replica stored ---------------------------------------------------------
+
+    def _import_page(self, project: str) -> PageRecord | None:
+        """The bucket's record of a project this replica has none of, stored here too."""
+        assert self.shared is not None
+        try:
+            got = self.shared.load_page(project)
+        except OSError as exc:  # the bucket is down: as if no replica had stored it
+            log.warning("could not read the shared page of %s: %s", project, exc)
+            return None
+        if got is None:
+            return None
+        record, version = got
+        self._save_page_here(record)
+        self.index.set(_SHARED + project, version)
+        return record
+
+    def sync_pages(self) -> int:
+        """Read the page records other replicas wrote since the last call (all of them the
+        first time) and keep the newer ones here; how many were taken. Blocking: a server
+        runs it every few seconds in a thread (``Runtime``)."""
+        if self.shared is None:
+            return 0
+        since = self._pages_seen
+        taken = 0
+        for item in list(self.shared.pages(since)):
+            self._pages_seen = max(self._pages_seen, item.modified - 60.0)  # listings lag
+            if self.index.get(_SHARED + item.project) == item.version:
+                continue  # ours, or read before
+            got = self.shared.load_page(item.project)
+            if got is None:
+                continue
+            record, version = got
+            mine = usable_page(self._read_record(_PAGE + item.project))
+            if mine is not None and _newer(mine, record):
+                self.index.set(_SHARED + item.project, version)
+                continue  # a lagging writer: ours is newer, keep it
+            self._save_page_here(record)
+            self.index.set(_SHARED + item.project, version)
+            taken += 1
+        if taken:
+            log.info("took %d page records other replicas stored", taken)
+        return taken
 
     @property
     def changelog(self) -> Changelog:
@@ -341,13 +459,20 @@ class Storage:
         return self.files_dir.is_dir()
 
     def is_pinned(self, sha256: str) -> bool:
-        return _PIN + sha256 in self.index
+        """Pinned here, or (with a bucket) by any replica's prefetcher."""
+        if _PIN + sha256 in self.index:
+            return True
+        return self.shared is not None and self.shared.is_pinned(sha256)
 
     def pin(self, sha256: str) -> None:
+        if self.shared is not None:
+            self.shared.pin(sha256)  # first: a pin only here would not stop others' eviction
         self.index.set(_PIN + sha256, True)
 
     def unpin(self, sha256: str) -> None:
         self.index.delete(_PIN + sha256)
+        if self.shared is not None:
+            self.shared.unpin(sha256)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -395,3 +520,12 @@ class Storage:
                 os.unlink(entry.path)
                 removed += 1
         return removed
+
+
+def _newer(mine: PageRecord, theirs: PageRecord) -> bool:
+    """Whether our record is strictly newer than another replica's: by serial when both
+    have one, else by when each was fetched."""
+    a, b = mine.page.serial, theirs.page.serial
+    if a is not None and b is not None and a != b:
+        return a > b
+    return mine.fetched_at > theirs.fetched_at

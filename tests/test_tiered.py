@@ -1,0 +1,261 @@
+"""The tiered store (a local directory in front of a bucket) and what Storage shares through the
+bucket (pages, pins), against moto's S3 API server on loopback (tests/support/s3.py).
+
+Two Storage objects with their own cache directories over one bucket stand for two replicas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import obstore
+import pytest
+
+from proxy.errors import SettingsError
+from proxy.localstore import LocalFileStore
+from proxy.models import DistFile, PageRecord, ProjectPage
+from proxy.render import render_project
+from proxy.s3config import S3Config
+from proxy.s3store import S3FileStore
+from proxy.settings import load_settings
+from proxy.sharedrecords import SharedRecords, decode_page, encode_page
+from proxy.storage import Storage
+from proxy.tiered import TieredFileStore, wait_uploaded
+from tests.support.s3 import (
+    ACCESS_KEY_ID,
+    SECRET_ACCESS_KEY,
+    s3_config_fixture,  # noqa: F401 (a fixture)
+    s3_server_fixture,  # noqa: F401 (a fixture)
+)
+
+
+def _tiered(root: Path, config: S3Config, cap: int | None = None) -> TieredFileStore:
+    (root / "tmp").mkdir(parents=True, exist_ok=True)
+    return TieredFileStore(
+        LocalFileStore(root / "files"),
+        S3FileStore(config),
+        work_dir=root / "tmp",
+        queue_dir=root / "uploads",
+        local_cap=cap,
+    )
+
+
+def _replica(root: Path, config: S3Config, cap: int | None = None) -> Storage:
+    files = _tiered(root, config, cap)
+    return Storage(root, files, SharedRecords(files.bucket))
+
+
+def _part(root: Path, name: str, size: int) -> tuple[Path, str, bytes]:
+    data = os.urandom(size)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{name}.part"
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest(), data
+
+
+def test_tiered__commit_local_first_then_uploaded(s3_config: S3Config, tmp_path: Path) -> None:
+    a = _tiered(tmp_path / "a", s3_config)
+    part, sha, data = _part(tmp_path, "demo-1.0.tar.gz", 70_000)
+    stored, created = a.put(part, sha, "demo-1.0.tar.gz")
+    assert created and stored.path is not None and stored.path.read_bytes() == data
+    assert a.pending() == [(sha, "demo-1.0.tar.gz")]
+    assert a.bucket.stat(sha, "demo-1.0.tar.gz") is None  # not yet: the uploader's job
+    assert a.presign(stored, 60) is None  # no URL to an object that is not there
+    assert wait_uploaded(a)
+    assert a.pending() == []
+    remote = a.bucket.stat(sha, "demo-1.0.tar.gz")
+    assert remote is not None and remote.size == len(data)
+    assert a.presign(stored, 60) is not None
+
+
+def test_tiered__second_replica_copies_in_and_verifies(s3_config: S3Config, tmp_path: Path) -> None:
+    a, b = _tiered(tmp_path / "a", s3_config), _tiered(tmp_path / "b", s3_config)
+    part, sha, data = _part(tmp_path, "demo-1.0-py3-none-any.whl", 200_000)
+    a.put(part, sha, "demo-1.0-py3-none-any.whl")
+    assert b.stat(sha, "demo-1.0-py3-none-any.whl") is None  # only in A's queue
+    wait_uploaded(a)
+    found = b.stat(sha, "demo-1.0-py3-none-any.whl")
+    assert found is not None and found.path is not None  # a local copy: sent with sendfile
+    assert found.path.is_relative_to(tmp_path / "b" / "files")
+    assert found.path.read_bytes() == data
+    assert list((tmp_path / "b" / "tmp").iterdir()) == []  # nothing half-written kept
+
+
+def test_tiered__damaged_bucket_object_is_dropped_not_served(
+    s3_config: S3Config, tmp_path: Path
+) -> None:
+    b = _tiered(tmp_path / "b", s3_config)
+    data = os.urandom(5000)
+    sha = hashlib.sha256(data).hexdigest()
+    key = b.bucket.key_of(sha, "demo-1.0.tar.gz")
+    obstore.put(b.bucket.objects, key, data[:-1] + bytes([data[-1] ^ 1]))  # one bit off
+    assert b.stat(sha, "demo-1.0.tar.gz") is None
+    assert b.damaged_dropped == 1
+    assert b.bucket.stat(sha, "demo-1.0.tar.gz") is None  # deleted from the bucket
+    assert not (tmp_path / "b" / "files" / sha[:2] / sha).exists()
+    assert list((tmp_path / "b" / "tmp").iterdir()) == []
+
+
+def test_tiered__two_replicas_filling_one_file(s3_config: S3Config, tmp_path: Path) -> None:
+    a, b = _tiered(tmp_path / "a", s3_config), _tiered(tmp_path / "b", s3_config)
+    data = os.urandom(30_000)
+    sha = hashlib.sha256(data).hexdigest()
+    for store, where in ((a, "pa"), (b, "pb")):
+        (tmp_path / where).write_bytes(data)
+        store.put(tmp_path / where, sha, "demo-2.0.tar.gz")
+    assert wait_uploaded(a) and wait_uploaded(b)  # the second is told it exists: no error
+    objects = [f for f in a.bucket.iter_files() if f.sha256 == sha]
+    assert len(objects) == 1 and objects[0].size == len(data)
+    assert b"".join(a.bucket.read(objects[0])) == data
+
+
+def test_tiered__queue_survives_a_restart(s3_config: S3Config, tmp_path: Path) -> None:
+    first = _tiered(tmp_path / "a", s3_config)
+    part, sha, _ = _part(tmp_path, "demo-3.0.tar.gz", 1000)
+    first.put(part, sha, "demo-3.0.tar.gz")
+    first.close()  # "crash": nothing was sent
+    again = _tiered(tmp_path / "a", s3_config)
+    assert again.pending() == [(sha, "demo-3.0.tar.gz")]
+    again.start()  # the uploader a server runs
+    try:
+        assert wait_uploaded(again, timeout=20)
+    finally:
+        again.close()
+    assert again.bucket.stat(sha, "demo-3.0.tar.gz") is not None
+
+
+def test_tiered__queued_without_local_copy_is_dropped(s3_config: S3Config, tmp_path: Path) -> None:
+    store = _tiered(tmp_path / "a", s3_config)
+    sha = "ab" * 32
+    (tmp_path / "a" / "uploads" / f"{sha}.gone-1.0.tar.gz").touch()  # crash before the copy
+    assert store.upload_pending() == 0
+    assert store.pending() == []
+
+
+def test_tiered__local_tier_capped_never_the_only_copy(s3_config: S3Config, tmp_path: Path) -> None:
+    store = _tiered(tmp_path / "a", s3_config, cap=25_000)
+    names = []
+    for i in range(3):
+        part, sha, _ = _part(tmp_path, f"demo-{i}.tar.gz", 10_000)
+        store.put(part, sha, f"demo-{i}.tar.gz")
+        names.append((sha, f"demo-{i}.tar.gz"))
+    # 30,000 bytes over a 25,000 cap, but nothing was uploaded: every local copy stays
+    assert all(store.local.stat(*n) is not None for n in names)
+    assert wait_uploaded(store)
+    assert store.local_bytes() <= 25_000 * 0.9
+    assert sum(store.local.stat(*n) is not None for n in names) == 2
+    # the one that went is still served: copied in again from the bucket
+    assert all(store.stat(*n) is not None for n in names)
+
+
+def test_tiered__remove_goes_everywhere(s3_config: S3Config, tmp_path: Path) -> None:
+    store = _tiered(tmp_path / "a", s3_config)
+    part, sha, _ = _part(tmp_path, "demo-4.0.tar.gz", 4000)
+    store.put(part, sha, "demo-4.0.tar.gz")
+    wait_uploaded(store)
+    assert [f.sha256 for f in store.iter_files()] == [sha]
+    assert store.remove(sha, "demo-4.0.tar.gz") == 4000
+    assert store.stat(sha, "demo-4.0.tar.gz") is None
+    assert list(store.iter_files()) == []
+
+
+def _record(project: str, serial: int, sha: str) -> PageRecord:
+    files = (
+        DistFile(
+            "demo-1.0.tar.gz",
+            "https://files.invalid/demo-1.0.tar.gz",
+            {"sha256": sha},
+            size=10,
+            core_metadata={"sha256": sha},
+        ),
+    )
+    page = ProjectPage(name=project, files=files, serial=serial, versions=("1.0",))
+    return PageRecord(project, page, render_project(page, project), fetched_at=100.0 + serial)
+
+
+def test_shared_pages__codec_round_trip_and_refusals() -> None:
+    record = _record("demo", 7, "cd" * 32)
+    back = decode_page(encode_page(record), "demo")
+    assert back is not None
+    assert back.page == record.page
+    assert back.rendered == record.rendered  # rendered here again, to the same bytes
+    assert decode_page(encode_page(record), "other") is None  # a record under another key
+    assert decode_page(b"\x80\x04garbage", "demo") is None
+    assert decode_page(b'{"format": 1, "project": "demo"}', "demo") is None
+
+
+def test_storage__pages_and_pins_shared(s3_config: S3Config, tmp_path: Path) -> None:
+    a, b = _replica(tmp_path / "a", s3_config), _replica(tmp_path / "b", s3_config)
+    try:
+        a.save_page(_record("demo", 5, "cd" * 32))
+        got = b.load_page("demo")  # none here: read from the bucket and kept
+        assert got is not None and got.page.serial == 5
+        assert b.has_page("demo")
+        a.pin("cd" * 32)
+        assert b.is_pinned("cd" * 32)
+        a.save_page(_record("demo", 6, "cd" * 32))
+        generation = b.generation("demo")
+        assert b.sync_pages() == 1  # the newer record, by polling
+        assert b.load_page("demo").page.serial == 6  # type: ignore[union-attr]
+        assert b.generation("demo") > generation  # in-memory copies of it are dropped
+        assert b.sync_pages() == 0
+        a.delete_page("demo")
+        c = _replica(tmp_path / "c", s3_config)
+        assert c.load_page("demo") is None
+        c.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_storage__lease_in_the_bucket(s3_config: S3Config, tmp_path: Path) -> None:
+    a, b = _replica(tmp_path / "a", s3_config), _replica(tmp_path / "b", s3_config)
+    try:
+        held = a.lease("prefetch").acquire("replica-a", 60)
+        assert held is not None
+        assert b.lease("prefetch").acquire("replica-b", 60) is None
+        assert a.lease("prefetch").release(held)
+        assert b.lease("prefetch").acquire("replica-b", 60) is not None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_settings__storage_from_every_source(tmp_path: Path) -> None:
+    assert load_settings(None, {}, {}).storage is None
+    flag = load_settings(None, {}, {"storage": "s3://mirror-bucket/pypi/"})
+    assert flag.storage == "s3://mirror-bucket/pypi"
+    env = load_settings(None, {"PYPI_PROXY_STORAGE": "s3://mirror-bucket"}, {})
+    assert env.storage == "s3://mirror-bucket"
+    secret = tmp_path / "key"
+    secret.write_text(SECRET_ACCESS_KEY + "\n")
+    filed = load_settings(
+        None,
+        {"PYPI_PROXY_S3_SECRET_ACCESS_KEY_FILE": str(secret)},
+        {"s3_access_key_id": ACCESS_KEY_ID, "s3_endpoint": "http://127.0.0.1:9000/"},
+    )
+    assert filed.s3_secret_access_key == SECRET_ACCESS_KEY
+    assert filed.s3_endpoint == "http://127.0.0.1:9000"
+    assert load_settings(None, {"PYPI_PROXY_LOCAL_COPIES_SIZE": "2G"}, {}).local_copies_size == (
+        2 * 1024**3
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("storage", "/srv/files"),
+        ("storage", "s3://Bad_Bucket/x"),
+        ("storage", "s3://key:secret@bucket/x"),
+        ("s3_endpoint", "ftp://host"),
+        ("s3_endpoint", "http://key:secret@host"),
+        ("s3_redirect_expiry", "999999999"),
+    ],
+)
+def test_settings__bad_storage_values_refused(key: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None, {}, {key: value})
+    assert key in str(caught.value)
+    assert "secret" not in str(caught.value)
