@@ -112,6 +112,7 @@ class Runtime:
             if client is not None:
                 await client.aclose()
         await anyio.to_thread.run_sync(write, self.storage, self.stats.take())
+        await anyio.to_thread.run_sync(self.storage.flush, self.settings.shutdown_grace)
         self.storage.close()
 
     async def _flush_forever(self) -> None:

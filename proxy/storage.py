@@ -169,6 +169,15 @@ class Storage:
         except OSError as exc:
             raise unusable(self.root, exc) from None
 
+    def flush(self, timeout: float) -> bool:
+        """Send what waits for upload to the bucket, for up to ``timeout`` seconds (a command
+        ending, a server stopping); False when some is left (it stays queued, durably)."""
+        from proxy.tiered import TieredFileStore, wait_uploaded
+
+        if isinstance(self.files, TieredFileStore):
+            return wait_uploaded(self.files, timeout)
+        return True
+
     def close(self) -> None:
         close_files = getattr(self.files, "close", None)
         if callable(close_files):

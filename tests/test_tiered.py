@@ -259,3 +259,36 @@ def test_settings__bad_storage_values_refused(key: str, value: str) -> None:
         load_settings(None, {}, {key: value})
     assert key in str(caught.value)
     assert "secret" not in str(caught.value)
+
+
+class Busy(Exception):
+    pass
+
+
+def test_holding__one_holder_renewed_and_lost_stops_the_work(tmp_path: Path) -> None:
+    import anyio
+
+    from proxy.lease import LeaseLost, holding, local_lease
+
+    keeper = local_lease(tmp_path, "prefetch")
+
+    async def main() -> None:
+        async with holding(keeper, 0.3, Busy, holder="a"):
+            with pytest.raises(Busy, match="holds the prefetch lease"):
+                async with holding(keeper, 0.3, Busy, holder="b"):
+                    pass
+            await anyio.sleep(0.5)  # longer than its ttl: renewals kept it
+            info = keeper.current()
+            assert info is not None and info.holder == "a"
+        assert keeper.current() is None  # released at once
+        with pytest.raises(LeaseLost):
+            await taken_over()
+
+    async def taken_over() -> None:
+        async with holding(keeper, 0.3, Busy, holder="a") as lease:
+            # someone takes it over (as after an expiry): the next renewal is refused
+            keeper.records.replace(b'{"holder": "c", "expires": 9e12}', lease.version)
+            await anyio.sleep(5)
+            raise AssertionError("the work was not stopped")
+
+    anyio.run(main)
