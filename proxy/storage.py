@@ -439,6 +439,31 @@ class Storage:
     def read(self, stored: StoredFile) -> Iterator[bytes]:
         return self.files.read(stored)
 
+    def local_copy(self, stored: StoredFile) -> StoredFile | None:
+        """``stored`` as a file on this machine (``path`` set), copied in from a shared store
+        and verified on the way; None when it went or its bytes were damaged (then dropped).
+        Blocking: the bytes are read whole before anything is sent."""
+        if stored.path is not None:
+            return stored
+        copy = getattr(self.files, "local_copy", None)
+        if not callable(copy):
+            return None
+        try:
+            found: StoredFile | None = copy(stored)
+        except OSError as exc:  # the bucket went away mid-copy: as if not stored
+            log.warning("could not copy %s from the bucket: %s", stored.filename, exc)
+            return None
+        return found
+
+    def presign(self, stored: StoredFile, expires: float) -> str | None:
+        """A URL the client can fetch ``stored`` from itself, for ``expires`` seconds; None
+        when the store has none (a local directory, a file not yet uploaded)."""
+        try:
+            return self.files.presign(stored, expires)
+        except OSError as exc:  # StoreUnavailable: the hit is served another way
+            log.warning("no presigned URL for %s: %s", stored.filename, exc)
+            return None
+
     def touch(self, stored: StoredFile, now: float | None = None) -> None:
         """Record an access for least-recently-used eviction."""
         self.files.touch(stored, now if now is not None else time.time())

@@ -3,11 +3,14 @@
 Replicas share the bucket; each keeps its own local tier (``<cache>/files/``, the layout of
 ``proxy/localstore.py``), so a hot file is sent from a descriptor (sendfile) as without S3.
 
-- ``stat``: the local copy if there is one; else the bucket (one HEAD). A bucket hit is copied
-  in to ``<cache>/tmp/``, its sha256 checked while it is read, then renamed into the local tier:
-  a caller only ever gets a file that was verified on this machine. An object whose bytes do
-  not match its key (damaged in the bucket, or written by something else) is deleted from the
-  bucket and reported as absent, so it is fetched again from the upstream, never served.
+- ``stat``: the local copy if there is one; else the bucket's object (one HEAD), with no
+  ``path``: what is held, for page views, verify and the prefetcher, at the cost of a HEAD.
+- ``local_copy``: a hit on a file only in the bucket is copied in to ``<cache>/tmp/``, its
+  sha256 checked while it is read, then renamed into the local tier: a client is only ever
+  sent bytes verified on this machine. An object whose bytes do not match its key (damaged in
+  the bucket, or written by something else) is deleted from the bucket and reported as absent,
+  so it is fetched again from the upstream, never served. (With ``s3_redirect`` the client is
+  sent to the bucket instead; pip and uv check the hash the page gives.)
 - ``put``: into the local tier at once (the request that filled it is answered from there),
   then uploaded in the background with a conditional write (``If-None-Match: *``, see
   ``proxy/s3store.py``): of two replicas filling one file, the second keeps the first's
@@ -207,10 +210,7 @@ class TieredFileStore:
             return found
         if not is_sha256(sha256) or not is_safe_filename(filename):
             return None
-        remote = self.bucket.stat(sha256, filename)
-        if remote is None:
-            return None
-        return self._copy_in(remote)
+        return self.bucket.stat(sha256, filename)
 
     def _copy_lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._copying_lock:
@@ -219,7 +219,7 @@ class TieredFileStore:
                 lock = self._copying[key] = threading.Lock()
             return lock
 
-    def _copy_in(self, remote: StoredFile) -> StoredFile | None:
+    def local_copy(self, remote: StoredFile) -> StoredFile | None:
         """The bucket's object as a verified local copy; None (and the object deleted) when
         its bytes do not hash to its key. One copy per file at a time in this process: a
         second request for it waits and finds the first's."""

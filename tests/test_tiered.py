@@ -76,7 +76,10 @@ def test_tiered__second_replica_copies_in_and_verifies(s3_config: S3Config, tmp_
     a.put(part, sha, "demo-1.0-py3-none-any.whl")
     assert b.stat(sha, "demo-1.0-py3-none-any.whl") is None  # only in A's queue
     wait_uploaded(a)
-    found = b.stat(sha, "demo-1.0-py3-none-any.whl")
+    remote = b.stat(sha, "demo-1.0-py3-none-any.whl")
+    assert remote is not None and remote.path is None  # held: in the bucket, not copied yet
+    assert not (tmp_path / "b" / "files" / sha[:2]).exists()
+    found = b.local_copy(remote)
     assert found is not None and found.path is not None  # a local copy: sent with sendfile
     assert found.path.is_relative_to(tmp_path / "b" / "files")
     assert found.path.read_bytes() == data
@@ -91,7 +94,9 @@ def test_tiered__damaged_bucket_object_is_dropped_not_served(
     sha = hashlib.sha256(data).hexdigest()
     key = b.bucket.key_of(sha, "demo-1.0.tar.gz")
     obstore.put(b.bucket.objects, key, data[:-1] + bytes([data[-1] ^ 1]))  # one bit off
-    assert b.stat(sha, "demo-1.0.tar.gz") is None
+    remote = b.stat(sha, "demo-1.0.tar.gz")
+    assert remote is not None and remote.size == len(data)  # a HEAD cannot tell
+    assert b.local_copy(remote) is None
     assert b.damaged_dropped == 1
     assert b.bucket.stat(sha, "demo-1.0.tar.gz") is None  # deleted from the bucket
     assert not (tmp_path / "b" / "files" / sha[:2] / sha).exists()
@@ -146,8 +151,10 @@ def test_tiered__local_tier_capped_never_the_only_copy(s3_config: S3Config, tmp_
     assert wait_uploaded(store)
     assert store.local_bytes() <= 25_000 * 0.9
     assert sum(store.local.stat(*n) is not None for n in names) == 2
-    # the one that went is still served: copied in again from the bucket
-    assert all(store.stat(*n) is not None for n in names)
+    # the one that went is still held, and copied in again from the bucket when asked
+    for n in names:
+        again = store.stat(*n)
+        assert again is not None and store.local_copy(again) is not None
 
 
 def test_tiered__remove_goes_everywhere(s3_config: S3Config, tmp_path: Path) -> None:

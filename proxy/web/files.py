@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import time
 
+import anyio
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp
 
 from proxy.errors import FillFailed, NotFound, RecordUnreadable, UpstreamError
@@ -35,8 +36,10 @@ def _touch(runtime: Runtime, stored: StoredFile) -> None:
 
 def _hit(request: Request, runtime: Runtime, stored: StoredFile) -> ASGIApp | None:
     """A response from the stored file, or None if it went (evicted) since it was found."""
-    if stored.path is None:
-        return None
+    if stored.path is None:  # only in the bucket (s3_redirect): the client fetches it there
+        url = runtime.storage.presign(stored, runtime.settings.s3_redirect_expiry)
+        _touch(runtime, stored)
+        return RedirectResponse(url, status_code=307) if url is not None else None
     try:
         fd = os.open(stored.path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
@@ -92,8 +95,12 @@ async def serve_file(request: Request) -> Response | ASGIApp:
         return error(502, f"the upstream index is unavailable: {exc}")
     if located.damaged:
         runtime.stats.add("integrity_errors")
-    if located.stored is not None:
-        hit = _hit(request, runtime, located.stored)
+    stored = located.stored
+    if stored is not None and stored.path is None and not runtime.settings.s3_redirect:
+        # Only in the shared bucket: copied here and verified first, then a hit as any other
+        stored = await anyio.to_thread.run_sync(runtime.storage.local_copy, stored)
+    if stored is not None:
+        hit = _hit(request, runtime, stored)
         if hit is not None:
             mark(request.scope, "hit", project)
             return hit
