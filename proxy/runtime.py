@@ -13,11 +13,12 @@ import anyio
 import httpx
 
 from proxy.breaker import Breakers
-from proxy.evict import evict, over_cap
+from proxy.evict import over_cap
 from proxy.fill import Filler
 from proxy.index import IndexService
 from proxy.origins import AddressGuard, origin_of
 from proxy.settings import Settings, upstream_warning
+from proxy.sharedevict import evict_once
 from proxy.stats import Stats, write
 from proxy.storage import FILES_BYTES, Storage
 from proxy.upstream import Upstream, UpstreamLimits, make_http_client, redact
@@ -142,7 +143,7 @@ class Runtime:
         async def run() -> None:
             try:
                 if await anyio.to_thread.run_sync(over_cap, self.storage, cap):
-                    done = await anyio.to_thread.run_sync(evict, self.storage, cap)
+                    done = await anyio.to_thread.run_sync(evict_once, self.storage, cap)
                     self.stats.add("evicted_files", done.files)
                     self.stats.add("evicted_bytes", done.bytes)
             finally:

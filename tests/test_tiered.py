@@ -299,3 +299,30 @@ def test_holding__one_holder_renewed_and_lost_stops_the_work(tmp_path: Path) -> 
             raise AssertionError("the work was not stopped")
 
     anyio.run(main)
+
+
+def test_eviction__works_on_the_bucket_under_its_lease(s3_config: S3Config, tmp_path: Path) -> None:
+    from proxy.sharedevict import evict_once
+
+    a, b = _replica(tmp_path / "a", s3_config), _replica(tmp_path / "b", s3_config)
+    try:
+        shas = []
+        for i in range(4):
+            part, sha, _ = _part(tmp_path / "parts", f"demo-{i}.tar.gz", 10_000)
+            a.commit(part, sha, f"demo-{i}.tar.gz")
+            shas.append(sha)
+        assert a.flush(30)
+        a.pin(shas[0])  # the oldest, but the mirror holds it
+        holder = b.lease("evict").acquire("replica-c", 60)
+        assert holder is not None
+        assert evict_once(b, 25_000).files == 0  # another replica is evicting: skipped
+        assert b.lease("evict").release(holder)
+        done = evict_once(b, 25_000)
+        assert done.files == 2 and done.bytes == 20_000
+        left = {f.sha256 for f in a.iter_stored()}
+        assert len(left) == 2 and shas[0] in left  # pinned, through the bucket's marker
+        for i, sha in enumerate(shas):  # gone for every replica but A's own local copies
+            assert (b.stored(sha, f"demo-{i}.tar.gz") is None) == (sha not in left)
+    finally:
+        a.close()
+        b.close()
