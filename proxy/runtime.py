@@ -88,6 +88,9 @@ class Runtime:
         runtime._flusher = asyncio.create_task(runtime._flush_forever())
         if storage.shared is not None:
             runtime._syncer = asyncio.create_task(runtime._sync_pages_forever())
+            figures = getattr(storage.files, "figures", None)
+            if callable(figures):
+                runtime.extra_stats.append(figures)
         doubt = None if settings.offline else upstream_warning(settings.upstream)
         if doubt:
             log.warning("upstream %s %s", redact(settings.upstream), doubt)

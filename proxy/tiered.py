@@ -317,6 +317,21 @@ class TieredFileStore:
             return None
         return self.bucket.presign(stored, expires)
 
+    def figures(self) -> dict[str, object]:
+        """For /stats: where files go and how the uploads stand (no endpoint, no credential;
+        the counts are this process's since it started)."""
+        return {
+            "storage": {
+                "url": self.bucket.config.url,
+                "uploads_pending": len(self.pending()),
+                "uploads_done": self.uploads_done,
+                "uploads_failed": self.uploads_failed,
+                "damaged_dropped": self.damaged_dropped,
+                "local_copies_bytes": self.local_bytes(),
+                "local_copies_size": self.local_cap,
+            }
+        }
+
     # -- the local tier's cap ----------------------------------------------------------------
 
     def local_bytes(self) -> int:

@@ -80,6 +80,13 @@ def _wait_in_bucket(store: S3FileStore, sha256: str, filename: str, timeout: flo
         time.sleep(0.1)
 
 
+def _wait_queue_empty(*caches: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while any(list((cache / "uploads").iterdir()) for cache in caches):
+        assert time.monotonic() < deadline, "uploads still queued"
+        time.sleep(0.1)
+
+
 def _no_secrets(*texts: str) -> None:
     for text in texts:
         assert SECRET_ACCESS_KEY not in text
@@ -104,8 +111,12 @@ def test_replicas__file_fetched_by_a_served_by_b_upstream_down_and_offline(
         got = httpx.get(_file_url(a, "demo", wheel.filename), timeout=30)
         assert got.status_code == 200 and got.content == wheel.content
         _wait_in_bucket(bucket, wheel.sha256, wheel.filename)
-        stats = httpx.get(a.url + "/stats", timeout=10).text
-        _no_secrets(stats)
+        _wait_queue_empty(tmp_path / "a")
+        stats = httpx.get(a.url + "/stats", timeout=10)
+        assert stats.json()["storage"]["url"] == _storage(s3_config)
+        assert stats.json()["storage"]["uploads_pending"] == 0
+        _no_secrets(stats.text)
+        assert str(s3_config.endpoint) not in stats.text
     demo.stop()
     fetched = demo.count("/")
     with _replica(s3_config, tmp_path / "b", demo) as b:  # online, its upstream down
@@ -184,12 +195,7 @@ def test_replicas__two_filling_one_file_at_once(
         assert bodies == [wheel.content] * 4
         bucket = S3FileStore(s3_config)
         _wait_in_bucket(bucket, wheel.sha256, wheel.filename)
-        deadline = time.monotonic() + 30
-        while list((tmp_path / "a" / "uploads").iterdir()) or list(
-            (tmp_path / "b" / "uploads").iterdir()
-        ):
-            assert time.monotonic() < deadline, a.log() + b.log()
-            time.sleep(0.1)
+        _wait_queue_empty(tmp_path / "a", tmp_path / "b")
         objects = [f for f in bucket.iter_files() if f.filename == wheel.filename]
         assert len(objects) == 1
         assert hashlib.sha256(b"".join(bucket.read(objects[0]))).hexdigest() == wheel.sha256
