@@ -200,10 +200,15 @@ class SharedRecords:
         now = self.clock()
         if now - self._pins_read > PINS_FRESH:
             pins = set()
-            for meta in self._listing(PINS):
-                name = meta["path"].removeprefix(PINS)
-                if is_sha256(name):
-                    pins.add(name)
+            try:
+                for meta in self._listing(PINS):
+                    name = meta["path"].removeprefix(PINS)
+                    if is_sha256(name):
+                        pins.add(name)
+            except OSError as exc:  # the bucket is down: what we knew (eviction cannot run)
+                log.warning("could not read the bucket's pins: %s", exc)
+                self._pins_read = now
+                return sha256 in self._pins
             self._pins, self._pins_read = pins, now
         return sha256 in self._pins
 

@@ -277,7 +277,15 @@ class TieredFileStore:
         return stored, created
 
     def remove(self, sha256: str, filename: str) -> int:
-        """From the bucket and the local tier, and off the upload queue."""
+        """From the bucket and the local tier, and off the upload queue; but when the local
+        copy is the damaged one (callers remove a file whose size or hash was wrong), only
+        the local copy: the bucket's good object is every replica's, maybe the mirror's last."""
+        mine = self.local.stat(sha256, filename)
+        if mine is not None and mine.path is not None and not _whole(mine):
+            size = self.local.remove(sha256, filename)
+            self._grew(-size)
+            log.warning("%s: this replica's local copy was damaged; dropped it", filename)
+            return size
         with contextlib.suppress(FileNotFoundError, ValueError):
             os.unlink(self.queue_dir / _entry_name(sha256, filename))
         local = self.local.remove(sha256, filename)
@@ -376,6 +384,19 @@ class TieredFileStore:
             return freed
         finally:
             self._trim_lock.release()
+
+
+def _whole(stored: StoredFile) -> bool:
+    """Whether a local copy's bytes hash to its name (read whole: only on removal)."""
+    assert stored.path is not None
+    digest = hashlib.sha256()
+    try:
+        with stored.path.open("rb") as f:
+            while chunk := f.read(COPY_CHUNK):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == stored.sha256
 
 
 def wait_uploaded(store: TieredFileStore, timeout: float = 30.0) -> bool:

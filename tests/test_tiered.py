@@ -326,3 +326,19 @@ def test_eviction__works_on_the_bucket_under_its_lease(s3_config: S3Config, tmp_
     finally:
         a.close()
         b.close()
+
+
+def test_tiered__damaged_local_copy_goes_alone(s3_config: S3Config, tmp_path: Path) -> None:
+    a, b = _tiered(tmp_path / "a", s3_config), _tiered(tmp_path / "b", s3_config)
+    part, sha, data = _part(tmp_path, "demo-5.0.tar.gz", 8000)
+    a.put(part, sha, "demo-5.0.tar.gz")
+    assert wait_uploaded(a)
+    local = a.local.stat(sha, "demo-5.0.tar.gz")
+    assert local is not None and local.path is not None
+    local.path.write_bytes(data[:100])  # truncated on this replica's disk
+    assert a.remove(sha, "demo-5.0.tar.gz") == 100
+    assert a.local.stat(sha, "demo-5.0.tar.gz") is None
+    remote = b.stat(sha, "demo-5.0.tar.gz")  # the bucket's good object stays for everyone
+    assert remote is not None and remote.size == len(data)
+    copy = a.local_copy(remote)
+    assert copy is not None and copy.path is not None and copy.path.read_bytes() == data
