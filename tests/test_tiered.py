@@ -342,3 +342,26 @@ def test_tiered__damaged_local_copy_goes_alone(s3_config: S3Config, tmp_path: Pa
     assert remote is not None and remote.size == len(data)
     copy = a.local_copy(remote)
     assert copy is not None and copy.path is not None and copy.path.read_bytes() == data
+
+
+def test_tiered__upload_failing_stays_queued_then_sent(s3_config: S3Config, tmp_path: Path) -> None:
+    import dataclasses
+
+    down = dataclasses.replace(s3_config, endpoint="http://127.0.0.1:9")  # nothing listens
+    root = tmp_path / "a"
+    (root / "tmp").mkdir(parents=True)
+    broken = TieredFileStore(
+        LocalFileStore(root / "files"),
+        S3FileStore(down, retries=0, retry_timeout=1, connect_timeout=1),
+        work_dir=root / "tmp",
+        queue_dir=root / "uploads",
+    )
+    part, sha, data = _part(tmp_path, "demo-6.0.tar.gz", 3000)
+    stored, _ = broken.put(part, sha, "demo-6.0.tar.gz")
+    assert stored.path is not None and stored.path.read_bytes() == data  # served meanwhile
+    assert broken.upload_pending() == 1 and broken.uploads_failed == 1
+    assert broken.pending() == [(sha, "demo-6.0.tar.gz")]
+    again = _tiered(root, s3_config)  # the next start, the bucket back
+    assert wait_uploaded(again)
+    remote = again.bucket.stat(sha, "demo-6.0.tar.gz")
+    assert remote is not None and remote.size == len(data)
