@@ -159,7 +159,8 @@ class Storage:
         bucket = getattr(self.files, "bucket", None)
         if self.shared is not None and bucket is not None:
             return s3_lease(bucket, name)
-        return local_lease(self.state_dir, name)
+        # A directory of their own: state/<name>.lock files are other locks (the prefetch pass's)
+        return local_lease(self.state_dir / "leases", name)
 
     def check_writable(self) -> None:
         """Write and remove a file in tmp/, as every download does; CacheUnusable if it fails."""
