@@ -26,7 +26,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -455,6 +455,16 @@ class Storage:
             log.warning("could not copy %s from the bucket: %s", stored.filename, exc)
             return None
         return found
+
+    def stream_in(self, stored: StoredFile) -> AsyncIterator[bytes] | None:
+        """``stored``'s bytes sent from a shared store while a local copy is made (see
+        ``TieredFileStore.stream_in``: a damaged object is never sent whole); None when
+        ``stored`` is local or the store cannot."""
+        stream = getattr(self.files, "stream_in", None)
+        if stored.path is not None or not callable(stream):
+            return None
+        chunks: AsyncIterator[bytes] = stream(stored)
+        return chunks
 
     def presign(self, stored: StoredFile, expires: float) -> str | None:
         """A URL the client can fetch ``stored`` from itself, for ``expires`` seconds; None

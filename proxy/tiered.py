@@ -39,6 +39,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anyio
+
 from proxy.errors import StoreUnavailable
 from proxy.filestore import StoredFile
 from proxy.localstore import LocalFileStore
@@ -254,6 +256,42 @@ class TieredFileStore:
                     self._copying.pop(key, None)
         self._grew(stored.size)
         return stored
+
+    async def stream_in(self, remote: StoredFile) -> AsyncIterator[bytes]:
+        """The bucket's object, sent while it is copied in: its bytes as they come, but the
+        last chunk held back until the whole was hashed, so a client never gets a damaged
+        object complete (the transfer is cut, or a small file is a clean error); the copy
+        is kept only when it checked out. For a plain GET: the first byte does not wait for
+        the whole object as ``local_copy`` does."""
+        part = self.work_dir / f"s3-{os.getpid()}-{secrets.token_hex(6)}.part"
+        digest = hashlib.sha256()
+        size = 0
+        held: bytes | None = None
+        try:
+            async with await anyio.open_file(part, "wb") as f:
+                async for chunk in self.bucket.stream(remote, 0, remote.size):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    await f.write(chunk)
+                    if held is not None:
+                        yield held
+                    held = chunk
+                await f.flush()
+                await anyio.to_thread.run_sync(os.fsync, f.wrapped.fileno())
+            if digest.hexdigest() != remote.sha256 or size != remote.size:
+                await anyio.to_thread.run_sync(self._drop_damaged, remote, size)
+                raise StoreUnavailable(f"object store: {remote.filename} is damaged; dropped")
+            await anyio.to_thread.run_sync(self._keep, part, remote)
+            if held is not None:
+                yield held
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+
+    def _keep(self, part: Path, remote: StoredFile) -> None:
+        stored, created = self.local.put(part, remote.sha256, remote.filename)
+        if created:
+            self._grew(stored.size)
 
     def _drop_damaged(self, remote: StoredFile, size: int) -> None:
         self.damaged_dropped += 1

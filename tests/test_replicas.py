@@ -126,7 +126,10 @@ def test_replicas__file_fetched_by_a_served_by_b_upstream_down_and_offline(
         assert (tmp_path / "b" / "files" / wheel.sha256[:2] / wheel.sha256).is_dir()
         b_log = b.log()
     with _replica(s3_config, tmp_path / "c", demo, "--offline") as c:
-        got = httpx.get(_file_url(c, "demo", wheel.filename), timeout=30)
+        url = _file_url(c, "demo", wheel.filename)
+        part = httpx.get(url, headers={"Range": "bytes=100-199"}, timeout=30)  # copied in first
+        assert part.status_code == 206 and part.content == wheel.content[100:200]
+        got = httpx.get(url, timeout=30)
         assert got.status_code == 200, got.text + c.log()
         assert got.content == wheel.content
         missing = httpx.get(f"{c.url}/simple/helper/", timeout=10)
@@ -213,17 +216,23 @@ def test_replicas__damaged_bucket_object_never_served(
     damaged[1000] ^= 0xFF  # same size: only the hash can tell
     obstore.put(bucket.objects, bucket.key_of(wheel.sha256, wheel.filename), bytes(damaged))
     with _replica(s3_config, tmp_path / "b", demo, "--offline") as b:
-        got = httpx.get(_file_url(b, "demo", wheel.filename), timeout=30)
-        assert got.status_code in (404, 503)  # not in this mirror any more: never bad bytes
+        url = _file_url(b, "demo", wheel.filename)
+        try:  # streamed as it is checked: the transfer is cut before its last chunk
+            got = httpx.get(url, timeout=30)
+            assert got.status_code != 200, "a damaged object was sent whole"
+        except httpx.RemoteProtocolError:
+            pass
         assert "damaged" in b.log()
+        again = httpx.get(url, timeout=30)
+        assert again.status_code in (404, 503)  # dropped: not in this mirror any more
     assert bucket.stat(wheel.sha256, wheel.filename) is None  # deleted from the bucket
     with _replica(s3_config, tmp_path / "c", demo) as c:  # online: fetched again, right
         got = httpx.get(_file_url(c, "demo", wheel.filename), timeout=30)
         assert got.status_code == 200 and got.content == wheel.content
         _wait_in_bucket(bucket, wheel.sha256, wheel.filename)
-    again = bucket.stat(wheel.sha256, wheel.filename)
-    assert again is not None
-    assert hashlib.sha256(b"".join(bucket.read(again))).hexdigest() == wheel.sha256
+    good = bucket.stat(wheel.sha256, wheel.filename)
+    assert good is not None
+    assert hashlib.sha256(b"".join(bucket.read(good))).hexdigest() == wheel.sha256
 
 
 def test_replicas__redirect_to_a_presigned_url(

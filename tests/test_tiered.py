@@ -365,3 +365,55 @@ def test_tiered__upload_failing_stays_queued_then_sent(s3_config: S3Config, tmp_
     assert wait_uploaded(again)
     remote = again.bucket.stat(sha, "demo-6.0.tar.gz")
     assert remote is not None and remote.size == len(data)
+
+
+def _drain(chunks: object) -> tuple[bytes, Exception | None]:
+    import anyio
+
+    got: list[bytes] = []
+
+    async def run() -> Exception | None:
+        try:
+            async for chunk in chunks:  # type: ignore[attr-defined]
+                got.append(chunk)
+        except Exception as exc:
+            return exc
+        return None
+
+    error = anyio.run(run)
+    return b"".join(got), error
+
+
+def test_tiered__stream_in_sends_and_keeps_a_verified_copy(
+    s3_config: S3Config, tmp_path: Path
+) -> None:
+    a, b = _tiered(tmp_path / "a", s3_config), _tiered(tmp_path / "b", s3_config)
+    part, sha, data = _part(tmp_path, "demo-7.0.tar.gz", 900_000)  # several chunks
+    a.put(part, sha, "demo-7.0.tar.gz")
+    assert wait_uploaded(a)
+    remote = b.stat(sha, "demo-7.0.tar.gz")
+    assert remote is not None
+    body, error = _drain(b.stream_in(remote))
+    assert error is None and body == data
+    kept = b.local.stat(sha, "demo-7.0.tar.gz")
+    assert kept is not None and kept.path is not None and kept.path.read_bytes() == data
+    assert list((tmp_path / "b" / "tmp").iterdir()) == []
+
+
+def test_tiered__stream_in_never_sends_a_damaged_object_whole(
+    s3_config: S3Config, tmp_path: Path
+) -> None:
+    b = _tiered(tmp_path / "b", s3_config)
+    for size in (900_000, 1000):  # many chunks (cut before the last), one (nothing sent)
+        data = os.urandom(size)
+        sha = hashlib.sha256(data).hexdigest()
+        damaged = bytes([data[0] ^ 1]) + data[1:]
+        obstore.put(b.bucket.objects, b.bucket.key_of(sha, "demo-8.0.tar.gz"), damaged)
+        remote = b.stat(sha, "demo-8.0.tar.gz")
+        assert remote is not None
+        body, error = _drain(b.stream_in(remote))
+        assert error is not None and "damaged" in str(error)
+        assert len(body) < size  # the last chunk held back: never the whole object
+        assert b.bucket.stat(sha, "demo-8.0.tar.gz") is None
+        assert b.local.stat(sha, "demo-8.0.tar.gz") is None
+    assert list((tmp_path / "b" / "tmp").iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -97,7 +98,13 @@ async def serve_file(request: Request) -> Response | ASGIApp:
         runtime.stats.add("integrity_errors")
     stored = located.stored
     if stored is not None and stored.path is None and not runtime.settings.s3_redirect:
-        # Only in the shared bucket: copied here and verified first, then a hit as any other
+        # Only in the shared bucket: a GET is sent as it is copied here and verified; HEAD
+        # and Range wait for the verified copy, then are a hit as any other.
+        chunks = runtime.storage.stream_in(stored)
+        if request.method == "GET" and "range" not in request.headers and chunks is not None:
+            mark(request.scope, "hit", project)
+            served = functools.partial(runtime.stats.add, "bytes_served")
+            return StreamResponse(chunks, total=stored.size, etag=stored.sha256, on_sent=served)
         stored = await anyio.to_thread.run_sync(runtime.storage.local_copy, stored)
     if stored is not None:
         hit = _hit(request, runtime, stored)
