@@ -114,12 +114,14 @@ def measure_tier(
     work: Path, config: S3Config, source: Path, sha: str, rounds: int
 ) -> dict[str, float]:
     """The tiered store as replicas use it: a fill (local, then the upload), a hot hit (stat
-    and stream of the local copy), and a second replica's first hit (HEAD, verified copy-in,
-    stream of its new local copy)."""
+    and stream of the local copy), and a second replica's first hit: HEAD, verified copy-in,
+    stream of its new local copy (as for HEAD and Range), and sent while copied in (a GET),
+    with the time to its first byte."""
     name = f"bench-{source.stat().st_size // MB}mb.whl"
-    fills, hots, firsts = [], [], []
+    fills, hots, firsts, streamed, first_bytes = [], [], [], [], []
     for i in range(rounds):
         a, b = tier(work, f"a{i}", config), tier(work, f"b{i}", config)
+        c = tier(work, f"c{i}", config)
         a.bucket.remove(sha, name)
         copy = source.with_name(source.name + ".copy")
         shutil.copyfile(source, copy)
@@ -145,10 +147,26 @@ def measure_tier(
             stream_all(b, stored)
 
         firsts.append(timed(first))
+
+        def stream_first(c: TieredFileStore = c, i: int = i) -> None:
+            remote = c.stat(sha, name)
+            assert remote is not None
+            started = time.perf_counter()
+
+            async def run() -> None:
+                async for _ in c.stream_in(remote):
+                    if len(first_bytes) <= i:
+                        first_bytes.append(time.perf_counter() - started)
+
+            anyio.run(run)
+
+        streamed.append(timed(stream_first))
     return {
         "fill_s": statistics.median(fills),
         "hot_s": statistics.median(hots),
         "replica2_first_s": statistics.median(firsts),
+        "replica2_streamed_s": statistics.median(streamed),
+        "replica2_first_byte_s": statistics.median(first_bytes),
     }
 
 
