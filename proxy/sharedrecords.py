@@ -4,6 +4,9 @@ Keys under the store's prefix (beside ``files/``, ``atime/`` and ``lease/``):
 
 - ``pages/<project>``  the project's page record as JSON (below), written by the replica that
   stored it; other replicas read it when they have none and poll the listing for newer ones;
+- ``changes/<ms>-<project>``  an empty marker per saved page, keyed by the writer's clock in
+  milliseconds: replicas follow these (a listing from where they left off) rather than list
+  every page; markers older than a day are swept;
 - ``pins/<sha256>``    an empty marker: the prefetcher of some replica holds this file in the
   mirror, so no replica's eviction may drop it.
 
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 
 PAGES = "pages/"
 PINS = "pins/"
+CHANGES = "changes/"
+KEEP_CHANGES = 86400.0  # a replica stopped longer than this reads every record at its start
 PINS_FRESH = 30.0  # seconds the pin listing is trusted before it is read again
 
 
@@ -141,10 +146,45 @@ class SharedRecords:
         key = PAGES + record.project
         try:
             result = obstore.put(self.objects, key, encode_page(record))
+            # After the record: a replica that reads the marker finds the record. A marker
+            # lost (a failure just here) delays the change until the others' next start.
+            obstore.put(self.objects, self._change_key(self.clock(), record.project), b"")
         except (BaseError, OSError) as exc:
             log.warning("page of %s not written to the bucket: %s", record.project, _short(exc))
             return None
         return result["e_tag"]
+
+    @staticmethod
+    def _change_key(when: float, project: str) -> str:
+        return f"{CHANGES}{int(when * 1000):013d}-{project}"
+
+    def changes(self, since: float) -> Iterator[tuple[str, str]]:
+        """(marker key, project) of every page saved at or after ``since`` by its writer's
+        clock, oldest first: one listing that starts there."""
+        start = f"{CHANGES}{int(since * 1000):013d}"
+        try:
+            for chunk in obstore.list(self.objects, CHANGES, offset=start):
+                for meta in chunk:
+                    project = meta["path"].removeprefix(CHANGES)[14:]
+                    if is_valid_project_name(project):
+                        yield meta["path"], project
+        except (BaseError, OSError) as exc:
+            raise_store_error("LIST", CHANGES, exc)
+
+    def sweep_changes(self, now: float | None = None) -> int:
+        """Delete the markers older than KEEP_CHANGES; how many went."""
+        cutoff = self._change_key((now if now is not None else self.clock()) - KEEP_CHANGES, "")
+        old: list[str] = []
+        for meta in self._listing(CHANGES):
+            if meta["path"] >= cutoff:
+                break  # sorted by key, so by time
+            old.append(meta["path"])
+        for at in range(0, len(old), 1000):  # S3 deletes up to 1000 keys per request
+            try:
+                obstore.delete(self.objects, old[at : at + 1000])
+            except (BaseError, OSError) as exc:
+                raise_store_error("DELETE", CHANGES, exc)
+        return len(old)
 
     def load_page(self, project: str) -> tuple[PageRecord, str] | None:
         """The bucket's record of ``project`` and its version, or None."""
@@ -167,16 +207,20 @@ class SharedRecords:
         try:
             obstore.delete(self.objects, key)
         except FileNotFoundError:
-            return
+            pass
         except (BaseError, OSError) as exc:
             raise_store_error("DELETE", key, exc)
+        try:  # the others follow the removal as they follow a save
+            obstore.put(self.objects, self._change_key(self.clock(), project), b"")
+        except (BaseError, OSError) as exc:
+            raise_store_error("PUT", CHANGES, exc)
 
-    def pages(self, since: float = 0.0) -> Iterator[SharedPage]:
-        """Every stored page changed at or after ``since`` (by the store's clock)."""
+    def pages(self) -> Iterator[SharedPage]:
+        """Every stored page record, with its version."""
         for meta in self._listing(PAGES):
             project = meta["path"].removeprefix(PAGES)
-            modified = _timestamp(meta["last_modified"])
-            if is_valid_project_name(project) and modified >= since:
+            if is_valid_project_name(project):
+                modified = _timestamp(meta["last_modified"])
                 yield SharedPage(project, meta["e_tag"] or "", modified)
 
     # -- pins --------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ _URLHASH = "urlhash:"
 _PIN = "pin:"
 _SIZE = "size:"
 MAX_REMEMBERED_SIZES = 100_000
+CHANGES_SLACK = 120.0  # seconds of change markers read again: writers' clocks differ, lists lag
 _JSON = "json:"  # the legacy JSON API: json:<project> and json:<project>/<version>
 _SHARED = "shared:"  # per project: the version of the bucket's record our copy matches
 _GEN = "gen:"  # per project: bumped by every change to its page or to the files it lists
@@ -113,7 +114,11 @@ class Storage:
         self.files_dir = root / "files"
         self.files: FileStore = files if files is not None else LocalFileStore(self.files_dir)
         self.shared = shared  # set when replicas share pages and pins through a bucket
-        self._pages_seen = 0.0  # the bucket's clock: pages changed since were not yet read
+        # Following the pages other replicas store (sync_pages): where the change markers
+        # are read from next (None: not yet read at all), and those read in that window.
+        self._changes_from: float | None = None
+        self._changes_read: dict[str, float] = {}
+        self._changes_swept = 0.0
         self.tmp_dir = root / "tmp"
         self.state_dir = root / "state"
         self._sizes: dict[str, int] = {}
@@ -237,14 +242,18 @@ class Storage:
         return _PAGE + project in self.index
 
     def delete_page(self, project: str) -> None:
+        """Drop a project's record; with a bucket, every replica's (they follow the change)."""
+        self._delete_page_here(project)
+        if self.shared is not None:
+            self.shared.delete_page(project)
+
+    def _delete_page_here(self, project: str) -> None:
         with self.index.transact():
             if self.index.delete(_PAGE + project):
                 self.index.decr(PROJECTS_COUNT)
             self.index.incr(_GEN + project)
             self.index.delete(_SHARED + project)
         self.changelog.project_removed(project)
-        if self.shared is not None:
-            self.shared.delete_page(project)
 
     # -- pages another replica stored ---------------------------------------------------------
 
@@ -263,29 +272,58 @@ class Storage:
         self.index.set(_SHARED + project, version)
         return record
 
+    def _take_page(self, project: str) -> int:
+        """Keep the bucket's record of ``project`` unless ours is the same or newer; 1 if
+        taken."""
+        assert self.shared is not None
+        got = self.shared.load_page(project)
+        if got is None:
+            if _SHARED + project in self.index:
+                # Shared once, removed since by another replica (its prefetcher found the
+                # project gone): this replica drops it too.
+                self._delete_page_here(project)
+                return 1
+            return 0
+        record, version = got
+        if self.index.get(_SHARED + project) == version:
+            return 0  # ours, or read before
+        mine = usable_page(self._read_record(_PAGE + project))
+        if mine is not None and _newer(mine, record):
+            self.index.set(_SHARED + project, version)
+            return 0  # a lagging writer: ours is newer, keep it
+        self._save_page_here(record)
+        self.index.set(_SHARED + project, version)
+        return 1
+
     def sync_pages(self) -> int:
         """Read the page records other replicas wrote since the last call (all of them the
         first time) and keep the newer ones here; how many were taken. Blocking: a server
         runs it every few seconds in a thread (``Runtime``)."""
-        if self.shared is None:
+        shared = self.shared
+        if shared is None:
             return 0
-        since = self._pages_seen
         taken = 0
-        for item in list(self.shared.pages(since)):
-            self._pages_seen = max(self._pages_seen, item.modified - 60.0)  # listings lag
-            if self.index.get(_SHARED + item.project) == item.version:
-                continue  # ours, or read before
-            got = self.shared.load_page(item.project)
-            if got is None:
-                continue
-            record, version = got
-            mine = usable_page(self._read_record(_PAGE + item.project))
-            if mine is not None and _newer(mine, record):
-                self.index.set(_SHARED + item.project, version)
-                continue  # a lagging writer: ours is newer, keep it
-            self._save_page_here(record)
-            self.index.set(_SHARED + item.project, version)
-            taken += 1
+        if self._changes_from is None:
+            # First call: every record (a listing of pages/, its versions compared here),
+            # then only the change markers written since (a listing that many keys long).
+            started = shared.clock()
+            for item in list(shared.pages()):
+                if self.index.get(_SHARED + item.project) != item.version:
+                    taken += self._take_page(item.project)
+            self._changes_from = started - CHANGES_SLACK
+        else:
+            started = shared.clock()
+            for key, project in list(shared.changes(self._changes_from)):
+                if key not in self._changes_read:
+                    self._changes_read[key] = started
+                    taken += self._take_page(project)
+            self._changes_from = started - CHANGES_SLACK
+            for key, when in list(self._changes_read.items()):
+                if when < self._changes_from - CHANGES_SLACK:
+                    del self._changes_read[key]  # out of the window read again
+            if started - self._changes_swept > 3600:
+                self._changes_swept = started
+                shared.sweep_changes()
         if taken:
             log.info("took %d page records other replicas stored", taken)
         return taken

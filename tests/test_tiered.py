@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import obstore
@@ -208,10 +209,21 @@ def test_storage__pages_and_pins_shared(s3_config: S3Config, tmp_path: Path) -> 
         assert b.load_page("demo").page.serial == 6  # type: ignore[union-attr]
         assert b.generation("demo") > generation  # in-memory copies of it are dropped
         assert b.sync_pages() == 0
+        a.save_page(_record("other", 1, "ef" * 32))  # followed through the change markers
+        changes = [k for k, _ in SharedRecords(S3FileStore(s3_config)).changes(0.0)]
+        assert len(changes) == 3 and changes == sorted(changes)
+        assert b.sync_pages() == 1 and b.has_page("other")
+        assert b.sync_pages() == 0  # markers in the re-read window are not read twice
         a.delete_page("demo")
+        assert b.sync_pages() == 1  # removed on every replica that had it
+        assert not b.has_page("demo")
         c = _replica(tmp_path / "c", s3_config)
         assert c.load_page("demo") is None
+        assert c.sync_pages() == 1 and c.has_page("other")  # a new replica reads them all
         c.close()
+        shared = SharedRecords(S3FileStore(s3_config))
+        assert shared.sweep_changes(now=time.time() + 2 * 86400) == 4
+        assert list(shared.changes(0.0)) == []
     finally:
         a.close()
         b.close()
