@@ -181,7 +181,7 @@ def test_replicas__two_filling_one_file_at_once(
     wheel = make_wheel("demo", "1.0", payload_size=300_000)
     demo.throttle = 0.01  # both downloads in flight together
     with (
-        _replica(s3_config, tmp_path / "a", demo) as a,
+        _replica(s3_config, tmp_path / "a", demo, "--workers", "2") as a,
         _replica(s3_config, tmp_path / "b", demo) as b,
     ):
         urls = [_file_url(p, "demo", wheel.filename) for p in (a, b)]
