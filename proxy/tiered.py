@@ -28,6 +28,7 @@ directory, and an flock on each entry keeps two of them from sending one file at
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -53,6 +54,7 @@ LOW_WATER = 0.9  # trim the local tier to 90% of its cap, so trimming does not r
 RETRY_AFTER = 5.0  # seconds before an upload that failed is tried again (doubling, to 300)
 MAX_RETRY_AFTER = 300.0
 COPY_CHUNK = 1024 * 1024
+MAX_QUEUED_TOUCHES = 10_000
 
 
 def _entry_name(sha256: str, filename: str) -> str:
@@ -89,6 +91,9 @@ class TieredFileStore:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._uploader: threading.Thread | None = None
+        self._touches: collections.deque[tuple[StoredFile, float]] = collections.deque(
+            maxlen=MAX_QUEUED_TOUCHES
+        )
         self.uploads_done = 0
         self.uploads_failed = 0
         self.damaged_dropped = 0
@@ -131,6 +136,7 @@ class TieredFileStore:
         delay = RETRY_AFTER
         while not self._stop.is_set():
             self._wake.clear()
+            self._send_touches()
             try:
                 failed = self.upload_pending()
             except OSError as exc:  # the queue directory itself: say so, keep trying
@@ -333,8 +339,16 @@ class TieredFileStore:
         return max(local, remote)
 
     def touch(self, stored: StoredFile, now: float) -> None:
+        """The local copy's access time now; the bucket's marker (rate-limited there) from
+        the uploader thread: a hit, on the event loop, never waits for the network."""
         self.local.touch(stored, now)  # for the local tier's own order
-        self.bucket.touch(stored, now)  # rate-limited there: eviction of the shared store
+        self._touches.append((stored, now))  # bounded: under a flood, old ones are dropped
+        self._wake.set()
+
+    def _send_touches(self) -> None:
+        while self._touches:
+            stored, now = self._touches.popleft()
+            self.bucket.touch(stored, now)  # logs its own failures, never raises
 
     def iter_files(self) -> Iterator[StoredFile]:
         """The bucket's files, and those still waiting for upload (only here, so far)."""

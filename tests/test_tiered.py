@@ -429,3 +429,31 @@ def test_tiered__stream_in_never_sends_a_damaged_object_whole(
         assert b.bucket.stat(sha, "demo-8.0.tar.gz") is None
         assert b.local.stat(sha, "demo-8.0.tar.gz") is None
     assert list((tmp_path / "b" / "tmp").iterdir()) == []
+
+
+def test_tiered__touch_reaches_the_bucket_from_the_uploader(
+    s3_config: S3Config, tmp_path: Path
+) -> None:
+    store = _tiered(tmp_path / "a", s3_config)
+    part, sha, _ = _part(tmp_path, "demo-9.0.tar.gz", 2000)
+    store.put(part, sha, "demo-9.0.tar.gz")
+    assert wait_uploaded(store)
+    remote = store.bucket.stat(sha, "demo-9.0.tar.gz")
+    assert remote is not None
+    later = time.time() + 7200  # past the marker's rate limit
+    store.touch(remote, later)
+    marker = "atime/" + store.bucket.key_of(sha, "demo-9.0.tar.gz").removeprefix("files/")
+    with pytest.raises(FileNotFoundError):
+        obstore.head(store.bucket.objects, marker)  # not written on the caller's thread
+    store.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                obstore.head(store.bucket.objects, marker)
+                break
+            except FileNotFoundError:
+                assert time.monotonic() < deadline, "the access marker was never written"
+                time.sleep(0.05)
+    finally:
+        store.close()

@@ -103,6 +103,7 @@ async def serve_file(request: Request) -> Response | ASGIApp:
         chunks = runtime.storage.stream_in(stored)
         if request.method == "GET" and "range" not in request.headers and chunks is not None:
             mark(request.scope, "hit", project)
+            _touch(runtime, stored)
             served = functools.partial(runtime.stats.add, "bytes_served")
             return StreamResponse(chunks, total=stored.size, etag=stored.sha256, on_sent=served)
         stored = await anyio.to_thread.run_sync(runtime.storage.local_copy, stored)
