@@ -55,6 +55,7 @@ RETRY_AFTER = 5.0  # seconds before an upload that failed is tried again (doubli
 MAX_RETRY_AFTER = 300.0
 COPY_CHUNK = 1024 * 1024
 MAX_QUEUED_TOUCHES = 10_000
+ORPHAN_AFTER = 60.0  # seconds before a queue entry with no local copy is taken for debris
 
 
 def _entry_name(sha256: str, filename: str) -> str:
@@ -142,6 +143,9 @@ class TieredFileStore:
             except OSError as exc:  # the queue directory itself: say so, keep trying
                 log.error("cannot read the upload queue %s: %s", self.queue_dir, exc)
                 failed = 1
+            except Exception:  # a bug must not end uploads for good: the queue is kept
+                log.exception("the uploader failed; trying again later")
+                failed = 1
             if failed:
                 self._wake.wait(delay)
                 delay = min(delay * 2, MAX_RETRY_AFTER)
@@ -179,9 +183,11 @@ class TieredFileStore:
             stored = self.local.stat(sha256, filename)
             if stored is None or stored.path is None:
                 # The crash came between queueing and storing, or verify removed the copy:
-                # nothing to send.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry)
+                # nothing to send. Unless the entry is new: its put may be just renaming the
+                # copy into place (the entry is written first).
+                if time.time() - os.fstat(fd).st_mtime > ORPHAN_AFTER:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry)
                 return
             _, created = self.bucket.put(stored.path, sha256, filename)
             self.uploads_done += 1
@@ -456,8 +462,10 @@ def wait_uploaded(store: TieredFileStore, timeout: float = 30.0) -> bool:
     a command that must leave nothing behind)."""
     deadline = time.monotonic() + timeout
     while store.pending():
+        store.upload_pending()
+        if not store.pending():
+            break
         if time.monotonic() > deadline:
             return False
-        if store.upload_pending():
-            time.sleep(0.2)
+        time.sleep(0.2)  # a failed upload, or an entry whose put is under way elsewhere
     return True

@@ -135,7 +135,11 @@ def test_tiered__queue_survives_a_restart(s3_config: S3Config, tmp_path: Path) -
 def test_tiered__queued_without_local_copy_is_dropped(s3_config: S3Config, tmp_path: Path) -> None:
     store = _tiered(tmp_path / "a", s3_config)
     sha = "ab" * 32
-    (tmp_path / "a" / "uploads" / f"{sha}.gone-1.0.tar.gz").touch()  # crash before the copy
+    entry = tmp_path / "a" / "uploads" / f"{sha}.gone-1.0.tar.gz"
+    entry.touch()  # queued, its copy not yet renamed into place: maybe a put under way
+    assert store.upload_pending() == 0
+    assert store.pending() == [(sha, "gone-1.0.tar.gz")]  # kept while it is new
+    os.utime(entry, (time.time() - 120, time.time() - 120))  # a crash before the copy
     assert store.upload_pending() == 0
     assert store.pending() == []
 
