@@ -32,6 +32,7 @@ from proxy.filestore import FileStore, StoredFile
 from proxy.localstore import LocalFileStore
 from proxy.s3config import S3Config
 from proxy.s3store import S3FileStore
+from proxy.tiered import TieredFileStore, wait_uploaded
 
 MB = 1024 * 1024
 
@@ -99,6 +100,76 @@ def measure(store: FileStore, source: Path, sha: str, rounds: int) -> dict[str, 
     }
 
 
+def tier(work: Path, name: str, config: S3Config) -> TieredFileStore:
+    (work / name / "tmp").mkdir(parents=True, exist_ok=True)
+    return TieredFileStore(
+        LocalFileStore(work / name / "files"),
+        S3FileStore(config),
+        work_dir=work / name / "tmp",
+        queue_dir=work / name / "uploads",
+    )
+
+
+def measure_tier(
+    work: Path, config: S3Config, source: Path, sha: str, rounds: int
+) -> dict[str, float]:
+    """The tiered store as replicas use it: a fill (local, then the upload), a hot hit (stat
+    and stream of the local copy), and a second replica's first hit: HEAD, verified copy-in,
+    stream of its new local copy (as for HEAD and Range), and sent while copied in (a GET),
+    with the time to its first byte."""
+    name = f"bench-{source.stat().st_size // MB}mb.whl"
+    fills, hots, firsts, streamed, first_bytes = [], [], [], [], []
+    for i in range(rounds):
+        a, b = tier(work, f"a{i}", config), tier(work, f"b{i}", config)
+        c = tier(work, f"c{i}", config)
+        a.bucket.remove(sha, name)
+        copy = source.with_name(source.name + ".copy")
+        shutil.copyfile(source, copy)
+
+        def fill(a: TieredFileStore = a, copy: Path = copy) -> None:
+            a.put(copy, sha, name)
+            assert wait_uploaded(a)
+
+        fills.append(timed(fill))
+
+        def hot(a: TieredFileStore = a) -> None:
+            stored = a.stat(sha, name)
+            assert stored is not None and stored.path is not None
+            stream_all(a, stored)
+
+        hots.append(timed(hot))
+
+        def first(b: TieredFileStore = b) -> None:
+            remote = b.stat(sha, name)
+            assert remote is not None
+            stored = b.local_copy(remote)
+            assert stored is not None
+            stream_all(b, stored)
+
+        firsts.append(timed(first))
+
+        def stream_first(c: TieredFileStore = c, i: int = i) -> None:
+            remote = c.stat(sha, name)
+            assert remote is not None
+            started = time.perf_counter()
+
+            async def run() -> None:
+                async for _ in c.stream_in(remote):
+                    if len(first_bytes) <= i:
+                        first_bytes.append(time.perf_counter() - started)
+
+            anyio.run(run)
+
+        streamed.append(timed(stream_first))
+    return {
+        "fill_s": statistics.median(fills),
+        "hot_s": statistics.median(hots),
+        "replica2_first_s": statistics.median(firsts),
+        "replica2_streamed_s": statistics.median(streamed),
+        "replica2_first_byte_s": statistics.median(first_bytes),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1,100", help="file sizes in MB, comma-separated")
@@ -125,6 +196,9 @@ def main() -> None:
                 figures = measure(store, source, sha, args.rounds)
                 shown = "  ".join(f"{k} {v:9.3f}" for k, v in figures.items())
                 print(f"{mb:4d} MB {label:6s} {shown}", flush=True)
+            figures = measure_tier(work, config, source, sha, args.rounds)
+            shown = "  ".join(f"{k} {v:9.3f}" for k, v in figures.items())
+            print(f"{mb:4d} MB {'s3-tier':6s} {shown}", flush=True)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS of this process: {peak:.0f} MB (moto runs in its own)")
     finally:

@@ -12,7 +12,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,6 +27,7 @@ from prefetch.state import PrefetchState
 from prefetch.sync import Syncer
 from prefetch.xmlrpc import ChangelogClient
 from proxy.errors import ProxyError
+from proxy.lease import holding
 from proxy.locks import lock_held
 from proxy.runtime import Runtime
 
@@ -89,6 +90,21 @@ def _exclusive(cache_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+PASS_LEASE_TTL = 120.0  # renewed every 40 s; a crashed replica's lease frees in 2 minutes
+
+
+@contextlib.asynccontextmanager
+async def _one_pass(runtime: Runtime) -> AsyncIterator[None]:
+    """One pass per cache directory (a lock), and with a shared bucket one per bucket: the
+    storage's lease, so replicas take turns instead of racing."""
+    with _exclusive(runtime.settings.cache_dir):
+        if runtime.storage.shared is None:
+            yield
+            return
+        async with holding(runtime.storage.lease("prefetch"), PASS_LEASE_TTL, AlreadyRunning):
+            yield
+
+
 class Prefetcher:
     def __init__(self, runtime: Runtime, state: PrefetchState) -> None:
         if runtime.upstream is None or runtime.mirror.offline:
@@ -100,8 +116,7 @@ class Prefetcher:
     async def run(
         self, projects: Sequence[str] | None = None, *, progress_tty: bool | None = None
     ) -> PassResult:
-        cache_dir = self._runtime.settings.cache_dir
-        with _exclusive(cache_dir):
+        async with _one_pass(self._runtime):
             started = time.time()
             await self._meta(last_started=started, last_pid=os.getpid())
             try:

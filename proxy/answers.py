@@ -54,6 +54,16 @@ class Handover:
 
 
 @dataclass(frozen=True, slots=True)
+class Redirect:
+    """A hit the client fetches from the shared bucket itself (``s3_redirect``): a presigned
+    URL, good for a while."""
+
+    url: str
+    sha256: str
+    outcome: str = "hit"
+
+
+@dataclass(frozen=True, slots=True)
 class Stream:
     """A download being read while it grows; ``chunks`` ends with an error rather than with
     bytes that fail verification."""
@@ -101,7 +111,7 @@ class Refusal:
     message: str
 
 
-FileAnswer = Hit | Handover | Stream | SizeOnly | Partial | Refusal
+FileAnswer = Hit | Handover | Redirect | Stream | SizeOnly | Partial | Refusal
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,7 @@ from proxy.answers import (
     Hit,
     PageAnswer,
     Partial,
+    Redirect,
     Refusal,
     RootAnswer,
     SizeOnly,
@@ -69,7 +70,7 @@ from proxy.answers import (
 )
 from proxy.catalog import Forgotten, forget_project
 from proxy.errors import FillFailed, NotFound, RecordUnreadable, UpstreamError
-from proxy.evict import evict, over_cap
+from proxy.evict import over_cap
 from proxy.filestore import StoredFile
 from proxy.fill import Filler, Target
 from proxy.follow import Download, read_download, wait_done
@@ -80,6 +81,7 @@ from proxy.models import PageRecord
 from proxy.origins import origin_of
 from proxy.pageservice import PageService
 from proxy.ranges import Unsatisfiable, parse_range
+from proxy.sharedevict import evict_once
 from proxy.stats import Latency, Stats, latency, series, top_projects, totals, upstream_errors
 from proxy.storage import Storage
 from proxy.upstream import Upstream
@@ -109,6 +111,7 @@ class Mirror:
         hand_over: bool = False,
         json_api: JsonApi | None = None,
         made_metadata: bool = False,
+        redirect_expiry: float | None = None,
     ) -> None:
         self._storage = storage
         self._pages = pages
@@ -116,6 +119,8 @@ class Mirror:
         self._stats = stats
         self._cap = max_cache_size
         self._hand_over = hand_over  # hits on this disk go to a front server (accel_redirect)
+        # Hits only in the shared bucket are redirected there for this long (s3_redirect).
+        self._redirect_expiry = redirect_expiry
         self._json = json_api  # None: the legacy JSON API is not served
         self._touched: dict[tuple[str, str], float] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -241,13 +246,27 @@ class Mirror:
             return Refusal("upstream_failed", f"the upstream index is unavailable: {exc}")
         if located.damaged:
             self._stats.add("integrity_errors")
-        if located.stored is not None:
-            handover = self._handover(located.stored, head=head, ranged=ranged)
+        stored = located.stored
+        if stored is not None and stored.path is None:
+            # Only in the shared bucket: redirected there (s3_redirect), or a GET sent as it is
+            # copied here and verified; HEAD and Range wait for the verified local copy.
+            if self._redirect_expiry is not None:
+                url = self._storage.presign(stored, self._redirect_expiry)
+                if url is not None:
+                    self._touch(stored)
+                    return Redirect(url, stored.sha256)
+            chunks = self._storage.stream_in(stored)
+            if not head and not ranged and chunks is not None:
+                self._touch(stored)
+                return Stream(chunks, stored.size, stored.sha256, self._served, outcome="hit")
+            stored = await anyio.to_thread.run_sync(self._storage.local_copy, stored)
+        if stored is not None:
+            handover = self._handover(stored, head=head, ranged=ranged)
             if handover is not None:
                 return handover
-            fd = self._open(located.stored)
+            fd = self._open(stored)
             if fd is not None:  # else evicted since it was found: fetched again
-                return Hit(fd, located.stored.sha256, "hit", self._served)
+                return Hit(fd, stored.sha256, "hit", self._served)
         filler = self.filler
         if filler is None:
             if located.damaged:
@@ -543,7 +562,7 @@ class Mirror:
         async def run() -> None:
             try:
                 if await anyio.to_thread.run_sync(over_cap, self._storage, cap):
-                    done = await anyio.to_thread.run_sync(evict, self._storage, cap)
+                    done = await anyio.to_thread.run_sync(evict_once, self._storage, cap)
                     self._stats.add("evicted_files", done.files)
                     self._stats.add("evicted_bytes", done.bytes)
             finally:

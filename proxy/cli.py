@@ -17,7 +17,7 @@ from proxy.healthcheck import add_arguments as add_health_arguments
 from proxy.healthcheck import run as health
 from proxy.logs import setup_logging
 from proxy.settings import ENV_PREFIX, Settings, load_settings
-from proxy.storage import check_cache_dir
+from proxy.storage import check_storage
 
 log = logging.getLogger("proxy")
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool cut off by `| head`
@@ -28,6 +28,9 @@ EXIT_CANNOT_LISTEN = 3  # as uvicorn's startup failure, which a port in use gave
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML settings file (see config.yaml)")
     parser.add_argument("--cache-dir", dest="cache_dir", help="where pages and files are kept")
+    parser.add_argument(
+        "--storage", help="s3://bucket/prefix to keep files in a bucket (default: --cache-dir)"
+    )
     parser.add_argument(
         "--upstream", help="the upstream's simple index URL, like pip's --index-url"
     )
@@ -162,7 +165,7 @@ def _stats(settings: Settings) -> int:
     if not settings.cache_dir.is_dir():
         print(f"pypi-proxy: no cache at {settings.cache_dir}", file=sys.stderr)
         return 1
-    storage = Storage(settings.cache_dir)
+    storage = Storage.from_settings(settings)
     try:
         data = summary(
             totals(storage),
@@ -223,6 +226,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 args,
                 [
                     "cache_dir",
+                    "storage",
                     "upstream",
                     "host",
                     "port",
@@ -244,13 +248,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
                     "--admin-token is visible to every local process (ps); "
                     "prefer --admin-token-file or admin_token_file"
                 )
-            check_cache_dir(settings.cache_dir)  # one line, before the server starts
+            check_storage(settings)  # one line, before the server starts
             return _serve(settings)
         if args.command == "verify":
-            settings = _settings(args, ["cache_dir", "upstream", "offline", "log_format"])
+            settings = _settings(
+                args, ["cache_dir", "storage", "upstream", "offline", "log_format"]
+            )
             setup_logging(settings.log_level, settings.log_format)
             return _verify(settings, args.repair)
-        settings = _settings(args, ["cache_dir", "upstream", "log_format"])
+        settings = _settings(args, ["cache_dir", "storage", "upstream", "log_format"])
         if args.command == "health":
             return health(settings, args.timeout)
         setup_logging(settings.log_level, settings.log_format)

@@ -27,20 +27,25 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import secrets
+import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import anyio
 import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 from obstore.store import ObjectStore
 
+from proxy.errors import ProxyError
 from proxy.s3store import S3FileStore, raise_store_error
 
+log = logging.getLogger(__name__)
 GRACE = 5.0
 
 
@@ -240,3 +245,65 @@ def local_lease(
 ) -> LeaseKeeper:
     """The lease ``name`` kept in a local directory (processes on one machine)."""
     return LeaseKeeper(name, LocalRecords(directory, name), grace=grace, clock=clock)
+
+
+class LeaseLost(ProxyError):
+    """The lease ran out or was taken over while its holder worked: the work was stopped."""
+
+
+RENEWALS_PER_TTL = 3  # renew at a third of the lease's time: two may fail before it runs out
+
+
+def holder_name() -> str:
+    """Who holds a lease, for people reading it: this machine and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextlib.asynccontextmanager
+async def holding(
+    keeper: LeaseKeeper, ttl: float, busy: Callable[[str], Exception], holder: str = ""
+) -> AsyncIterator[Lease]:
+    """Hold the lease for the body, renewed every ``ttl / 3``; raise ``busy(message)`` when
+    another holder has it. When a renewal is refused (it was lost), the body is cancelled and
+    LeaseLost raised: two holders never work at once. A store that cannot be reached keeps
+    the lease until it would run out, then counts as lost too."""
+    holder = holder or holder_name()
+    acquired = await anyio.to_thread.run_sync(keeper.acquire, holder, ttl)
+    if acquired is None:
+        current = await anyio.to_thread.run_sync(keeper.current)
+        who = f" ({current.holder})" if current is not None else ""
+        raise busy(f"another replica holds the {keeper.name} lease{who}")
+    lease: Lease = acquired
+    lost = False
+    try:
+        async with anyio.create_task_group() as group:
+
+            async def renew() -> None:
+                nonlocal lease, lost
+                while True:
+                    await anyio.sleep(ttl / RENEWALS_PER_TTL)
+                    try:
+                        renewed = await anyio.to_thread.run_sync(keeper.renew, lease, ttl)
+                    except OSError as exc:
+                        log.warning("could not renew the %s lease: %s", keeper.name, exc)
+                        if lease.valid(keeper.clock() + ttl / RENEWALS_PER_TTL):
+                            continue  # still ours for a while: try again
+                        renewed = None
+                    if renewed is None:
+                        lost = True
+                        log.error("lost the %s lease; stopping", keeper.name)
+                        group.cancel_scope.cancel()
+                        return
+                    lease = renewed
+
+            group.start_soon(renew)
+            try:
+                yield lease
+            finally:
+                group.cancel_scope.cancel()
+    finally:
+        if not lost:
+            with contextlib.suppress(OSError):
+                await anyio.to_thread.run_sync(keeper.release, lease)
+    if lost:
+        raise LeaseLost(f"the {keeper.name} lease was lost while its work ran")

@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,6 +26,7 @@ from proxy.upstream import Upstream, UpstreamLimits, make_http_client
 
 log = logging.getLogger(__name__)
 FLUSH_EVERY = 2.0
+SYNC_PAGES_EVERY = 10.0  # seconds between reads of the pages other replicas stored
 
 
 @dataclass
@@ -46,10 +46,11 @@ class Runtime:
     # What callers use (web, prefetch, verify): the parts above behind one interface.
     mirror: Mirror = field(init=False)
     _flusher: asyncio.Task[None] | None = None
+    _syncer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
-        storage = await anyio.to_thread.run_sync(_open_storage, settings.cache_dir)
+        storage = await anyio.to_thread.run_sync(_open_storage, settings)
         stats = Stats()
         http: httpx.AsyncClient | None = None
         http_files: httpx.AsyncClient | None = None
@@ -83,10 +84,16 @@ class Runtime:
             remote_timeout=settings.connect_timeout + settings.read_timeout,
             hand_over=settings.accel_redirect is not None,
             made_metadata=settings.wheel_metadata,
+            redirect_expiry=settings.s3_redirect_expiry if settings.s3_redirect else None,
             json_api=JsonApi(storage, upstream, settings.upstream_base, ttl=settings.index_ttl),
         )
         runtime.filler = runtime.mirror.filler
         runtime._flusher = asyncio.create_task(runtime._flush_forever())
+        if storage.shared is not None:
+            runtime._syncer = asyncio.create_task(runtime._sync_pages_forever())
+            figures = getattr(storage.files, "figures", None)
+            if callable(figures):
+                runtime.extra_stats.append(figures)
         doubt = None if settings.offline else upstream_warning(settings.upstream)
         if doubt:
             log.warning("upstream %s %s", redact(settings.upstream), doubt)
@@ -99,15 +106,17 @@ class Runtime:
         return runtime
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        for task in (self._flusher, self._syncer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.mirror.close()  # downloads under way, then eviction
         for client in (self.http, self.http_files):
             if client is not None:
                 await client.aclose()
         await anyio.to_thread.run_sync(write, self.storage, self.stats.take())
+        await anyio.to_thread.run_sync(self.storage.flush, self.settings.shutdown_grace)
         self.storage.close()
 
     async def _flush_forever(self) -> None:
@@ -117,6 +126,15 @@ class Runtime:
                 await anyio.to_thread.run_sync(write, self.storage, self.stats.take())
             except Exception:
                 log.exception("could not save counters")
+
+    async def _sync_pages_forever(self) -> None:
+        """Pages other replicas stored (a prefetch on another machine) become ours."""
+        while True:
+            try:
+                await anyio.to_thread.run_sync(self.storage.sync_pages)
+            except Exception as exc:  # the bucket is down: try again later, quietly
+                log.warning("could not read the pages other replicas stored: %s", exc)
+            await asyncio.sleep(SYNC_PAGES_EVERY)
 
 
 def _make_upstream(
@@ -146,13 +164,14 @@ def _make_upstream(
     )
 
 
-def _open_storage(cache_dir: Path) -> Storage:
-    storage = Storage(cache_dir)
+def _open_storage(settings: Settings) -> Storage:
+    storage = Storage.from_settings(settings)
     try:
         storage.check_writable()  # one clear line now, not a traceback at the first download
     except BaseException:
         storage.close()
         raise
+    storage.start_background()  # uploads to a bucket: what an earlier run left, then new
     swept = storage.sweep_tmp()
     if swept:
         log.info("removed %d partial downloads left by an earlier run", swept)

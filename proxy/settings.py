@@ -22,6 +22,7 @@ from pypi_simple import PYPI_SIMPLE_ENDPOINT
 from proxy.environment import settings_from_environment
 from proxy.errors import SettingsError
 from proxy.origins import parse_pattern
+from proxy.s3config import is_s3_url, s3_config_from
 
 ENV_PREFIX = "PYPI_PROXY_"
 
@@ -63,6 +64,18 @@ class Settings:
     port: int = 8080
     upstream: str = PYPI_SIMPLE_ENDPOINT
     cache_dir: Path = field(default_factory=default_cache_dir)
+    # Where package files live: None for the cache directory, or s3://bucket/prefix (shared by
+    # replicas; see proxy/storefactory.py). The s3_* keys fill in what the AWS_* variables
+    # would; a setting wins over its variable.
+    storage: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_secret_access_key_file: str | None = None
+    s3_redirect: bool = False
+    s3_redirect_expiry: float = 300.0
+    local_copies_size: int | None = None
     offline: bool = False
     index_ttl: float = 600.0
     negative_ttl: float = 60.0
@@ -321,6 +334,36 @@ def _cron(value: Any) -> str:
     return text
 
 
+def _storage(value: Any) -> str:
+    """``s3://bucket/prefix``, checked now so a typo fails at start, not at the first file.
+    The cache directory is the default: there is no other scheme to name."""
+    text = str(value).strip()
+    if not is_s3_url(text):
+        raise ValueError("expected s3://bucket/prefix (leave unset for the cache directory)")
+    try:
+        s3_config_from(text, {})
+    except SettingsError as exc:
+        raise ValueError(str(exc).removeprefix("storage: ")) from None
+    return text.rstrip("/")
+
+
+def _endpoint(value: Any) -> str:
+    text = str(value).strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected http(s)://host[:port]")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials do not belong in the URL: use s3_access_key_id/...")
+    return text.rstrip("/")
+
+
+def _redirect_expiry(value: Any) -> float:
+    number = _positive_seconds(value)
+    if number > 7 * 86400:  # S3's limit for a presigned URL
+        raise ValueError("expected at most 604800 seconds (7 days)")
+    return number
+
+
 _PREFETCH_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "enabled": _bool,
     "interval": _seconds,
@@ -350,6 +393,15 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "port": _int(0, 65535),
     "upstream": _simple_index,
     "cache_dir": lambda v: Path(str(v)).expanduser(),
+    "storage": _optional(_storage),
+    "s3_endpoint": _optional(_endpoint),
+    "s3_region": _optional(_text),
+    "s3_access_key_id": _optional(_text),
+    "s3_secret_access_key": _optional(_text),
+    "s3_secret_access_key_file": _optional(_text),
+    "s3_redirect": _bool,
+    "s3_redirect_expiry": _redirect_expiry,
+    "local_copies_size": _optional(_positive_size),
     "offline": _bool,
     "index_ttl": _seconds,
     "negative_ttl": _seconds,
@@ -415,7 +467,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 # Values never echoed in a message: URLs may carry credentials, tokens are secrets.
-_MAY_HOLD_SECRETS = frozenset({"upstream", "xmlrpc_url", "admin_token", "auth_tokens"})
+_MAY_HOLD_SECRETS = frozenset(
+    {
+        "upstream",
+        "xmlrpc_url",
+        "admin_token",
+        "auth_tokens",
+        "storage",  # a URL someone may have put credentials in (refused, and not echoed)
+        "s3_endpoint",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+    }
+)
 
 
 def _convert_into(
@@ -467,6 +530,7 @@ SECRET_FILES = {
     "admin_token_file": "admin_token",
     "auth_tokens_file": "auth_tokens",
     "upstream_password_file": "upstream",
+    "s3_secret_access_key_file": "s3_secret_access_key",
 }
 
 

@@ -5,6 +5,12 @@
                      serve this tree as it is
     <cache>/tmp/     partial downloads and their locks, renamed into files/ only when verified
     <cache>/state/   prefetch state and other bookkeeping
+    <cache>/uploads/ with an S3 ``storage``: files stored here and not yet in the bucket
+
+With ``storage: s3://bucket/prefix`` (``Storage.from_settings``), files live in the bucket
+behind a local tier (``proxy/tiered.py``), and page records and pins are written to the bucket
+too (``proxy/sharedrecords.py``), so replicas over one bucket serve one mirror; the index,
+the counters and tmp/ stay per replica.
 
 diskcache is synchronous; async callers run these methods in a worker thread.
 """
@@ -20,8 +26,9 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import diskcache
 
@@ -33,6 +40,11 @@ from proxy.locks import lock_held
 from proxy.models import PageRecord, ProjectPage, RootRecord
 from proxy.records import usable_page, usable_root
 
+if TYPE_CHECKING:
+    from proxy.lease import LeaseKeeper
+    from proxy.settings import Settings
+    from proxy.sharedrecords import SharedRecords
+
 log = logging.getLogger(__name__)
 
 _PAGE = "page:"
@@ -42,7 +54,9 @@ _PIN = "pin:"
 _SIZE = "size:"
 _MADE_METADATA = "mademeta:"
 MAX_REMEMBERED_SIZES = 100_000
+CHANGES_SLACK = 120.0  # seconds of change markers read again: writers' clocks differ, lists lag
 _JSON = "json:"  # the legacy JSON API: json:<project> and json:<project>/<version>
+_SHARED = "shared:"  # per project: the version of the bucket's record our copy matches
 _GEN = "gen:"  # per project: bumped by every change to its page or to the files it lists
 _UNREADABLE = object()
 FILES_GEN = "gen-files"  # bumped when stored files go (verify, eviction) whatever they belong to
@@ -74,11 +88,38 @@ def check_cache_dir(root: Path) -> None:
         storage.close()
 
 
+def check_storage(settings: Settings) -> None:
+    """``check_cache_dir`` for the storage ``settings`` name: with a bucket, also that it
+    answers. SettingsError (one line for an operator) when either is unusable."""
+    from proxy.storefactory import check_bucket
+
+    storage = Storage.from_settings(settings)
+    try:
+        storage.check_writable()
+        try:
+            check_bucket(storage)
+        except OSError as exc:  # StoreUnavailable: names the bucket and status, no secret
+            raise CacheUnusable(
+                f"cannot use the storage {settings.storage}: {exc}; check storage, "
+                "s3_endpoint and the credentials (AWS_ACCESS_KEY_ID, ...)"
+            ) from None
+    finally:
+        storage.close()
+
+
 class Storage:
-    def __init__(self, root: Path, files: FileStore | None = None) -> None:
+    def __init__(
+        self, root: Path, files: FileStore | None = None, shared: SharedRecords | None = None
+    ) -> None:
         self.root = root
         self.files_dir = root / "files"
         self.files: FileStore = files if files is not None else LocalFileStore(self.files_dir)
+        self.shared = shared  # set when replicas share pages and pins through a bucket
+        # Following the pages other replicas store (sync_pages): where the change markers
+        # are read from next (None: not yet read at all), and those read in that window.
+        self._changes_from: float | None = None
+        self._changes_read: dict[str, float] = {}
+        self._changes_swept = 0.0
         self.tmp_dir = root / "tmp"
         self.state_dir = root / "state"
         self._sizes: dict[str, int] = {}
@@ -103,6 +144,30 @@ class Storage:
         except (OSError, sqlite3.Error) as exc:
             raise unusable(root, exc) from None
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Storage:
+        """The storage ``settings`` describe: the cache directory, or a bucket behind it."""
+        from proxy.storefactory import open_storage  # keeps obstore off the local-only path
+
+        return open_storage(cls, settings)
+
+    def start_background(self) -> None:
+        """A server's: the uploader of a tiered store (one-shot commands leave it queued)."""
+        start = getattr(self.files, "start", None)
+        if callable(start):
+            start()
+
+    def lease(self, name: str) -> LeaseKeeper:
+        """A lease every replica sharing this storage sees (the prefetcher's, one at a time):
+        in the bucket when there is one, else in state/ (the processes of this machine)."""
+        from proxy.lease import local_lease, s3_lease
+
+        bucket = getattr(self.files, "bucket", None)
+        if self.shared is not None and bucket is not None:
+            return s3_lease(bucket, name)
+        # A directory of their own: state/<name>.lock files are other locks (the prefetch pass's)
+        return local_lease(self.state_dir / "leases", name)
+
     def check_writable(self) -> None:
         """Write and remove a file in tmp/, as every download does; CacheUnusable if it fails."""
         try:
@@ -111,7 +176,19 @@ class Storage:
         except OSError as exc:
             raise unusable(self.root, exc) from None
 
+    def flush(self, timeout: float) -> bool:
+        """Send what waits for upload to the bucket, for up to ``timeout`` seconds (a command
+        ending, a server stopping); False when some is left (it stays queued, durably)."""
+        from proxy.tiered import TieredFileStore, wait_uploaded
+
+        if isinstance(self.files, TieredFileStore):
+            return wait_uploaded(self.files, timeout)
+        return True
+
     def close(self) -> None:
+        close_files = getattr(self.files, "close", None)
+        if callable(close_files):
+            close_files()
         if self._changelog is not None:
             self._changelog.close()
         self.index.close()
@@ -129,9 +206,9 @@ class Storage:
         """The stored record, or None; a record this version cannot use is None too, and the
         project is remembered in ``unreadable`` (offline answers say so)."""
         raw = self._read_record(_PAGE + project)
+        record = usable_page(raw) if raw is not None else None
         if raw is None:
-            return None
-        record = usable_page(raw)
+            return self._import_page(project) if self.shared is not None else None
         if record is None:
             if project not in self.unreadable:
                 log.warning("the stored page of %s is unreadable (an older format?)", project)
@@ -141,7 +218,16 @@ class Storage:
         return record
 
     def save_page(self, record: PageRecord) -> int:
-        """Store a page record; returns the project's new generation."""
+        """Store a page record; returns the project's new generation. With a bucket, the
+        record goes there too, for the other replicas."""
+        generation = self._save_page_here(record)
+        if self.shared is not None:
+            version = self.shared.save_page(record)
+            if version is not None:
+                self.index.set(_SHARED + record.project, version)
+        return generation
+
+    def _save_page_here(self, record: PageRecord) -> int:
         key = _PAGE + record.project
         with self.index.transact():  # the record and its generation change together
             if self.index.add(key, record):
@@ -157,11 +243,91 @@ class Storage:
         return _PAGE + project in self.index
 
     def delete_page(self, project: str) -> None:
+        """Drop a project's record; with a bucket, every replica's (they follow the change)."""
+        self._delete_page_here(project)
+        if self.shared is not None:
+            self.shared.delete_page(project)
+
+    def _delete_page_here(self, project: str) -> None:
         with self.index.transact():
             if self.index.delete(_PAGE + project):
                 self.index.decr(PROJECTS_COUNT)
             self.index.incr(_GEN + project)
+            self.index.delete(_SHARED + project)
         self.changelog.project_removed(project)
+
+    # -- pages another replica stored ---------------------------------------------------------
+
+    def _import_page(self, project: str) -> PageRecord | None:
+        """The bucket's record of a project this replica has none of, stored here too."""
+        assert self.shared is not None
+        try:
+            got = self.shared.load_page(project)
+        except OSError as exc:  # the bucket is down: as if no replica had stored it
+            log.warning("could not read the shared page of %s: %s", project, exc)
+            return None
+        if got is None:
+            return None
+        record, version = got
+        self._save_page_here(record)
+        self.index.set(_SHARED + project, version)
+        return record
+
+    def _take_page(self, project: str) -> int:
+        """Keep the bucket's record of ``project`` unless ours is the same or newer; 1 if
+        taken."""
+        assert self.shared is not None
+        got = self.shared.load_page(project)
+        if got is None:
+            if _SHARED + project in self.index:
+                # Shared once, removed since by another replica (its prefetcher found the
+                # project gone): this replica drops it too.
+                self._delete_page_here(project)
+                return 1
+            return 0
+        record, version = got
+        if self.index.get(_SHARED + project) == version:
+            return 0  # ours, or read before
+        mine = usable_page(self._read_record(_PAGE + project))
+        if mine is not None and _newer(mine, record):
+            self.index.set(_SHARED + project, version)
+            return 0  # a lagging writer: ours is newer, keep it
+        self._save_page_here(record)
+        self.index.set(_SHARED + project, version)
+        return 1
+
+    def sync_pages(self) -> int:
+        """Read the page records other replicas wrote since the last call (all of them the
+        first time) and keep the newer ones here; how many were taken. Blocking: a server
+        runs it every few seconds in a thread (``Runtime``)."""
+        shared = self.shared
+        if shared is None:
+            return 0
+        taken = 0
+        if self._changes_from is None:
+            # First call: every record (a listing of pages/, its versions compared here),
+            # then only the change markers written since (a listing that many keys long).
+            started = shared.clock()
+            for item in list(shared.pages()):
+                if self.index.get(_SHARED + item.project) != item.version:
+                    taken += self._take_page(item.project)
+            self._changes_from = started - CHANGES_SLACK
+        else:
+            started = shared.clock()
+            for key, project in list(shared.changes(self._changes_from)):
+                if key not in self._changes_read:
+                    self._changes_read[key] = started
+                    taken += self._take_page(project)
+            self._changes_from = started - CHANGES_SLACK
+            for key, when in list(self._changes_read.items()):
+                if when < self._changes_from - CHANGES_SLACK:
+                    del self._changes_read[key]  # out of the window read again
+            if started - self._changes_swept > 3600:
+                self._changes_swept = started
+                shared.sweep_changes()
+        if taken:
+            log.info("took %d page records other replicas stored", taken)
+        return taken
 
     @property
     def changelog(self) -> Changelog:
@@ -322,6 +488,41 @@ class Storage:
     def read(self, stored: StoredFile) -> Iterator[bytes]:
         return self.files.read(stored)
 
+    def local_copy(self, stored: StoredFile) -> StoredFile | None:
+        """``stored`` as a file on this machine (``path`` set), copied in from a shared store
+        and verified on the way; None when it went or its bytes were damaged (then dropped).
+        Blocking: the bytes are read whole before anything is sent."""
+        if stored.path is not None:
+            return stored
+        copy = getattr(self.files, "local_copy", None)
+        if not callable(copy):
+            return None
+        try:
+            found: StoredFile | None = copy(stored)
+        except OSError as exc:  # the bucket went away mid-copy: as if not stored
+            log.warning("could not copy %s from the bucket: %s", stored.filename, exc)
+            return None
+        return found
+
+    def stream_in(self, stored: StoredFile) -> AsyncIterator[bytes] | None:
+        """``stored``'s bytes sent from a shared store while a local copy is made (see
+        ``TieredFileStore.stream_in``: a damaged object is never sent whole); None when
+        ``stored`` is local or the store cannot."""
+        stream = getattr(self.files, "stream_in", None)
+        if stored.path is not None or not callable(stream):
+            return None
+        chunks: AsyncIterator[bytes] = stream(stored)
+        return chunks
+
+    def presign(self, stored: StoredFile, expires: float) -> str | None:
+        """A URL the client can fetch ``stored`` from itself, for ``expires`` seconds; None
+        when the store has none (a local directory, a file not yet uploaded)."""
+        try:
+            return self.files.presign(stored, expires)
+        except OSError as exc:  # StoreUnavailable: the hit is served another way
+            log.warning("no presigned URL for %s: %s", stored.filename, exc)
+            return None
+
     def touch(self, stored: StoredFile, now: float | None = None) -> None:
         """Record an access for least-recently-used eviction."""
         self.files.touch(stored, now if now is not None else time.time())
@@ -362,13 +563,20 @@ class Storage:
         return self.files_dir.is_dir()
 
     def is_pinned(self, sha256: str) -> bool:
-        return _PIN + sha256 in self.index
+        """Pinned here, or (with a bucket) by any replica's prefetcher."""
+        if _PIN + sha256 in self.index:
+            return True
+        return self.shared is not None and self.shared.is_pinned(sha256)
 
     def pin(self, sha256: str) -> None:
+        if self.shared is not None:
+            self.shared.pin(sha256)  # first: a pin only here would not stop others' eviction
         self.index.set(_PIN + sha256, True)
 
     def unpin(self, sha256: str) -> None:
         self.index.delete(_PIN + sha256)
+        if self.shared is not None:
+            self.shared.unpin(sha256)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -416,3 +624,12 @@ class Storage:
                 os.unlink(entry.path)
                 removed += 1
         return removed
+
+
+def _newer(mine: PageRecord, theirs: PageRecord) -> bool:
+    """Whether our record is strictly newer than another replica's: by serial when both
+    have one, else by when each was fetched."""
+    a, b = mine.page.serial, theirs.page.serial
+    if a is not None and b is not None and a != b:
+        return a > b
+    return mine.fetched_at > theirs.fetched_at

@@ -24,7 +24,7 @@ def _keys() -> list[str]:
 def _rows() -> dict[str, str]:
     rows = {}
     for line in REFERENCE.read_text(encoding="utf-8").splitlines():
-        match = re.match(r"^\| `([a-z_.]+)` \|", line)
+        match = re.match(r"^\| `([a-z0-9_.]+)` \|", line)
         if match:
             rows[match.group(1)] = line
     return rows

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp
 
-from proxy.answers import Handover, Hit, Partial, Refusal, SizeOnly, Stream
+from proxy.answers import Handover, Hit, Partial, Redirect, Refusal, SizeOnly, Stream
 from proxy.cache import Mirror
 from proxy.names import is_safe_filename, is_valid_project_name, normalize
 from proxy.web.accel import accel_response
@@ -86,6 +86,8 @@ async def serve_file(request: Request) -> Response | ASGIApp:
         prefix = runtime.settings.accel_redirect
         assert prefix is not None  # the mirror hands over only when it is set
         return accel_response(prefix, answer.relative, answer.stored)
+    if isinstance(answer, Redirect):
+        return RedirectResponse(answer.url, status_code=307)
     if isinstance(answer, SizeOnly):
         return _size_only(answer)
     if isinstance(answer, Partial):
