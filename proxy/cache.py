@@ -68,6 +68,7 @@ from typing import Any
 
 import anyio
 
+from proxy import serials
 from proxy.answers import Figures, FileAnswer, PageAnswer, RootAnswer
 from proxy.catalog import FileFacts, Forgotten, ProjectFacts, SortKey, forget_project
 from proxy.errors import NotFound
@@ -81,7 +82,6 @@ from proxy.lease import LeaseKeeper
 from proxy.locks import FileLock
 from proxy.models import PageRecord
 from proxy.pageservice import PageService
-from proxy.serials import answer as serial_answer
 from proxy.sizecap import SizeCap
 from proxy.stats import Latency, Stats, latency, series, top_projects, totals, upstream_errors
 from proxy.storage import Storage
@@ -223,7 +223,7 @@ class Mirror:
         """The answer to one request for a file listed on ``project``'s page (a normalized
         name; ``variant`` picks among entries with one filename). ``range_header``, given,
         lets a Range on a miss be passed through to the upstream instead of waiting."""
-        return await self._files.answer(
+        return await self._files.decide(
             project,
             filename,
             variant,
@@ -324,7 +324,7 @@ class Mirror:
     def serial_answer(self, method: str, params: tuple[Any, ...]) -> bytes:
         """The XML-RPC response body to a serial API call (``proxy.serials``) about what this
         mirror holds, from its changelog."""
-        return serial_answer(method, params, self._storage.changelog)
+        return serials.answer(method, params, self._storage.changelog)
 
     def lease(self, name: str) -> LeaseKeeper | None:
         """The lease ``name`` every replica over this store sees (in the bucket), so that they

@@ -77,7 +77,7 @@ class FileAnswers:
             else None
         )
 
-    async def answer(
+    async def decide(
         self,
         project: str,
         filename: str,
