@@ -2,7 +2,8 @@
 change what the cache holds. It wraps the parts (storage, the page service, the filler, the
 counters) so that callers never reach into them. What it answers is in ``proxy.answers``; it is
 made of ``proxy.fileanswers`` (how a file request is answered), ``proxy.holdings`` (what the
-mirror holds) and ``proxy.sizecap`` (eviction after fills), which only this object calls.
+mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
+(eviction after fills), which only this object calls.
 
     mirror = Mirror(storage, pages, stats, upstream, max_cache_size=, hand_over=, json_api=)
 
@@ -42,7 +43,9 @@ mirror holds) and ``proxy.sizecap`` (eviction after fills), which only this obje
       note(key) / set_note(key, value): small values every worker reads (the last scrub)
     counters                                   (async)
       figures() -> Figures (every process's counters, the cache's size); latency(); usable()
+      count_request(route, outcome, seconds, project)  (not async: one request, once)
       stored_figures()   -> Figures from disk alone (blocking: a one-shot command)
+      upstream_health()  -> the upstream's breakers per origin | None (offline; not async)
 
 Invariants:
 - A file answer is decided here, once per request: a hit, a download joined or started, or a
@@ -61,8 +64,6 @@ Invariants:
 
 from __future__ import annotations
 
-import time
-from collections import Counter
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -71,6 +72,7 @@ import anyio
 from proxy import serials
 from proxy.answers import Figures, FileAnswer, PageAnswer, RootAnswer
 from proxy.catalog import FileFacts, Forgotten, ProjectFacts, SortKey, forget_project
+from proxy.counters import Counters
 from proxy.errors import NotFound
 from proxy.fileanswers import FileAnswers
 from proxy.filestore import StoredFile
@@ -83,7 +85,7 @@ from proxy.locks import FileLock
 from proxy.models import PageRecord
 from proxy.pageservice import PageService
 from proxy.sizecap import SizeCap
-from proxy.stats import Latency, Stats, latency, series, top_projects, totals, upstream_errors
+from proxy.stats import Latency, Stats
 from proxy.storage import Storage
 from proxy.upstream import Upstream
 
@@ -134,6 +136,7 @@ class Mirror:
             redirect_expiry=redirect_expiry,
         )
         self._held = Holdings(storage, stats)
+        self._counters = Counters(storage, stats, upstream)
 
     @property
     def offline(self) -> bool:
@@ -346,38 +349,30 @@ class Mirror:
 
     # -- counters ----------------------------------------------------------------------------
 
+    def count_request(
+        self, route: str, outcome: str, seconds: float, project: str | None = None
+    ) -> None:
+        """One answered request, counted once: by the web layer's outermost middleware
+        (``proxy.web.counting``) when the answer is complete; hot hits included."""
+        self._stats.request(route, outcome, seconds, project)  # the hot path: no hop more
+
     async def figures(self) -> Figures:
         """Every process's counters, with this one's not yet written added, and what the
         mirror holds."""
-        pending = self._stats.take()
-        try:
-            return await anyio.to_thread.run_sync(self._figures, pending)
-        finally:
-            self._stats.pending.update(pending)  # whatever the disk would not take yet
+        return await self._counters.figures()
 
     def stored_figures(self) -> Figures:
         """The counters as every process wrote them, and what the mirror holds (blocking): for
         a command that serves nothing and so counted nothing itself."""
-        return self._figures(Counter())
-
-    def _figures(self, pending: Counter[str]) -> Figures:
-        now = time.time()
-        cache = self._storage.totals()
-        counters = totals(self._storage, pending)  # first: adds this worker's pending counts
-        return Figures(
-            counters=counters,
-            cache=cache,
-            upstream_errors_by_origin=upstream_errors(self._storage),
-            top_projects=[
-                {"project": name, "requests": count} for name, count in top_projects(self._storage)
-            ],
-            last_hour=series(self._storage, now),
-            uptime_seconds=round(now - self._stats.started, 1),
-        )
+        return self._counters.stored_figures()
 
     async def latency(self) -> list[Latency]:
         """The request latency histogram, every process's."""
-        return await anyio.to_thread.run_sync(latency, self._storage)
+        return await self._counters.latency()
+
+    def upstream_health(self) -> dict[str, Any] | None:
+        """The upstream's circuit breakers, per origin; None offline."""
+        return self._counters.upstream_health()
 
     async def usable(self) -> bool:
         """Whether the file store can be reached (the health check)."""
