@@ -151,12 +151,13 @@ def rescan(upstream: Server) -> int:
     return int(httpx.post(upstream.base + "/_bench/rescan", timeout=120).text)
 
 
-def start_ours(upstream: str, cache: Path, workers: int | None = None) -> Server:
+def start_ours(upstream: str, cache: Path, workers: int | None = None, *extra: str) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "proxy", "serve", "--port", str(port)]
     command += ["--upstream", upstream, "--cache-dir", str(cache)]
     if workers is not None:
         command += ["--workers", str(workers)]
+    command += extra
     proc = subprocess.Popen(
         command,
         env=clean_env(),
