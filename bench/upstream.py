@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.version import Version
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 CHUNK = 64 * 1024
@@ -209,6 +210,7 @@ class Server(ThreadingHTTPServer):
         self.index = index
         self.behaviour = behaviour
         super().__init__(address, Handler)
+        self.base_url = f"http://{address[0]}:{self.server_address[1]}"
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
@@ -225,8 +227,7 @@ class Handler(BaseHTTPRequestHandler):
 
     @property
     def base_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.server.base_url
 
     def _wait(self) -> None:
         behaviour = self.server.behaviour
@@ -329,7 +330,7 @@ class Handler(BaseHTTPRequestHandler):
                     item["core-metadata"] = {"sha256": dist.metadata_sha256}
                     item["dist-info-metadata"] = {"sha256": dist.metadata_sha256}
                 files.append(item)
-            versions = sorted({d.version for d in dists})
+            versions = sorted({d.version for d in dists}, key=Version)
             data = {
                 "meta": {"api-version": "1.1", "_last-serial": project.serial},
                 "name": name,
