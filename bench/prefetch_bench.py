@@ -136,10 +136,14 @@ def pass_figures(
                     write_wheel(tree, f"proj{i}", "2.0")
                 rescan(upstream)
             seconds, rss, _ = run_capture(ours, env)
+            # Both must have stored every wheel, or the seconds compare different work.
+            wheels = projects + (changed if label == "incremental" else 0)
+            _expect_wheels(work / "cache", wheels, "pypi-proxy prefetch")
             figures[f"{label}_seconds"] = round(seconds, 2)
             figures[f"{label}_peak_rss_mb"] = round(rss, 1)
             if theirs:
                 seconds, rss, _ = run_capture(theirs)
+                _expect_wheels(work / "mirror" / "web", wheels, "bandersnatch")
                 status = int((work / "mirror" / "status").read_text())
                 if status != upstream_serial(upstream):
                     raise RuntimeError(f"bandersnatch stopped at serial {status}")
@@ -154,6 +158,12 @@ def pass_figures(
     finally:
         upstream.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _expect_wheels(directory: Path, count: int, who: str) -> None:
+    found = sum(1 for _ in directory.rglob("*.whl"))
+    if found != count:
+        raise RuntimeError(f"{who} stored {found} wheels under {directory}, not {count}")
 
 
 def upstream_serial(upstream: Server) -> int:

@@ -1,7 +1,8 @@
 """The distributions the look-alike upstream serves.
 
 - ``real_tree()``: the wheels that ``bench/tree.txt`` resolves to (40 projects), fetched once
-  with ``pip download`` into ``.cache/bench/tree`` and reused while tree.txt is unchanged.
+  with ``pip download`` into ``.cache/bench/tree-<stamp>`` and reused while tree.txt, the
+  interpreter and the platform are unchanged.
 - ``write_wheel()``: a small, real, deterministic wheel written to disk (the 1,200-file page,
   the 3 MB and 20 MB files, the prefetch projects), built in the bench's own code so bench/
   needs nothing from the tests.
@@ -16,6 +17,7 @@ import random
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -37,7 +39,9 @@ def real_tree() -> Path:
 
     Downloaded into a temporary directory renamed into place when complete: an interrupted
     download is never served as the tree."""
-    stamp = hashlib.sha256(TREE_FILE.read_bytes()).hexdigest()[:16]
+    # The wheels pip picks depend on the interpreter and platform as well as on tree.txt.
+    target = f"{sys.version_info[0]}.{sys.version_info[1]} {sysconfig.get_platform()}\n"
+    stamp = hashlib.sha256(target.encode() + TREE_FILE.read_bytes()).hexdigest()[:16]
     tree = CACHE / f"tree-{stamp}"
     if tree.is_dir():
         return tree
