@@ -148,20 +148,20 @@ def table(rows: list[Row]) -> str:
     """One table: each server's figure, then pypi-proxy's divided by each other's."""
     present = [c for c in COLUMNS if any(c in values for _, _, _, values in rows)]
     others = [c for c in present if c != "pypi-proxy"]
-    head = f"{'case':<28}{'unit':>6}" + "".join(f"{c[:12]:>13}" for c in present)
-    head += "".join(f"{'÷' + c[:8]:>11}" for c in others)
+    head = f"{'case':<26}{'unit':>6}" + "".join(f"{c[:10]:>11}" for c in present)
+    head += "".join(f"{'÷' + c[:7]:>9}" for c in others)
     lines = [head, "-" * len(head)]
     for case, unit, _more_is_better, values in rows:
         cells = "".join(
-            f"{values[c]:>13.{_digits(values[c])}f}" if c in values else f"{'-':>13}"
+            f"{values[c]:>11.{_digits(values[c])}f}" if c in values else f"{'-':>11}"
             for c in present
         )
         ours = values.get("pypi-proxy")
         ratios = "".join(
-            f"{ours / values[c]:>10.2f}x" if ours is not None and values.get(c) else f"{'-':>11}"
+            f"{ours / values[c]:>8.2f}x" if ours is not None and values.get(c) else f"{'-':>9}"
             for c in others
         )
-        lines.append(f"{case:<28}{unit:>6}{cells}{ratios}")
+        lines.append(f"{case:<26}{unit:>6}{cells}{ratios}")
     lines.append(
         "ratios are pypi-proxy's figure over the column's: below 1 is better for s, ms and MB "
         "of RSS, above 1 for req/s and MB/s"
@@ -182,33 +182,36 @@ def chart(rows: list[Row], path: Path, title: str) -> None:
         if "pypi-proxy" in values and len(values) > 1
     ]
     script = """
-import json, sys
+import json, sys, textwrap
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.patches
 import matplotlib.ticker
 rows, out, columns, title = json.loads(sys.stdin.read())
 others = [c for c in columns if c != "pypi-proxy" and any(c in r[3] for r in rows)]
-fig, ax = plt.subplots(figsize=(11, 0.42 * len(rows) + 1.5))
-height = 0.8 / max(1, len(others))
-for i, other in enumerate(others):
-    ys, xs = [], []
-    for j, (case, unit, more, values) in enumerate(rows):
-        if values.get(other):
-            ratio = values["pypi-proxy"] / values[other]
-            ys.append(j + i * height)
-            xs.append(ratio if more else 1 / ratio)  # above 1: pypi-proxy does better
-    ax.barh(ys, xs, height=height, label=f"vs {other}")
-ax.set_yticks([j + 0.4 - height / 2 for j in range(len(rows))])
+colours = dict(zip(others, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+fig, ax = plt.subplots(figsize=(11, 0.42 * len(rows) + 1.8))
+for j, (case, unit, more, values) in enumerate(rows):
+    present = [o for o in others if values.get(o)]
+    height = 0.8 / len(present)
+    for k, other in enumerate(present):
+        ratio = values["pypi-proxy"] / values[other]
+        better = ratio if more else 1 / ratio  # above 1: pypi-proxy does better
+        # From the 1x line to the ratio, so a bar's side says better or worse.
+        y = j - 0.4 + height * (k + 0.5)
+        ax.barh(y, better - 1, left=1, height=height, color=colours[other])
+handles = [matplotlib.patches.Patch(color=colours[o], label=f"vs {o}") for o in others]
+ax.set_yticks(range(len(rows)))
 ax.set_yticklabels([f"{r[0]} ({r[1]})" for r in rows], fontsize=8)
 ax.invert_yaxis()
 ax.set_xscale("log")
 ax.axvline(1, color="black", linewidth=0.8)
 ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
 ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-ax.set_title(title, fontsize=9)
+ax.set_title(textwrap.fill(title, 120), fontsize=9)
 ax.set_xlabel("how many times better pypi-proxy does (right of 1: better, left: worse)")
-ax.legend(fontsize=8)
+ax.legend(handles=handles, fontsize=8)
 fig.tight_layout()
 fig.savefig(out, dpi=110)
 """
@@ -241,11 +244,21 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--chart", type=Path, default=CACHE / "bench.png", help="PNG chart")
+    parser.add_argument(
+        "--from-json", type=Path, help="measure nothing: the table and chart of a --json file"
+    )
     args = parser.parse_args()
     args.skip = set(filter(None, args.skip.split(",")))
     args.warm_runs = args.warm_runs or (1 if args.quick else 2)
     args.duration = args.duration or (2 if args.quick else 5)
     args.prefetch_projects = args.prefetch_projects or (200 if args.quick else 1000)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        kept = [(r["case"], r["unit"], r["more_is_better"], r["values"]) for r in saved["rows"]]
+        print(f"{saved['settings']}\n{table(kept)}")
+        chart(kept, args.chart, saved["settings"])
+        print(f"chart: {args.chart}")
+        return 0
     if "hot" not in args.skip and shutil.which("wrk") is None:
         print("the hot figures need wrk: apt-get install wrk (or --skip hot)", file=sys.stderr)
         return 2
