@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import hot, installs, prefetch_bench
+from bench import bigfile, hot, installs, prefetch_bench
 from bench.servers import (
     CACHE,
     Server,
@@ -119,6 +119,24 @@ def hot_rows(args: argparse.Namespace, work: Path) -> list[Row]:
         rows.append((f"{label} p99", "ms", False, {n: f.p99_ms for n, f in by_server.items()}))
     rows.append(("RSS after hot load", "MB", False, rss))
     return rows
+
+
+def big_rows(args: argparse.Namespace, work: Path) -> list[Row]:
+    tree, filename = bigfile.big_tree(args.big_mb)
+    size = (tree / filename).stat().st_size
+    print(f"a cold {size / 1024**2:.0f} MB file, {args.big_bandwidth_mbit:g} Mbit/s:", flush=True)
+    upstream = start_upstream(tree, args.latency_ms, args.big_bandwidth_mbit)
+    try:
+        results = bigfile.measure(
+            upstream, starters(args, ["pypi-proxy", "proxpi"]), filename, size, work
+        )
+    finally:
+        upstream.stop()
+    label = f"cold {args.big_mb} MB file"  # at --big-bandwidth-mbit
+    return [
+        (label, "MB/s", True, {n: d.mb_per_s for n, d in results.items()}),
+        (f"{label} first byte", "ms", False, {n: d.first_byte_ms for n, d in results.items()}),
+    ]
 
 
 def prefetch_rows(args: argparse.Namespace) -> list[Row]:
@@ -235,12 +253,19 @@ def main() -> int:
     parser.add_argument("--proxpi-workers", type=int, default=2)
     parser.add_argument("--proxpi-threads", type=int, default=4)
     parser.add_argument("--nginx-workers", type=int, default=2)
+    parser.add_argument("--big-mb", type=int, help="the cold large file's size (512; quick: 64)")
+    parser.add_argument(
+        "--big-bandwidth-mbit",
+        type=float,
+        default=1000.0,
+        help="the upstream link for the large file (a fast one: the proxy's own rate shows)",
+    )
     parser.add_argument("--prefetch-projects", type=int)
     parser.add_argument("--prefetch-changed", type=int, default=20)
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated: installs, hot, prefetch, proxpi, devpi, bandersnatch",
+        help="comma-separated: installs, hot, big, prefetch, proxpi, devpi, bandersnatch",
     )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--chart", type=Path, default=CACHE / "bench.png", help="PNG chart")
@@ -252,6 +277,7 @@ def main() -> int:
     args.warm_runs = args.warm_runs or (1 if args.quick else 2)
     args.duration = args.duration or (2 if args.quick else 5)
     args.prefetch_projects = args.prefetch_projects or (200 if args.quick else 1000)
+    args.big_mb = args.big_mb or (64 if args.quick else 512)
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         kept = [(r["case"], r["unit"], r["more_is_better"], r["values"]) for r in saved["rows"]]
@@ -269,12 +295,15 @@ def main() -> int:
             rows += install_rows(args, work)
         if "hot" not in args.skip:
             rows += hot_rows(args, work)
+        if "big" not in args.skip:
+            rows += big_rows(args, work)
         if "prefetch" not in args.skip:
             rows += prefetch_rows(args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     settings = (
-        f"upstream: {args.latency_ms:g} ms per request, {args.bandwidth_mbit:g} Mbit/s; "
+        f"upstream: {args.latency_ms:g} ms per request, {args.bandwidth_mbit:g} Mbit/s "
+        f"({args.big_bandwidth_mbit:g} for the large file); "
         f"pypi-proxy workers: {args.workers or 'its default'}; proxpi: gunicorn "
         f"{args.proxpi_workers} workers x {args.proxpi_threads} threads; wrk "
         f"{args.duration} s, {args.connections} connections (4 for files)"
