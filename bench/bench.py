@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -290,15 +291,23 @@ def main() -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="pypi-proxy-bench-"))
     rows: list[Row] = []
+    sections: dict[str, Callable[[], list[Row]]] = {
+        "installs": lambda: install_rows(args, work),
+        "hot": lambda: hot_rows(args, work),
+        "big": lambda: big_rows(args, work),
+        "prefetch": lambda: prefetch_rows(args),
+    }
+    failed = []
     try:
-        if "installs" not in args.skip:
-            rows += install_rows(args, work)
-        if "hot" not in args.skip:
-            rows += hot_rows(args, work)
-        if "big" not in args.skip:
-            rows += big_rows(args, work)
-        if "prefetch" not in args.skip:
-            rows += prefetch_rows(args)
+        for name, section in sections.items():
+            if name in args.skip:
+                continue
+            # A failed section fails the run, but the others' figures are still printed.
+            try:
+                rows += section()
+            except Exception:
+                traceback.print_exc()
+                failed.append(name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     settings = (
@@ -318,6 +327,9 @@ def main() -> int:
         args.chart.parent.mkdir(parents=True, exist_ok=True)
         chart(rows, args.chart, settings)
         print(f"chart: {args.chart}")
+    if failed:
+        print(f"FAILED: {', '.join(failed)} (see above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -89,8 +89,11 @@ def write_wheel(
         ),
     }
     if payload_size:
-        members[f"{escaped}/payload.bin"] = random.Random(f"{name}-{version}").randbytes(
-            payload_size
+        # In pieces: randbytes() takes at most 256 MB at a time.
+        rng, piece = random.Random(f"{name}-{version}"), 16 * 1024 * 1024
+        members[f"{escaped}/payload.bin"] = b"".join(
+            rng.randbytes(min(piece, payload_size - start))
+            for start in range(0, payload_size, piece)
         )
     record = [_record_line(path, data) for path, data in members.items()]
     record.append(f"{dist_info}/RECORD,,")
