@@ -33,9 +33,11 @@ lock: $(STAMP)
 	  --python-version 3.12 --generate-hashes --custom-compile-command 'make lock' \
 	  --quiet -o requirements.lock
 
-## Hot-cache throughput against the local fake upstream, next to proxpi
+## The benchmark (bench/README.md): installs through this proxy vs direct, proxpi and devpi, hot
+## figures vs proxpi and nginx, prefetch vs bandersnatch, on a look-alike upstream; prints one
+## table of ratios and writes a PNG chart. A run of a few minutes: make bench ARGS=--quick
 bench: $(STAMP)
-	$(BIN)/python bench/bench.py $(ARGS)
+	$(BIN)/python -m bench.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1,312 +1,335 @@
-"""Hot-cache throughput of pypi-proxy next to proxpi and nginx, against the local fake upstream.
+"""The benchmark: pypi-proxy next to going direct, proxpi, devpi-server, nginx and bandersnatch,
+all against the look-alike upstream (bench/upstream.py). Not a test: it prints figures.
 
-Not a test: it prints figures. See bench/README.md.
+Run from the checkout as `python -m bench.bench` (`make bench`); see bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
+import traceback
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.support.fake_upstream import FakeUpstream  # noqa: E402
-from tests.support.proxy_server import free_port  # noqa: E402
-from tests.support.wheels import make_wheel  # noqa: E402
-
-PIP_ACCEPT = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
-    "text/html; q=0.01"
+from bench import bigfile, hot, installs, prefetch_bench
+from bench.servers import (
+    CACHE,
+    Server,
+    start_devpi,
+    start_ours,
+    start_proxpi,
+    start_upstream,
+    venv,
 )
-HTML_ACCEPT = "text/html"
-PROXPI_VENV = ROOT / "bench" / ".venv-proxpi"
+from bench.tree import real_tree, requirements
+
+COLUMNS = ("pypi-proxy", "direct", "proxpi", "devpi", "nginx", "bandersnatch")
 
 
-def build_upstream() -> tuple[FakeUpstream, dict[str, str]]:
-    fake = FakeUpstream().start()
-    for i in range(1200):
-        fake.add_dist("bigpage", make_wheel("bigpage", f"1.{i}"))
-    fake.add_dist("small", make_wheel("small", "1.0"))
-    fake.add_dist("small", make_wheel("small", "1.1"))
-    wheel3 = make_wheel("wheel3", "1.0", payload_size=3 * 1024 * 1024)
-    wheel20 = make_wheel("wheel20", "1.0", payload_size=20 * 1024 * 1024)
-    fake.add_dist("wheel3", wheel3)
-    fake.add_dist("wheel20", wheel20)
-    return fake, {"wheel3": wheel3.filename, "wheel20": wheel20.filename}
+def starters(
+    args: argparse.Namespace, names: list[str]
+) -> dict[str, Callable[[str, Path], Server]]:
+    known: dict[str, Callable[[str, Path], Server]] = {
+        "pypi-proxy": partial(_ours, workers=args.workers),
+        "proxpi": partial(_proxpi, workers=args.proxpi_workers, threads=args.proxpi_threads),
+        "devpi": start_devpi,
+    }
+    return {name: known[name] for name in names if name not in args.skip}
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _ours(upstream: str, cache: Path, workers: int | None) -> Server:
+    return start_ours(upstream, cache, workers)
+
+
+def _proxpi(upstream: str, cache: Path, workers: int, threads: int) -> Server:
+    return start_proxpi(upstream, cache, workers, threads)
+
+
+# A row: case, unit, whether more is better, {column: value}.
+Row = tuple[str, str, bool, dict[str, float]]
+
+
+def install_rows(args: argparse.Namespace, work: Path) -> list[Row]:
+    tree = real_tree()
+    wanted = requirements()
+    expected = len(list(tree.glob("*.whl")))
+    rows: list[Row] = []
+    rss: dict[str, float] = {}
+    variants = [True] if args.quick else [True, False]
+    for metadata in variants:
+        label = "metadata" if metadata else "no metadata"
+        print(f"installs of the tree ({expected} wheels), upstream with {label}:", flush=True)
+        upstream = start_upstream(tree, args.latency_ms, args.bandwidth_mbit, metadata)
         try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def wrk(url: str, accept: str | None, seconds: int, connections: int) -> tuple[float, float]:
-    """Requests/s and bytes/s from wrk."""
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-H", "Accept-Encoding: gzip"]
-    if accept:
-        args += ["-H", f"Accept: {accept}"]
-    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    m = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
-    assert m is not None
-    unit = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[m.group(2)]
-    if "Non-2xx" in out or "Socket errors" in out:
-        print(
-            f"    warning: {url}: "
-            + " ".join(
-                line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket" in line
+            figures = installs.measure(
+                upstream,
+                starters(args, ["pypi-proxy", "proxpi", "devpi"]),
+                wanted,
+                expected,
+                work / f"installs-{int(metadata)}",
+                warm_runs=args.warm_runs,
             )
-        )
-    return rps, float(m.group(1)) * unit
+        finally:
+            upstream.stop()
+        for client in installs.CLIENTS:
+            for state in ("cold", "warm"):
+                values = {
+                    target: seconds
+                    for (target, c, s), seconds in figures.seconds.items()
+                    if c == client and s == state
+                }
+                case = f"{client} {state}, {label}"
+                rows.append((case, "s", False, values))
+        for name, mb in figures.rss_mb.items():
+            rss[name] = max(rss.get(name, 0.0), mb)
+    rows.append(("RSS after installs", "MB", False, rss))
+    return rows
 
 
-def start_ours(
-    upstream: str, cache: Path, workers: int, *extra: str
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYPI_PROXY_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "serve",
-            "--port",
-            str(port),
-            "--upstream",
-            upstream,
-            "--cache-dir",
-            str(cache),
-            "--workers",
-            str(workers),
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/health")
-    return proc, base
-
-
-def ensure_proxpi() -> Path:
-    gunicorn = PROXPI_VENV / "bin" / "gunicorn"
-    if not gunicorn.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PROXPI_VENV)], check=True)
-        subprocess.run(
-            [str(PROXPI_VENV / "bin" / "pip"), "install", "-q", "proxpi", "gunicorn"], check=True
-        )
-    return gunicorn
-
-
-def start_proxpi(upstream: str, cache: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    gunicorn = ensure_proxpi()
-    port = free_port()
-    env = dict(
-        os.environ,
-        PROXPI_INDEX_URL=upstream,
-        PROXPI_CACHE_DIR=str(cache),
-        PROXPI_LOGGING_LEVEL="WARNING",
-        PROXPI_DOWNLOAD_TIMEOUT="30",
-    )
-    proc = subprocess.Popen(
-        [
-            str(gunicorn),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-            "proxpi.server:app",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/index/")
-    return proc, base
-
-
-def start_nginx(docroot: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    conf = docroot.parent / "nginx.conf"
-    conf.write_text(f"""
-user root;
-worker_processes {workers};
-daemon off;
-pid {docroot.parent}/nginx.pid;
-error_log {docroot.parent}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  default_type application/octet-stream;
-  types {{ application/vnd.pypi.simple.v1+json json; text/html html; }}
-  gzip_static on;
-  server {{
-    listen 127.0.0.1:{port};
-    root {docroot};
-  }}
-}}
-""")
-    proc = subprocess.Popen(
-        ["nginx", "-c", str(conf), "-p", str(docroot.parent)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/small.json")
-    return proc, base
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
+def hot_rows(args: argparse.Namespace, work: Path) -> list[Row]:
+    tree, files = hot.hot_tree()
+    print("hot figures (wrk):", flush=True)
+    upstream = start_upstream(tree, args.latency_ms, args.bandwidth_mbit)
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        results, rss = hot.measure(
+            upstream,
+            starters(args, ["pypi-proxy", "proxpi"]),
+            files,
+            work / "hot",
+            args.duration,
+            args.connections,
+            args.nginx_workers,
+        )
+    finally:
+        upstream.stop()
+    rows: list[Row] = []
+    for label, _project, accept in hot.CASES:
+        by_server = results.get(label, {})
+        if accept:
+            rows.append((label, "req/s", True, {n: f.rps for n, f in by_server.items()}))
+        else:
+            rows.append((label, "MB/s", True, {n: f.mb_per_s for n, f in by_server.items()}))
+        rows.append((f"{label} p50", "ms", False, {n: f.p50_ms for n, f in by_server.items()}))
+        rows.append((f"{label} p99", "ms", False, {n: f.p99_ms for n, f in by_server.items()}))
+    rows.append(("RSS after hot load", "MB", False, rss))
+    return rows
+
+
+def big_rows(args: argparse.Namespace, work: Path) -> list[Row]:
+    tree, filename = bigfile.big_tree(args.big_mb)
+    size = (tree / filename).stat().st_size
+    print(f"a cold {size / 1024**2:.0f} MB file, {args.big_bandwidth_mbit:g} Mbit/s:", flush=True)
+    upstream = start_upstream(tree, args.latency_ms, args.big_bandwidth_mbit)
+    try:
+        results = bigfile.measure(
+            upstream, starters(args, ["pypi-proxy", "proxpi"]), filename, size, work
+        )
+    finally:
+        upstream.stop()
+    label = f"cold {args.big_mb} MB file"  # at --big-bandwidth-mbit
+    return [
+        (label, "MB/s", True, {n: d.mb_per_s for n, d in results.items()}),
+        (f"{label} first byte", "ms", False, {n: d.first_byte_ms for n, d in results.items()}),
+    ]
+
+
+def prefetch_rows(args: argparse.Namespace) -> list[Row]:
+    print(
+        f"prefetch: {args.prefetch_projects} projects, then {args.prefetch_changed} changed",
+        flush=True,
+    )
+    figures = prefetch_bench.pass_figures(
+        args.prefetch_projects,
+        args.prefetch_changed,
+        None,
+        args.latency_ms,
+        args.bandwidth_mbit,
+        with_bandersnatch="bandersnatch" not in args.skip,
+    )
+    print("  " + json.dumps(figures), flush=True)
+    rows: list[Row] = []
+    for label in ("full", "incremental"):
+        values = {"pypi-proxy": figures[f"{label}_seconds"]}
+        if f"bandersnatch_{label}_seconds" in figures:
+            values["bandersnatch"] = figures[f"bandersnatch_{label}_seconds"]
+        rows.append((f"prefetch {label} pass", "s", False, values))
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    """One table: each server's figure, then pypi-proxy's divided by each other's."""
+    present = [c for c in COLUMNS if any(c in values for _, _, _, values in rows)]
+    others = [c for c in present if c != "pypi-proxy"]
+    head = f"{'case':<26}{'unit':>6}" + "".join(f"{c[:10]:>11}" for c in present)
+    head += "".join(f"{'÷' + c[:7]:>9}" for c in others)
+    lines = [head, "-" * len(head)]
+    for case, unit, _more_is_better, values in rows:
+        cells = "".join(
+            f"{values[c]:>11.{_digits(values[c])}f}" if c in values else f"{'-':>11}"
+            for c in present
+        )
+        ours = values.get("pypi-proxy")
+        ratios = "".join(
+            f"{ours / values[c]:>8.2f}x" if ours is not None and values.get(c) else f"{'-':>9}"
+            for c in others
+        )
+        lines.append(f"{case:<26}{unit:>6}{cells}{ratios}")
+    lines.append(
+        "ratios are pypi-proxy's figure over the column's: below 1 is better for s, ms and MB "
+        "of RSS, above 1 for req/s and MB/s"
+    )
+    return "\n".join(lines)
+
+
+def _digits(value: float) -> int:
+    return 0 if value >= 100 else 2
+
+
+def chart(rows: list[Row], path: Path, title: str) -> None:
+    """Bars of pypi-proxy's ratio to each other server, one group per case (log scale)."""
+    bin_dir = venv("chart", ["matplotlib"])
+    data = [
+        [case, unit, more, values]
+        for case, unit, more, values in rows
+        if "pypi-proxy" in values and len(values) > 1
+    ]
+    script = """
+import json, sys, textwrap
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import matplotlib.patches
+import matplotlib.ticker
+rows, out, columns, title = json.loads(sys.stdin.read())
+others = [c for c in columns if c != "pypi-proxy" and any(c in r[3] for r in rows)]
+colours = dict(zip(others, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+fig, ax = plt.subplots(figsize=(11, 0.42 * len(rows) + 1.8))
+for j, (case, unit, more, values) in enumerate(rows):
+    present = [o for o in others if values.get(o)]
+    height = 0.8 / len(present)
+    for k, other in enumerate(present):
+        ratio = values["pypi-proxy"] / values[other]
+        better = ratio if more else 1 / ratio  # above 1: pypi-proxy does better
+        # From the 1x line to the ratio, so a bar's side says better or worse.
+        y = j - 0.4 + height * (k + 0.5)
+        ax.barh(y, better - 1, left=1, height=height, color=colours[other])
+handles = [matplotlib.patches.Patch(color=colours[o], label=f"vs {o}") for o in others]
+ax.set_yticks(range(len(rows)))
+ax.set_yticklabels([f"{r[0]} ({r[1]})" for r in rows], fontsize=8)
+ax.invert_yaxis()
+ax.set_xscale("log")
+ax.axvline(1, color="black", linewidth=0.8)
+ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
+ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+ax.set_title(textwrap.fill(title, 120), fontsize=9)
+ax.set_xlabel("how many times better pypi-proxy does (right of 1: better, left: worse)")
+ax.legend(handles=handles, fontsize=8)
+fig.tight_layout()
+fig.savefig(out, dpi=110)
+"""
+    subprocess.run(
+        [str(bin_dir / "python"), "-c", script],
+        input=json.dumps([data, str(path), COLUMNS, title]),
+        text=True,
+        check=True,
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller run of a few minutes")
+    parser.add_argument("--latency-ms", type=float, default=30.0, help="upstream, per request")
+    parser.add_argument("--bandwidth-mbit", type=float, default=200.0, help="upstream link cap")
+    parser.add_argument("--warm-runs", type=int, help="warm installs per server (best kept)")
+    parser.add_argument("--duration", type=int, help="seconds per wrk measurement")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--skip", default="")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("bench needs wrk: apt-get install wrk", file=sys.stderr)
-        return 2
-    skip = set(filter(None, args.skip.split(",")))
-    fake, files = build_upstream()
-    work = Path(tempfile.mkdtemp(prefix="pypi-proxy-bench-"))
-    work.chmod(0o755)  # nginx workers must read the static tree
-    results: dict[str, dict[str, float]] = {}
-    try:
-        servers: dict[str, tuple[subprocess.Popen[bytes], str, dict[str, str]]] = {}
-        proc, base = start_ours(fake.simple_url, work / "ours", args.workers)
-        servers["pypi-proxy"] = (
-            proc,
-            base,
-            {
-                "page1200": "/simple/bigpage/",
-                "small": "/simple/small/",
-                "wheel3": f"/files/wheel3/{files['wheel3']}",
-                "wheel20": f"/files/wheel20/{files['wheel20']}",
-            },
-        )
-        if "proxpi" not in skip:
-            proc, base = start_proxpi(fake.simple_url, work / "proxpi", args.workers)
-            servers["proxpi"] = (
-                proc,
-                base,
-                {
-                    "page1200": "/index/bigpage/",
-                    "small": "/index/small/",
-                    "wheel3": f"/index/wheel3/{files['wheel3']}",
-                    "wheel20": f"/index/wheel20/{files['wheel20']}",
-                },
-            )
-        # Warm every cache, and keep our stored bytes for nginx to serve as static files.
-        docroot = work / "static"
-        docroot.mkdir()
-        for name, (_proc, base, paths) in servers.items():
-            for key, path in paths.items():
-                for accept in (PIP_ACCEPT, HTML_ACCEPT):
-                    response = httpx.get(base + path, headers={"Accept": accept}, timeout=120)
-                    response.raise_for_status()
-                    if name == "pypi-proxy":
-                        kind = "json" if "json" in response.headers["content-type"] else "html"
-                        target = docroot / (
-                            f"{key}.{kind}" if key.startswith(("page", "small")) else key
-                        )
-                        target.write_bytes(response.content)
-        if "nginx" not in skip and shutil.which("nginx"):
-            import gzip
-
-            for f in docroot.iterdir():
-                if f.suffix in (".json", ".html"):
-                    (docroot / (f.name + ".gz")).write_bytes(gzip.compress(f.read_bytes()))
-            proc, base = start_nginx(docroot, args.workers)
-            servers["nginx"] = (
-                proc,
-                base,
-                {
-                    "page1200": "/page1200.json",
-                    "small": "/small.json",
-                    "page1200-html": "/page1200.html",
-                    "wheel3": "/wheel3",
-                    "wheel20": "/wheel20",
-                },
-            )
-        cases = [
-            ("page1200 JSON", "page1200", PIP_ACCEPT),
-            ("page1200 HTML", "page1200", HTML_ACCEPT),
-            ("small JSON", "small", PIP_ACCEPT),
-            ("wheel 3 MB", "wheel3", None),
-            ("wheel 20 MB", "wheel20", None),
-        ]
-        for label, key, accept in cases:
-            for name, (_proc, base, paths) in servers.items():
-                path = paths.get(key)
-                if name == "nginx" and accept == HTML_ACCEPT:
-                    path = paths.get("page1200-html")
-                if path is None:
-                    continue
-                conns = args.connections if accept else 4
-                rps, bps = wrk(base + path, accept, args.duration, conns)
-                results.setdefault(label, {})[name] = rps if accept else bps / 1024**2
-        for _proc, _base, _paths in servers.values():
-            stop(_proc)
-    finally:
-        fake.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    print(f"\nworkers={args.workers} connections={args.connections} duration={args.duration}s")
-    print(
-        f"{'case':<16}{'pypi-proxy':>14}{'proxpi':>12}{'nginx':>12}{'vs proxpi':>11}"
-        f"{'vs nginx':>10}"
+    parser.add_argument("--workers", type=int, help="pypi-proxy's workers (default: serve's)")
+    parser.add_argument("--proxpi-workers", type=int, default=2)
+    parser.add_argument("--proxpi-threads", type=int, default=4)
+    parser.add_argument("--nginx-workers", type=int, default=2)
+    parser.add_argument("--big-mb", type=int, help="the cold large file's size (512; quick: 64)")
+    parser.add_argument(
+        "--big-bandwidth-mbit",
+        type=float,
+        default=1000.0,
+        help="the upstream link for the large file (a fast one: the proxy's own rate shows)",
     )
-    for label, row in results.items():
-        unit = "MB/s" if label.startswith("wheel") else "req/s"
-        ours = row.get("pypi-proxy", 0.0)
-        cells = [
-            f"{row[n]:>10.0f} {unit[:2]}" if n in row else f"{'-':>12}"
-            for n in ("pypi-proxy", "proxpi", "nginx")
-        ]
-        ratios = [
-            f"{ours / row[n]:>9.2f}x" if row.get(n) else f"{'-':>10}" for n in ("proxpi", "nginx")
-        ]
-        print(
-            f"{label:<16}{cells[0]:>14}{cells[1]:>12}{cells[2]:>12}{ratios[0]:>11}{ratios[1]:>10}"
-        )
+    parser.add_argument("--prefetch-projects", type=int)
+    parser.add_argument("--prefetch-changed", type=int, default=20)
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated: installs, hot, big, prefetch, proxpi, devpi, bandersnatch",
+    )
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--chart", type=Path, default=CACHE / "bench.png", help="PNG chart")
+    parser.add_argument(
+        "--from-json", type=Path, help="measure nothing: the table and chart of a --json file"
+    )
+    args = parser.parse_args()
+    args.skip = set(filter(None, args.skip.split(",")))
+    args.warm_runs = args.warm_runs or (1 if args.quick else 2)
+    args.duration = args.duration or (2 if args.quick else 5)
+    args.prefetch_projects = args.prefetch_projects or (200 if args.quick else 1000)
+    args.big_mb = args.big_mb or (64 if args.quick else 512)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        kept = [(r["case"], r["unit"], r["more_is_better"], r["values"]) for r in saved["rows"]]
+        print(f"{saved['settings']}\n{table(kept)}")
+        chart(kept, args.chart, saved["settings"])
+        print(f"chart: {args.chart}")
+        return 0
+    if "hot" not in args.skip and shutil.which("wrk") is None:
+        print("the hot figures need wrk: apt-get install wrk (or --skip hot)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="pypi-proxy-bench-"))
+    rows: list[Row] = []
+    sections: dict[str, Callable[[], list[Row]]] = {
+        "installs": lambda: install_rows(args, work),
+        "hot": lambda: hot_rows(args, work),
+        "big": lambda: big_rows(args, work),
+        "prefetch": lambda: prefetch_rows(args),
+    }
+    failed = []
+    try:
+        for name, section in sections.items():
+            if name in args.skip:
+                continue
+            # A failed section fails the run, but the others' figures are still printed.
+            try:
+                rows += section()
+            except Exception:
+                traceback.print_exc()
+                failed.append(name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    settings = (
+        f"upstream: {args.latency_ms:g} ms per request, {args.bandwidth_mbit:g} Mbit/s "
+        f"({args.big_bandwidth_mbit:g} for the large file); "
+        f"pypi-proxy workers: {args.workers or 'its default'}; proxpi: gunicorn "
+        f"{args.proxpi_workers} workers x {args.proxpi_threads} threads; wrk "
+        f"{args.duration} s, {args.connections} connections (4 for files)"
+    )
+    print(f"\n{settings}\n{table(rows)}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        serial: list[dict[str, Any]] = [
+            {"case": c, "unit": u, "more_is_better": m, "values": v} for c, u, m, v in rows
+        ]
+        args.json.write_text(json.dumps({"settings": settings, "rows": serial}, indent=2))
+    if rows:
+        args.chart.parent.mkdir(parents=True, exist_ok=True)
+        chart(rows, args.chart, settings)
+        print(f"chart: {args.chart}")
+    if failed:
+        print(f"FAILED: {', '.join(failed)} (see above)", file=sys.stderr)
+        return 1
     return 0
 
 

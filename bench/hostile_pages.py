@@ -2,7 +2,7 @@
 page, a gzip bomb and a trickled page, each against a fresh `pypi-proxy serve` subprocess and
 the local fake upstream. Loopback only; every step is bounded in time.
 
-    python bench/hostile_pages.py [--tree DIR] [--only json150,bomb,trickle] [-- serve flags]
+    python -m bench.hostile_pages [--tree DIR] [--only json150,bomb,trickle] [-- serve flags]
 
 ``--tree`` runs the proxy from another checkout (to measure an older commit the same way).
 Not a test: it prints one JSON line per attack.
@@ -23,11 +23,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.support.fake_upstream import FakeUpstream, RawAnswer  # noqa: E402
-from tests.support.proxy_server import free_port  # noqa: E402
+from bench.servers import ROOT, free_port
+from tests.support.fake_upstream import FakeUpstream, RawAnswer
 
 JSON = {"Content-Type": "application/vnd.pypi.simple.v1+json"}
 PAGE = "/simple/demo/"

@@ -23,12 +23,9 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.support.fake_upstream import FakeUpstream  # noqa: E402
-from tests.support.proxy_server import free_port  # noqa: E402
-from tests.support.wheels import make_wheel  # noqa: E402
+from bench.servers import ROOT, free_port
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.wheels import make_wheel
 
 
 def rss_mb(pid: int) -> float:

@@ -20,12 +20,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench import start_ours, stop  # noqa: E402  (bench/bench.py, beside this script)
-from tests.support.fake_upstream import FakeUpstream  # noqa: E402
-from tests.support.wheels import make_wheel  # noqa: E402
+from bench.servers import ROOT, start_ours
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.wheels import make_wheel
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1"
 
@@ -218,7 +215,14 @@ def main() -> int:
     # The fake upstream runs in a process of its own: sharing this one's GIL with 200 clients
     # would make it, not the proxy, the thing measured.
     fake = subprocess.Popen(
-        [sys.executable, __file__, "--serve-fake", str(args.projects), str(args.versions)],
+        [
+            sys.executable,
+            "-m",
+            "bench.load",
+            "--serve-fake",
+            str(args.projects),
+            str(args.versions),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -232,7 +236,8 @@ def main() -> int:
     ]
     hot = files[:: args.versions][:50]
     work = Path(tempfile.mkdtemp(prefix="pypi-proxy-load-"))
-    server, base = start_ours(simple_url, work / "cache", args.workers, "--index-ttl", "5")
+    server = start_ours(simple_url, work / "cache", args.workers, "--index-ttl", "5")
+    base = server.base
     try:
         for project, filename in hot:  # warm the hot set
             httpx.get(f"{base}/files/{project}/{filename}", timeout=30)
@@ -246,7 +251,7 @@ def main() -> int:
                     args.max_requests,
                     files,
                     hot,
-                    server.pid,
+                    server.proc.pid,
                 )
             )
             for _ in range(args.rounds)
@@ -266,7 +271,7 @@ def main() -> int:
         }
         report["alive_after"] = httpx.get(base + "/health", timeout=5).status_code == 200
     finally:
-        stop(server)
+        server.stop()
         fake.terminate()
         fake.wait()
     print(json.dumps(report, indent=2))

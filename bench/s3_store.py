@@ -5,7 +5,7 @@ run in its own process so it does not share this one's interpreter. moto keeps o
 memory and is written in Python: its figures are a floor for the store's own overhead, not a
 forecast of AWS S3, MinIO or RGW.
 
-    .venv/bin/python bench/s3_store.py [--sizes 1,100] [--rounds 5]
+    .venv/bin/python -m bench.s3_store [--sizes 1,100] [--rounds 5]
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ ProxyError
  +-- CannotListen           (proxy.web.server) the listening socket could not be had
  +-- SyncFailed             (prefetch.sync) one project could not be brought up to date
  +-- AlreadyRunning         (prefetch.runner) another prefetch pass runs on this cache
+ +-- LeaseLost              (proxy.lease) a lease this process held was taken or expired
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from proxy.answers import (
 from proxy.errors import FillFailed, NotFound, RecordUnreadable, UpstreamError
 from proxy.filestore import StoredFile
 from proxy.fill import Filler, Target
-from proxy.follow import Download, read_download, wait_done
+from proxy.follow import Download, RemoteDownload, read_download, wait_done
 from proxy.locate import METADATA_SUFFIX, find_entry, locate
 from proxy.metasynth import MadeMetadata
 from proxy.origins import origin_of
@@ -147,14 +147,12 @@ class FileAnswers:
             partial = await self._pass_range(target, range_header)
             if partial is not None:
                 return partial
-        download = filler.start(target)
-        try:
-            # Our own descriptor at once, before any wait: the download can end and its file be
-            # evicted while this request waits, and the reader must still have the bytes.
-            source = download.take_source()
-        except FillFailed:
-            source = None
-        await download.wait_ready()
+        download, source = await self._begin(filler, target)
+        if download.done and download.error and isinstance(download, RemoteDownload):
+            # Another worker's download we came to follow ended without a file we could
+            # open (stored and evicted at once, or failed): fetch it ourselves, once.
+            download.release()
+            download, source = await self._begin(filler, target)
         if download.done and download.error:
             if source is not None:
                 os.close(source)
@@ -174,6 +172,20 @@ class FileAnswers:
 
         # A file too big to keep answers a Range with the whole file: a 200 is always correct.
         return Stream(read_download(download, source), download.total, target.sha256, sent)
+
+    async def _begin(self, filler: Filler, target: Target) -> tuple[Download, int | None]:
+        download = filler.start(target)
+        try:
+            # Our own descriptor at once, before any wait: the download can end and its file be
+            # evicted while this request waits, and the reader must still have the bytes.
+            source = download.take_source()
+        except FillFailed:
+            source = None
+        await download.wait_ready()
+        if download.done and download.error and source is not None:
+            os.close(source)
+            source = None
+        return download, source
 
     async def _pass_range(self, target: Target, range_header: str) -> Partial | None:
         """A Range on a miss read from the upstream while the whole file is fetched for the

@@ -27,6 +27,15 @@ from proxy.s3config import is_s3_url, s3_config_from
 ENV_PREFIX = "PYPI_PROXY_"
 
 
+def default_workers() -> int:
+    """``workers: auto``: one per core this process may run on (a hot hit is CPU-bound, and a
+    worker costs about 70 MB of memory)."""
+    try:
+        return max(1, min(64, len(os.sched_getaffinity(0))))
+    except AttributeError:  # not on Linux
+        return max(1, min(64, os.cpu_count() or 1))
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "pypi-proxy"
@@ -82,7 +91,7 @@ class Settings:
     max_cache_size: int | None = None
     scrub_interval: float | None = None
     memory_cache_size: int = 256 * 1024**2
-    workers: int = 1
+    workers: int = field(default_factory=default_workers)  # "auto"
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     retries: int = 2
@@ -144,6 +153,15 @@ def _bool(value: Any) -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("expected true or false")
+
+
+def _auto_or(auto: Callable[[], int], convert: Callable[[Any], int]) -> Callable[[Any], int]:
+    def wrapped(value: Any) -> int:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return auto()
+        return convert(value)
+
+    return wrapped
 
 
 def _int(low: int, high: int) -> Callable[[Any], int]:
@@ -373,7 +391,7 @@ _PREFETCH_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "authors": _people,
     "maintainers": _people,
     "method": _choice("auto", "xmlrpc", "json-root", "per-project"),
-    "workers": _int(1, 256),
+    "workers": _int(1, 256),  # prefetch.workers
     "xmlrpc_url": _optional(_upstream),
     "platforms": _names,
     "python_versions": _names,
@@ -408,7 +426,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_cache_size": _optional(parse_size),
     "scrub_interval": _optional(_seconds),
     "memory_cache_size": parse_size,
-    "workers": _int(1, 64),
+    "workers": _auto_or(default_workers, _int(1, 64)),
     "connect_timeout": _seconds,
     "read_timeout": _seconds,
     "retries": _int(0, 10),

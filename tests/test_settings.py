@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,12 @@ def test_prefetch_section__yaml_env_and_errors(tmp_path: Path) -> None:
         load_settings(None, {}, {"prefetch": {"colour": "red"}})
     with pytest.raises(SettingsError, match=r"'prefetch\.cron'"):
         load_settings(None, {}, {"prefetch": {"cron": "every day"}})
+
+
+def test_workers__auto_is_one_per_core_and_the_default(tmp_path: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert load_settings(None, {}, {"cache_dir": tmp_path}).workers == cores
+    assert load_settings(None, {"PYPI_PROXY_WORKERS": "auto"}, {}).workers == cores
+    assert load_settings(None, {"PYPI_PROXY_WORKERS": "3"}, {}).workers == 3
+    with pytest.raises(SettingsError, match="workers"):
+        load_settings(None, {"PYPI_PROXY_WORKERS": "many"}, {})
