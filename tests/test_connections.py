@@ -63,8 +63,15 @@ def start(
     upstream: FakeUpstream, cache: Path, nofile: int | None = None, **env: str
 ) -> SubprocessProxy:
     settings = {f"PYPI_PROXY_{k.upper()}": v for k, v in env.items()}
+    # One worker: the limits under test are each worker's own (workers: auto multiplies them).
     return SubprocessProxy(
-        "--upstream", upstream.simple_url, cache_dir=cache, env=settings, nofile=nofile
+        "--upstream",
+        upstream.simple_url,
+        "--workers",
+        "1",
+        cache_dir=cache,
+        env=settings,
+        nofile=nofile,
     ).start()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -25,7 +26,17 @@ pytestmark = pytest.mark.e2e
 
 
 def kill9(proxy: SubprocessProxy) -> None:
+    """A crash of the whole server: the supervisor and every worker die at once (a worker
+    left running would finish the download the crash was meant to interrupt)."""
     assert proxy.process is not None
+    pid = proxy.process.pid
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            children += [int(c) for c in (task / "children").read_text().split()]
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
     proxy.process.send_signal(signal.SIGKILL)
     proxy.process.wait()
 

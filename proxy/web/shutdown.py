@@ -128,3 +128,16 @@ class QuietMultiprocess(Multiprocess):
             process.grace = self.grace  # travels to the spawned child with the process object
             process.start()
             self.processes.append(process)
+
+    def join_all(self) -> None:
+        """Wait for the workers; a second SIGINT or SIGTERM meanwhile is passed on, so that a
+        worker letting its transfers finish hears the same signal twice and cuts them at once
+        (QuietServer), as a single process does. A terminal's Ctrl-C reaches the workers
+        itself; a supervisor (systemd, Docker) signals this process alone."""
+        while any(p.process.is_alive() for p in self.processes):
+            if self.signal_queue:
+                self.signal_queue.clear()
+                self.terminate_all()
+            for process in self.processes:
+                process.process.join(_POLL)
+        super().join_all()
