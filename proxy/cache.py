@@ -3,7 +3,8 @@ change what the cache holds. It wraps the parts (storage, the page service, the 
 counters) so that callers never reach into them. What it answers is in ``proxy.answers``; it is
 made of ``proxy.fileanswers`` (how a file request is answered), ``proxy.holdings`` (what the
 mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
-(eviction after fills), which only this object calls.
+(eviction after fills), which only this object calls. ``proxy.runtime`` makes it from settings
+(``Runtime.open`` for a server or a command, ``reading`` for a look at the cache).
 
     mirror = Mirror(storage, pages, stats, upstream, max_cache_size=, hand_over=, json_api=)
 
@@ -48,10 +49,11 @@ mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
       upstream_health()  -> the upstream's breakers per origin | None (offline; not async)
 
 Invariants:
-- A file answer is decided here, once per request: a hit, a download joined or started, or a
-  typed refusal; a HEAD or a Range on a miss waits for the whole verified file and is still one
-  miss. The outcome (``hit``/``miss``/``stale``) is carried by the answer; the request counter
-  (``proxy.web.counting``) takes it with the latency. Bytes served, bytes fetched, integrity
+- A file answer is decided here (``proxy.fileanswers``), once per request: a hit, a download
+  joined or started, the size alone, a short range passed through, or a typed refusal; a HEAD
+  or a Range on a miss is one miss whichever. The outcome (``hit``/``miss``/``stale``) is
+  carried by the answer; the request counter (``proxy.web.counting``) hands it back with the
+  latency (``count_request``). Bytes served, bytes fetched, integrity
   errors and upstream errors are counted here (or by the parts this object wires), never by a
   caller.
 - Nothing half-written is served: hits come from verified stored files, opened here (the
