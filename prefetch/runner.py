@@ -98,10 +98,11 @@ async def _one_pass(runtime: Runtime) -> AsyncIterator[None]:
     """One pass per cache directory (a lock), and with a shared bucket one per bucket: the
     storage's lease, so replicas take turns instead of racing."""
     with _exclusive(runtime.settings.cache_dir):
-        if runtime.storage.shared is None:
+        lease = runtime.mirror.lease("prefetch")
+        if lease is None:
             yield
             return
-        async with holding(runtime.storage.lease("prefetch"), PASS_LEASE_TTL, AlreadyRunning):
+        async with holding(lease, PASS_LEASE_TTL, AlreadyRunning):
             yield
 
 

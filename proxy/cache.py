@@ -1,6 +1,10 @@
 """The mirror: the one object the web layer, the prefetcher, verify and the CLI call to read and
 change what the cache holds. It wraps the parts (storage, the page service, the filler, the
-counters) so that callers never reach into them. What it answers is in ``proxy.answers``.
+counters) so that callers never reach into them. What it answers is in ``proxy.answers``; it is
+made of ``proxy.fileanswers`` (how a file request is answered), ``proxy.holdings`` (what the
+mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
+(eviction after fills), which only this object calls. ``proxy.runtime`` makes it from settings
+(``Runtime.open`` for a server or a command, ``reading`` for a look at the cache).
 
     mirror = Mirror(storage, pages, stats, upstream, max_cache_size=, hand_over=, json_api=)
 
@@ -14,7 +18,8 @@ counters) so that callers never reach into them. What it answers is in ``proxy.a
       upstream_listing()                       -> set of names the upstream lists now
     files                                      (async)
       file(project, filename, variant, head=, ranged=, range_header=, if_range=)
-                                               -> Hit | Handover | Stream | SizeOnly | Refusal
+                                               -> Hit | Handover | Redirect | Stream | SizeOnly
+                                                  | Partial | Refusal
       fetch(target, pinned=False)              -> Download, ended (prefetch, verify)
     projects                                   (async)
       forget(project)    drop its page (memory, disk); its files stay until evicted
@@ -24,15 +29,31 @@ counters) so that callers never reach into them. What it answers is in ``proxy.a
       hold(sha256) -> newly? / release(sha256) / is_held(sha256): pins eviction never takes
       stored_copy(sha256, filename, expected)  -> StoredFile | None (a wrong-size copy dropped)
       drop(sha256, filename, damaged=False)    -> bytes freed
+      hash_for_url(url) / has_page(project) / files_changed(project)
       holds()                                  -> {"projects", "files", "bytes"}
+      list_projects(sort, after=, offset=, limit=)  -> ([ProjectFacts], as_of) (the query API)
+      project_facts(record) / project_files(record) -> ProjectFacts / [FileFacts]
+    what verify reads                          (blocking)
+      page_records()     -> (project, PageRecord | None: unreadable) for every stored page
+      hash_of(stored)    -> sha256 of its bytes now | None (gone)
+      sweep_partials() -> count / recount()
+    the mirror's own state                     (blocking)
+      hold_changes() / settle_changes(serial) / serial_answer(method, params) (the /pypi API)
+      lease(name)        -> LeaseKeeper shared with other replicas | None (not shared)
+      lock(name)         -> FileLock: one holder per cache directory (the scrub)
+      note(key) / set_note(key, value): small values every worker reads (the last scrub)
     counters                                   (async)
       figures() -> Figures (every process's counters, the cache's size); latency(); usable()
+      count_request(route, outcome, seconds, project)  (not async: one request, once)
+      stored_figures()   -> Figures from disk alone (blocking: a one-shot command)
+      upstream_health()  -> the upstream's breakers per origin | None (offline; not async)
 
 Invariants:
-- A file answer is decided here, once per request: a hit, a download joined or started, or a
-  typed refusal; a HEAD or a Range on a miss waits for the whole verified file and is still one
-  miss. The outcome (``hit``/``miss``/``stale``) is carried by the answer; the request counter
-  (``proxy.web.counting``) takes it with the latency. Bytes served, bytes fetched, integrity
+- A file answer is decided here (``proxy.fileanswers``), once per request: a hit, a download
+  joined or started, the size alone, a short range passed through, or a typed refusal; a HEAD
+  or a Range on a miss is one miss whichever. The outcome (``hit``/``miss``/``stale``) is
+  carried by the answer; the request counter (``proxy.web.counting``) hands it back with the
+  latency (``count_request``). Bytes served, bytes fetched, integrity
   errors and upstream errors are counted here (or by the parts this object wires), never by a
   caller.
 - Nothing half-written is served: hits come from verified stored files, opened here (the
@@ -45,53 +66,30 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import os
-import time
-from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from typing import Any
 
 import anyio
 
-from proxy.answers import (
-    Figures,
-    FileAnswer,
-    Handover,
-    Hit,
-    PageAnswer,
-    Partial,
-    Redirect,
-    Refusal,
-    RootAnswer,
-    SizeOnly,
-    Stream,
-)
-from proxy.catalog import Forgotten, forget_project
-from proxy.errors import FillFailed, NotFound, RecordUnreadable, UpstreamError
-from proxy.evict import over_cap
+from proxy import serials
+from proxy.answers import Figures, FileAnswer, PageAnswer, RootAnswer
+from proxy.catalog import FileFacts, Forgotten, ProjectFacts, SortKey, forget_project
+from proxy.counters import Counters
+from proxy.errors import NotFound
+from proxy.fileanswers import FileAnswers
 from proxy.filestore import StoredFile
 from proxy.fill import Filler, Target
-from proxy.follow import Download, RemoteDownload, read_download, wait_done
+from proxy.follow import Download
+from proxy.holdings import Holdings
 from proxy.jsonapi import JsonApi, JsonRecord
-from proxy.locate import METADATA_SUFFIX, find_entry, locate
-from proxy.metasynth import MadeMetadata
+from proxy.lease import LeaseKeeper
+from proxy.locks import FileLock
 from proxy.models import PageRecord
-from proxy.origins import origin_of
 from proxy.pageservice import PageService
-from proxy.ranges import Unsatisfiable, parse_range
-from proxy.sharedevict import evict_once
-from proxy.stats import Latency, Stats, latency, series, top_projects, totals, upstream_errors
+from proxy.sizecap import SizeCap
+from proxy.stats import Latency, Stats
 from proxy.storage import Storage
 from proxy.upstream import Upstream
-from proxy.wheelmeta import NoMetadata
-
-log = logging.getLogger(__name__)
-TOUCH_EVERY = 600.0  # seconds between access-time updates of one file (a hot inode is not
-# written on every hit; eviction needs minutes, not microseconds)
-MAX_TOUCHED = 100_000
-PASS_RANGE_MAX = 8 * 1024**2  # a Range on a miss up to this size is read from the upstream
 
 
 class Mirror:
@@ -115,16 +113,9 @@ class Mirror:
     ) -> None:
         self._storage = storage
         self._pages = pages
-        self._upstream = upstream
         self._stats = stats
-        self._cap = max_cache_size
-        self._hand_over = hand_over  # hits on this disk go to a front server (accel_redirect)
-        # Hits only in the shared bucket are redirected there for this long (s3_redirect).
-        self._redirect_expiry = redirect_expiry
         self._json = json_api  # None: the legacy JSON API is not served
-        self._touched: dict[tuple[str, str], float] = {}
-        self._background: set[asyncio.Task[None]] = set()
-        self._evicting = False
+        self._size_cap = SizeCap(storage, stats, max_cache_size)
         self.filler: Filler | None = None  # None: offline
         if upstream is not None:
             self.filler = Filler(
@@ -136,12 +127,18 @@ class Mirror:
                 remote_timeout=remote_timeout,
                 max_stored_size=max_cache_size,
             )
-        # <wheel>.metadata for wheels the index gives none for (made from the wheel itself).
-        self._made = (
-            MadeMetadata(storage, upstream, self._fetch_whole if upstream is not None else None)
-            if made_metadata
-            else None
+        self._files = FileAnswers(
+            storage,
+            pages,
+            stats,
+            upstream,
+            self.filler,
+            hand_over=hand_over,
+            made_metadata=made_metadata,
+            redirect_expiry=redirect_expiry,
         )
+        self._held = Holdings(storage, stats)
+        self._counters = Counters(storage, stats, upstream)
 
     @property
     def offline(self) -> bool:
@@ -231,292 +228,95 @@ class Mirror:
         """The answer to one request for a file listed on ``project``'s page (a normalized
         name; ``variant`` picks among entries with one filename). ``range_header``, given,
         lets a Range on a miss be passed through to the upstream instead of waiting."""
-        ranged = ranged or range_header is not None
-        if self._made is not None and filename.endswith(METADATA_SUFFIX):
-            made = await self._made_file(project, filename, variant, head=head, ranged=ranged)
-            if made is not None:
-                return made
-        try:
-            located = await locate(self._pages, self._storage, project, filename, variant)
-        except NotFound as exc:
-            return Refusal("not_found", str(exc))
-        except RecordUnreadable as exc:
-            return Refusal("unavailable", str(exc))
-        except UpstreamError as exc:
-            return Refusal("upstream_failed", f"the upstream index is unavailable: {exc}")
-        if located.damaged:
-            self._stats.add("integrity_errors")
-        stored = located.stored
-        if stored is not None and stored.path is None:
-            # Only in the shared bucket: redirected there (s3_redirect), or a GET sent as it is
-            # copied here and verified; HEAD and Range wait for the verified local copy.
-            if self._redirect_expiry is not None:
-                url = self._storage.presign(stored, self._redirect_expiry)
-                if url is not None:
-                    self._touch(stored)
-                    return Redirect(url, stored.sha256)
-            chunks = self._storage.stream_in(stored)
-            if not head and not ranged and chunks is not None:
-                self._touch(stored)
-                return Stream(chunks, stored.size, stored.sha256, self._served, outcome="hit")
-            stored = await anyio.to_thread.run_sync(self._storage.local_copy, stored)
-        if stored is not None:
-            handover = self._handover(stored, head=head, ranged=ranged)
-            if handover is not None:
-                return handover
-            fd = self._open(stored)
-            if fd is not None:  # else evicted since it was found: fetched again
-                return Hit(fd, stored.sha256, "hit", self._served)
-        filler = self.filler
-        if filler is None:
-            if located.damaged:
-                return Refusal(
-                    "unavailable",
-                    f"the stored copy of {filename} was damaged and dropped; the proxy is offline",
-                )
-            return Refusal(
-                "not_found", f"{filename} is not in this mirror, and the proxy is offline"
-            )
-        target = located.target
-        too_big = filler.too_big(target)
-        if head and target.size is not None:
-            # The page gives the size: a HEAD needs no byte of the file (uv asks one before
-            # its ranges), and starts no download.
-            return SizeOnly(target.size, target.sha256, ranges=not too_big)
-        if range_header is not None and if_range is None and not too_big:
-            partial = await self._pass_range(target, range_header)
-            if partial is not None:
-                return partial
-        download, source = await self._begin(filler, target)
-        if download.done and download.error and isinstance(download, RemoteDownload):
-            # Another worker's download we came to follow ended without a file we could
-            # open (stored and evicted at once, or failed): fetch it ourselves, once.
-            download.release()
-            download, source = await self._begin(filler, target)
-        if download.done and download.error:
-            if source is not None:
-                os.close(source)
-            download.release()
-            if download.not_found:
-                return Refusal("not_found", f"the upstream has no {filename}")
-            self._upstream_error(target)
-            return Refusal(
-                "upstream_failed", f"could not fetch {filename} from the upstream: {download.error}"
-            )
-        if not too_big and (head or ranged):
-            return await self._whole(download, source, filename)
-
-        def sent(n: int) -> None:
-            self._stats.add("bytes_served", n)
-            download.release()  # also when the client left before the body began
-
-        # A file too big to keep answers a Range with the whole file: a 200 is always correct.
-        return Stream(read_download(download, source), download.total, target.sha256, sent)
-
-    async def _begin(self, filler: Filler, target: Target) -> tuple[Download, int | None]:
-        download = filler.start(target)
-        try:
-            # Our own descriptor at once, before any wait: the download can end and its file be
-            # evicted while this request waits, and the reader must still have the bytes.
-            source = download.take_source()
-        except FillFailed:
-            source = None
-        await download.wait_ready()
-        if download.done and download.error and source is not None:
-            os.close(source)
-            source = None
-        return download, source
-
-    async def _pass_range(self, target: Target, range_header: str) -> Partial | None:
-        """A Range on a miss read from the upstream while the whole file is fetched for the
-        cache; None to wait for the verified file instead (no size known, a range reaching
-        the last byte, a large one, an upstream that ignores ranges or errs)."""
-        assert self.filler is not None and self._upstream is not None
-        size = target.size
-        if size is None:
-            return None
-        try:
-            wanted = parse_range(range_header, size)
-        except Unsatisfiable:
-            return None  # the stored file's answer says 416
-        # Never the last byte: what a client assembles from ranges cannot complete bad bytes,
-        # as its last range waits for the verified file. Large ranges are cheaper from it.
-        if wanted is None or wanted.end >= size - 1 or wanted.length > PASS_RANGE_MAX:
-            return None
-        self.filler.start(target).release()  # the fill goes on for the cache, unread here
-        try:
-            part = await self._upstream.read_range(
-                target.url, f"{wanted.start}-{wanted.end}", wanted.length
-            )
-        except UpstreamError as exc:
-            log.info("range of %s not passed through: %s", target.filename, exc)
-            return None
-        if part.start != wanted.start or len(part.data) != wanted.length or part.total != size:
-            return None
-        return Partial(part.data, part.start, size, target.sha256, self._served)
-
-    async def _made_file(
-        self, project: str, filename: str, variant: str | None, *, head: bool, ranged: bool
-    ) -> FileAnswer | None:
-        """The metadata of a wheel whose page gives none, made here; None when ``filename``
-        is not such a file (the ordinary path answers it)."""
-        assert self._made is not None
-        try:
-            record = await self._pages.project(project, allow_stale=True)
-        except (NotFound, RecordUnreadable, UpstreamError):
-            return None  # the ordinary path says why
-        entry = find_entry(record, filename, variant)
-        if (
-            entry is None
-            or entry.filename + METADATA_SUFFIX != filename
-            or not self._made.wanted(entry)
-        ):
-            return None
-        outcome = "hit"
-        stored = await self._made.stored(entry)
-        if stored is None:
-            outcome = "miss"
-            try:
-                stored = await self._made.make(entry)
-            except NoMetadata as exc:
-                return Refusal("not_found", f"no metadata can be read from {entry.filename}: {exc}")
-            except UpstreamError as exc:
-                return Refusal("upstream_failed", f"could not read {entry.filename}: {exc}")
-            if stored is None:
-                return Refusal(
-                    "not_found", f"{filename} is not in this mirror, and the proxy is offline"
-                )
-        handover = self._handover(stored, head=head, ranged=ranged)
-        if handover is not None:
-            return handover
-        fd = self._open(stored)
-        if fd is None:
-            return Refusal("unavailable", f"{filename} went from the cache; ask again")
-        return Hit(fd, stored.sha256, outcome, self._served)
-
-    async def _fetch_whole(self, target: Target) -> StoredFile | None:
-        """A wheel fetched into the cache (to read its metadata), or None if it failed."""
-        download = await self.fetch(target)
-        if download.error or download.sha256 is None:
-            return None
-        sha = download.sha256
-        return await anyio.to_thread.run_sync(self._storage.stored, sha, target.filename)
+        return await self._files.decide(
+            project,
+            filename,
+            variant,
+            head=head,
+            ranged=ranged,
+            range_header=range_header,
+            if_range=if_range,
+        )
 
     async def fetch(self, target: Target, *, pinned: bool = False) -> Download:
         """Download ``target`` into the store (or join the download under way) and wait until it
         ended, either way: the caller reads ``error``, ``sha256`` and ``written``."""
-        if self.filler is None:
-            raise UpstreamError("the proxy is offline")
-        download = self.filler.start(target, pinned=pinned)
-        await wait_done(download)
-        return download
-
-    async def _whole(self, download: Download, source: int | None, filename: str) -> FileAnswer:
-        """HEAD and Range on a miss: wait for the verified file, then answer from the very bytes
-        read (a descriptor kept open), whether or not the file is still stored by then."""
-        try:
-            if source is None:
-                source = download.open_source()
-        except FillFailed as exc:
-            download.release()
-            return Refusal(
-                "upstream_failed", f"could not fetch {filename} from the upstream: {exc}"
-            )
-        keep = os.dup(source)
-        try:
-            async for _ in read_download(download, source):
-                pass
-        except FillFailed as exc:
-            os.close(keep)
-            return Refusal(
-                "upstream_failed", f"could not fetch {filename} from the upstream: {exc}"
-            )
-        # Just stored (or streamed whole): its access time is now, no touch needed.
-        return Hit(keep, download.expected or download.sha256 or "", "miss", self._served)
-
-    def _handover(self, stored: StoredFile, *, head: bool, ranged: bool) -> Handover | None:
-        if not self._hand_over or stored.path is None:
-            return None
-        relative = self._storage.files_relative(stored)
-        if relative is None or not os.path.isfile(stored.path):
-            return None
-        self._touch(stored)
-        if not head and not ranged:
-            self._stats.add("bytes_served", stored.size)  # the front server sends them
-        return Handover(relative, stored)
-
-    def _open(self, stored: StoredFile) -> int | None:
-        if stored.path is None:
-            return None
-        try:
-            fd = os.open(stored.path, os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        self._touch(stored)
-        return fd
-
-    def _touch(self, stored: StoredFile) -> None:
-        now = time.time()
-        key = (stored.sha256, stored.filename)
-        if now - self._touched.get(key, 0.0) > TOUCH_EVERY:
-            if len(self._touched) > MAX_TOUCHED:
-                self._touched.clear()
-            self._touched[key] = now
-            self._storage.touch(stored, now)
-
-    def _served(self, n: int) -> None:
-        self._stats.add("bytes_served", n)
-
-    def _upstream_error(self, target: Target) -> None:
-        origin = origin_of(target.url)
-        self._stats.upstream_error(str(origin) if origin is not None else "other")
+        return await self._files.fetch(target, pinned=pinned)
 
     # -- what the mirror holds (blocking: call in a worker thread) ---------------------------
 
     def hold(self, sha256: str) -> bool:
         """Pin a file's bytes so that eviction never takes them; True if newly pinned."""
-        if self._storage.is_pinned(sha256):
-            return False
-        self._storage.pin(sha256)
-        return True
+        return self._held.hold(sha256)
 
     def release(self, sha256: str) -> None:
         """Let eviction take these bytes again."""
-        self._storage.unpin(sha256)
+        self._held.release(sha256)
 
     def is_held(self, sha256: str) -> bool:
-        return self._storage.is_pinned(sha256)
+        return self._held.is_held(sha256)
 
     def stored_copy(
         self, sha256: str, filename: str, expected: int | None = None
     ) -> StoredFile | None:
         """The stored file, if the store holds it whole: a copy of another size than
         ``expected`` (truncated, appended to) is dropped here and None returned."""
-        stored = self._storage.stored(sha256, filename)
-        if stored is not None and expected is not None and stored.size != expected:
-            log.warning(
-                "%s is %d bytes in the store, %d expected: dropped, to fetch again",
-                filename,
-                stored.size,
-                expected,
-            )
-            self._storage.remove(sha256, filename)
-            return None
-        return stored
+        return self._held.stored_copy(sha256, filename, expected)
 
     def drop(self, sha256: str, filename: str, *, damaged: bool = False) -> int:
         """Delete one stored file; the bytes freed (0 if it was gone). ``damaged``: its bytes
         were found wrong (verify), which counts as an integrity error."""
-        if damaged:
-            self._stats.add("integrity_errors")
-        return self._storage.remove(sha256, filename)
+        return self._held.drop(sha256, filename, damaged=damaged)
 
     def hash_for_url(self, url: str) -> str | None:
         """The sha256 found when a file its page gave no hash for was downloaded."""
-        return self._storage.hash_for_url(url)
+        return self._held.hash_for_url(url)
 
     def has_page(self, project: str) -> bool:
-        return self._storage.has_page(project)
+        return self._held.has_page(project)
+
+    def holds(self) -> dict[str, int]:
+        """What the mirror holds: projects with a page, files and their bytes."""
+        return self._held.holds()
+
+    def list_projects(
+        self, sort: SortKey, *, after: str | None = None, offset: int = 0, limit: int = 100
+    ) -> tuple[list[ProjectFacts], float]:
+        """One page of the projects the cache holds and when (epoch seconds) its rows were
+        read: ``after`` a name in name order (costs what it shows), else rows ``offset`` on in
+        ``sort`` order, largest first (an order other than by name is read whole once and kept
+        for ``catalog.SORTED_MAX_AGE`` seconds)."""
+        return self._held.list_projects(sort, after=after, offset=offset, limit=limit)
+
+    def project_facts(self, record: PageRecord) -> ProjectFacts:
+        """What the cache holds of the project a stored page describes."""
+        return self._held.project_facts(record)
+
+    def project_files(self, record: PageRecord) -> list[FileFacts]:
+        """Each file the page lists: held or not, pinned or not, its size and last access."""
+        return self._held.project_files(record)
+
+    # -- what verify reads (blocking) --------------------------------------------------------
+
+    def page_records(self) -> Iterator[tuple[str, PageRecord | None]]:
+        """Every stored page as (project, record); the record None when it cannot be read
+        (another format, damage): to report, not to stop the check. Pages dropped while this
+        walks are left out."""
+        return self._held.page_records()
+
+    def hash_of(self, stored: StoredFile) -> str | None:
+        """The sha256 of a stored file's bytes as they are now; None when it cannot be read."""
+        return self._held.hash_of(stored)
+
+    def sweep_partials(self) -> int:
+        """Remove partial downloads no download is writing; how many."""
+        return self._held.sweep_partials()
+
+    def recount(self) -> None:
+        """Count the stored files and their bytes again (after verify dropped some)."""
+        self._held.recount()
+
+    # -- the mirror's own state (blocking) ---------------------------------------------------
 
     def hold_changes(self) -> None:
         """Followers of this mirror see changes only up to a completed pass from now on."""
@@ -526,37 +326,55 @@ class Mirror:
         """A pass completed up to ``serial``: followers may see what it changed."""
         self._storage.changelog.settle(serial)
 
-    def holds(self) -> dict[str, int]:
-        """What the mirror holds: projects with a page, files and their bytes."""
-        return self._storage.totals()
+    def serial_answer(self, method: str, params: tuple[Any, ...]) -> bytes:
+        """The XML-RPC response body to a serial API call (``proxy.serials``) about what this
+        mirror holds, from its changelog."""
+        return serials.answer(method, params, self._storage.changelog)
+
+    def lease(self, name: str) -> LeaseKeeper | None:
+        """The lease ``name`` every replica over this store sees (in the bucket), so that they
+        take turns; None when the store is this machine's alone (a local lock is enough)."""
+        if self._storage.shared is None:
+            return None
+        return self._storage.lease(name)
+
+    def lock(self, name: str) -> FileLock:
+        """The exclusive lock ``name`` of this cache directory (its processes take turns)."""
+        return FileLock(self._storage.state_path(name))
+
+    def note(self, key: str) -> Any:
+        """A small value kept with the cache, the same for every worker (None if never set)."""
+        return self._storage.index.get(key)
+
+    def set_note(self, key: str, value: Any) -> None:
+        self._storage.index.set(key, value)
+
+    # -- counters ----------------------------------------------------------------------------
+
+    def count_request(
+        self, route: str, outcome: str, seconds: float, project: str | None = None
+    ) -> None:
+        """One answered request, counted once: by the web layer's outermost middleware
+        (``proxy.web.counting``) when the answer is complete; hot hits included."""
+        self._stats.request(route, outcome, seconds, project)  # the hot path: no hop more
 
     async def figures(self) -> Figures:
         """Every process's counters, with this one's not yet written added, and what the
         mirror holds."""
-        pending = self._stats.take()
-        try:
-            return await anyio.to_thread.run_sync(self._figures, pending)
-        finally:
-            self._stats.pending.update(pending)  # whatever the disk would not take yet
+        return await self._counters.figures()
 
-    def _figures(self, pending: Counter[str]) -> Figures:
-        now = time.time()
-        cache = self._storage.totals()
-        counters = totals(self._storage, pending)  # first: adds this worker's pending counts
-        return Figures(
-            counters=counters,
-            cache=cache,
-            upstream_errors_by_origin=upstream_errors(self._storage),
-            top_projects=[
-                {"project": name, "requests": count} for name, count in top_projects(self._storage)
-            ],
-            last_hour=series(self._storage, now),
-            uptime_seconds=round(now - self._stats.started, 1),
-        )
+    def stored_figures(self) -> Figures:
+        """The counters as every process wrote them, and what the mirror holds (blocking): for
+        a command that serves nothing and so counted nothing itself."""
+        return self._counters.stored_figures()
 
     async def latency(self) -> list[Latency]:
         """The request latency histogram, every process's."""
-        return await anyio.to_thread.run_sync(latency, self._storage)
+        return await self._counters.latency()
+
+    def upstream_health(self) -> dict[str, Any] | None:
+        """The upstream's circuit breakers, per origin; None offline."""
+        return self._counters.upstream_health()
 
     async def usable(self) -> bool:
         """Whether the file store can be reached (the health check)."""
@@ -566,23 +384,7 @@ class Mirror:
 
     def after_fill(self) -> None:
         """A file was added: evict in the background if the cache went over its cap."""
-        cap = self._cap
-        if cap is None or self._evicting:
-            return
-        self._evicting = True
-
-        async def run() -> None:
-            try:
-                if await anyio.to_thread.run_sync(over_cap, self._storage, cap):
-                    done = await anyio.to_thread.run_sync(evict_once, self._storage, cap)
-                    self._stats.add("evicted_files", done.files)
-                    self._stats.add("evicted_bytes", done.bytes)
-            finally:
-                self._evicting = False
-
-        task = asyncio.create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._size_cap.after_fill()
 
     async def close(self) -> None:
         """Let downloads under way finish (for a while), then stop them and any eviction."""
@@ -594,6 +396,4 @@ class Mirror:
 
     async def settle(self) -> None:
         """Wait for background work (eviction) to end: for shutdown and tests."""
-        while self._background:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*list(self._background))
+        await self._size_cap.settle()

@@ -29,6 +29,7 @@ SORT_KEYS: tuple[SortKey, ...] = ("name", "bytes", "files", "last_access")
 # How deep ``?page=`` may reach in an order other than by name: the heap that finds the rows
 # holds this many at most. By name, ``?after=`` pages through everything at constant cost.
 MAX_DEPTH = 10_000
+SORTED_MAX_AGE = 30.0  # seconds an order other than by name is kept before it is read again
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,21 +159,19 @@ def _serve(settings: Settings) -> int:
 
 def _stats(settings: Settings) -> int:
     from prefetch.runner import status
-    from proxy.stats import summary, totals
-    from proxy.storage import Storage
+    from proxy.runtime import reading
+    from proxy.stats import summary
 
     if not settings.cache_dir.is_dir():
         print(f"pypi-proxy: no cache at {settings.cache_dir}", file=sys.stderr)
         return 1
-    storage = Storage.from_settings(settings)
-    try:
-        data = summary(
-            totals(storage),
-            storage.totals(),
-            {"cache_dir": str(settings.cache_dir), "prefetch": status(settings.cache_dir)},
-        )
-    finally:
-        storage.close()
+    with reading(settings) as mirror:
+        figures = mirror.stored_figures()
+    data = summary(
+        figures.counters,
+        figures.cache,
+        {"cache_dir": str(settings.cache_dir), "prefetch": status(settings.cache_dir)},
+    )
     print(json.dumps(data, indent=2))
     return 0
 

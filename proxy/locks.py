@@ -57,3 +57,26 @@ def release_lock(path: Path, fd: int) -> None:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+class FileLock:
+    """One exclusive lock file, taken without waiting (blocking calls: a worker thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def take(self) -> bool:
+        """True once this object holds it; False when another holder has it."""
+        if self._fd is None:
+            self._fd = take_lock(self._path)
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            release_lock(self._path, fd)
+
+    def held(self) -> bool:
+        """Whether some holder (this one included) has it now."""
+        return lock_held(self._path)

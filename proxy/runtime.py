@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +135,26 @@ class Runtime:
             except Exception as exc:  # the bucket is down: try again later, quietly
                 log.warning("could not read the pages other replicas stored: %s", exc)
             await asyncio.sleep(SYNC_PAGES_EVERY)
+
+
+@contextlib.contextmanager
+def reading(settings: Settings) -> Iterator[Mirror]:
+    """The mirror over what the cache holds, for a one-shot command that only reads it
+    (``pypi-proxy stats``): offline, nothing started or swept, the storage closed after."""
+    storage = Storage.from_settings(settings)
+    try:
+        stats = Stats()
+        pages = PageService(
+            storage,
+            None,
+            stats,
+            ttl=settings.index_ttl,
+            negative_ttl=settings.negative_ttl,
+            memory_bytes=settings.memory_cache_size,
+        )
+        yield Mirror(storage, pages, stats, None)
+    finally:
+        storage.close()
 
 
 def _make_upstream(

@@ -18,25 +18,36 @@ from typing import Any
 
 import anyio
 
-from proxy.locks import release_lock, take_lock
+from proxy.cache import Mirror
 from proxy.runtime import Runtime
 from proxy.verify import verify
 
 log = logging.getLogger(__name__)
 LAST_KEY = "scrub:last"
+LOCK = "scrub.lock"
+
+
+def scrubbing(mirror: Mirror) -> bool:
+    """Whether some process is scrubbing this cache now (blocking)."""
+    return mirror.lock(LOCK).held()
+
+
+def last_scrub(mirror: Mirror) -> dict[str, Any] | None:
+    """The summary of the last pass that ended, whichever worker ran it (blocking)."""
+    last: dict[str, Any] | None = mirror.note(LAST_KEY)
+    return last
 
 
 async def scrub_once(runtime: Runtime) -> dict[str, Any] | None:
     """One pass, unless another process is scrubbing this cache; its summary."""
-    lock_path = runtime.storage.state_path("scrub.lock")
-    fd = await anyio.to_thread.run_sync(take_lock, lock_path)
-    if fd is None:
+    lock = runtime.mirror.lock(LOCK)
+    if not await anyio.to_thread.run_sync(lock.take):
         return None
     started = time.time()
     try:
         report = await verify(runtime, repair=True)
     finally:
-        release_lock(lock_path, fd)
+        lock.release()
     summary = {
         "finished": time.time(),
         "seconds": round(time.time() - started, 2),
@@ -47,7 +58,7 @@ async def scrub_once(runtime: Runtime) -> dict[str, Any] | None:
         "failed": report.failed[-5:],
         "exit_status": report.exit_status,
     }
-    await anyio.to_thread.run_sync(runtime.storage.index.set, LAST_KEY, summary)
+    await anyio.to_thread.run_sync(runtime.mirror.set_note, LAST_KEY, summary)
     level = logging.INFO if report.exit_status == 0 else logging.WARNING
     log.log(level, "scrub: checked %d files, %d damaged", report.checked, summary["damaged"])
     return summary
@@ -56,7 +67,7 @@ async def scrub_once(runtime: Runtime) -> dict[str, Any] | None:
 @asynccontextmanager
 async def scrub_service(runtime: Runtime, interval: float) -> AsyncIterator[None]:
     def figures() -> dict[str, Any]:
-        return {"scrub": {"interval": interval, "last": runtime.storage.index.get(LAST_KEY)}}
+        return {"scrub": {"interval": interval, "last": last_scrub(runtime.mirror)}}
 
     runtime.extra_stats.append(figures)
 

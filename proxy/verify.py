@@ -19,8 +19,9 @@ from functools import partial
 
 import anyio
 
+from proxy.cache import Mirror
 from proxy.fill import Target
-from proxy.locate import sha256_of, target_for
+from proxy.locate import target_for
 from proxy.names import is_safe_filename, is_sha256
 from proxy.runtime import Runtime
 
@@ -62,14 +63,11 @@ class VerifyReport:
         return REPAIRED if self.damage_found else WHOLE
 
 
-def _listed(runtime: Runtime, report: VerifyReport) -> Iterator[Target]:
-    storage = runtime.storage
-    for project in storage.page_projects():
-        record = storage.load_page(project)  # an unreadable record must not stop the check
-        if record is None:
-            if project in storage.unreadable:
-                report.unreadable_records += 1
-                report.failed.append(f"{project}: page record unreadable (another format?)")
+def _listed(mirror: Mirror, report: VerifyReport) -> Iterator[Target]:
+    for project, record in mirror.page_records():
+        if record is None:  # an unreadable record must not stop the check
+            report.unreadable_records += 1
+            report.failed.append(f"{project}: page record unreadable (another format?)")
             continue
         files = list(record.page.files)
         for entry in files:
@@ -85,35 +83,35 @@ def _listed(runtime: Runtime, report: VerifyReport) -> Iterator[Target]:
 Checked = tuple[Target, str, tuple[str, str] | None]
 
 
-def _check(runtime: Runtime, target: Target) -> Checked:
+def _check(mirror: Mirror, target: Target) -> Checked:
     """(target, outcome, (sha256, filename)): ok, corrupt, wrong-size, missing-pinned, absent
     or unstorable."""
-    storage = runtime.storage
-    sha = target.sha256 or storage.hash_for_url(target.url)
+    sha = target.sha256 or mirror.hash_for_url(target.url)
     if sha is None:
         return target, "absent", None
     if not is_sha256(sha) or not is_safe_filename(target.filename):
         return target, "unstorable", None
     key = (sha, target.filename)
-    stored = storage.stored(sha, target.filename)
+    stored = mirror.stored_copy(sha, target.filename)
     if stored is None:
-        return target, "missing-pinned" if storage.is_pinned(sha) else "absent", key
+        return target, "missing-pinned" if mirror.is_held(sha) else "absent", key
     if target.size is not None and stored.size != target.size:
         return target, "wrong-size", key
-    actual = sha256_of(storage, stored)
+    actual = mirror.hash_of(stored)
     if actual is None:
-        return target, "missing-pinned" if storage.is_pinned(sha) else "absent", key
+        return target, "missing-pinned" if mirror.is_held(sha) else "absent", key
     return target, "ok" if actual == sha else "corrupt", key
 
 
 async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
+    mirror = runtime.mirror
     report = VerifyReport()
-    report.swept_partials = await anyio.to_thread.run_sync(runtime.storage.sweep_tmp)
-    targets = await anyio.to_thread.run_sync(lambda: list(_listed(runtime, report)))
+    report.swept_partials = await anyio.to_thread.run_sync(mirror.sweep_partials)
+    targets = await anyio.to_thread.run_sync(lambda: list(_listed(mirror, report)))
 
     def check_all() -> list[Checked]:
         with ThreadPoolExecutor(4) as pool:
-            return list(pool.map(lambda t: _check(runtime, t), targets))
+            return list(pool.map(lambda t: _check(mirror, t), targets))
 
     results = await anyio.to_thread.run_sync(check_all)
     seen: set[tuple[str, str]] = set()
@@ -129,7 +127,7 @@ async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
         if outcome == "ok":
             report.ok += 1
             continue
-        pinned = key is not None and runtime.mirror.is_held(key[0])
+        pinned = key is not None and mirror.is_held(key[0])
         if outcome in ("corrupt", "wrong-size"):
             if outcome == "corrupt":
                 report.corrupt += 1
@@ -137,7 +135,7 @@ async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
                 report.wrong_size += 1
             log.warning("verify: %s is damaged (%s); dropping it", target.filename, outcome)
             assert key is not None
-            await anyio.to_thread.run_sync(partial(runtime.mirror.drop, *key, damaged=True))
+            await anyio.to_thread.run_sync(partial(mirror.drop, *key, damaged=True))
             report.dropped += 1
         else:
             report.missing_pinned += 1
@@ -147,13 +145,13 @@ async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
                     f"{target.filename}: mirrored, not fetched again (--no-repair)"
                 )
                 continue
-            if runtime.mirror.offline:
+            if mirror.offline:
                 report.failed.append(f"{target.filename}: offline, cannot re-fetch")
                 continue
-            download = await runtime.mirror.fetch(target, pinned=True)
+            download = await mirror.fetch(target, pinned=True)
             if download.error:
                 report.failed.append(f"{target.filename}: {download.error}")
             else:
                 report.repaired += 1
-    await anyio.to_thread.run_sync(runtime.storage.recount)
+    await anyio.to_thread.run_sync(mirror.recount)
     return report

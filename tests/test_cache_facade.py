@@ -315,3 +315,76 @@ async def test_figures__every_count_once_and_what_is_held(make: Callable[..., Se
     again = await s.mirror.figures()  # written once: asking twice adds nothing
     assert again.counters["bytes_fetched"] == len(BYTES)
     assert await s.mirror.usable()
+
+
+async def test_page_records__an_unreadable_record_is_reported_not_skipped(
+    make: Callable[..., Setup],
+) -> None:
+    s = make(FakeIndex({WHEEL: BYTES}))
+    await s.mirror.page("demo")
+    s.storage.index.set("page:broken", "not a page record")
+    records = dict(s.mirror.page_records())
+    assert sorted(records) == ["broken", "demo"]
+    assert records["broken"] is None
+    demo = records["demo"]
+    assert demo is not None and [f.filename for f in demo.page.files] == [WHEEL]
+
+
+async def test_hash_of__the_bytes_as_they_are_now(make: Callable[..., Setup]) -> None:
+    s = make(FakeIndex({WHEEL: BYTES}))
+    assert await _body(await s.mirror.file("demo", WHEEL)) == BYTES
+    sha = hashlib.sha256(BYTES).hexdigest()
+    stored = s.mirror.stored_copy(sha, WHEEL)
+    assert stored is not None and stored.path is not None
+    assert s.mirror.hash_of(stored) == sha
+    Path(stored.path).write_bytes(bytes(len(BYTES)))  # bit rot: the same size, other bytes
+    assert s.mirror.hash_of(stored) == hashlib.sha256(bytes(len(BYTES))).hexdigest()
+    assert s.mirror.drop(sha, WHEEL, damaged=True) == len(BYTES)
+    assert s.stats.pending["integrity_errors"] == 1
+    assert s.mirror.hash_of(stored) is None  # gone
+
+
+async def test_catalog__projects_and_files_from_the_mirror(make: Callable[..., Setup]) -> None:
+    other = "demo-2.0-py3-none-any.whl"
+    s = make(FakeIndex({WHEEL: BYTES, other: b"two" * 100}))
+    assert await _body(await s.mirror.file("demo", WHEEL)) == BYTES
+    s.mirror.hold(hashlib.sha256(BYTES).hexdigest())
+    for sort in ("name", "bytes"):
+        rows, as_of = s.mirror.list_projects(sort, limit=10)
+        assert [(r.name, r.files, r.bytes, r.pinned) for r in rows] == [("demo", 1, len(BYTES), 1)]
+        assert as_of > 0
+    rows, _ = s.mirror.list_projects("name", after="demo", limit=10)
+    assert rows == []
+    record = await s.mirror.stored_page("demo")
+    assert record is not None
+    assert s.mirror.project_facts(record).listed == 2
+    files = {f.filename: (f.held, f.pinned) for f in s.mirror.project_files(record)}
+    assert files == {WHEEL: (True, True), other: (False, False)}
+
+
+async def test_state__lock_note_lease_and_serial_answer(make: Callable[..., Setup]) -> None:
+    s = make(FakeIndex({WHEEL: BYTES}))
+    first, second = s.mirror.lock("scrub.lock"), s.mirror.lock("scrub.lock")
+    assert not first.held()
+    assert first.take() and first.held()
+    assert not second.take()  # one holder per cache directory
+    first.release()
+    assert not first.held() and second.take()
+    second.release()
+    assert s.mirror.note("scrub:last") is None
+    s.mirror.set_note("scrub:last", {"checked": 3})
+    assert s.mirror.note("scrub:last") == {"checked": 3}
+    assert s.mirror.lease("prefetch") is None  # this machine's store alone: no shared lease
+    body = s.mirror.serial_answer("changelog_last_serial", ())
+    assert b"<methodResponse>" in body and b"<fault>" not in body
+    assert b"<fault>" in s.mirror.serial_answer("no_such_method", ())
+
+
+async def test_stored_figures__what_every_process_wrote(make: Callable[..., Setup]) -> None:
+    s = make(FakeIndex({WHEEL: BYTES}))
+    assert await _body(await s.mirror.file("demo", WHEEL)) == BYTES
+    assert s.mirror.stored_figures().counters["bytes_fetched"] == 0  # not yet written
+    await s.mirror.figures()  # writes this process's counts
+    stored = s.mirror.stored_figures()
+    assert stored.counters["bytes_fetched"] == len(BYTES)
+    assert stored.cache == {"projects": 1, "files": 1, "bytes": len(BYTES)}

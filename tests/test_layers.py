@@ -54,3 +54,80 @@ def test_layers__no_part_is_named_by_an_import_string() -> None:
         if "importlib" in _imports(p)
     ]
     assert uses == []
+
+
+# The callers of the mirror facade (issue 11): they ask ``runtime.mirror``, never the parts it
+# wraps. ``Runtime`` itself and the facade's own modules are the only ones to touch them.
+FACADE_CALLERS = ("proxy/web/*.py", "prefetch/*.py", "proxy/verify.py", "proxy/scrub.py")
+WRAPPED_PARTS = {"storage", "index", "filler", "stats"}
+WRAPPED_MODULES = {"proxy.storage", "proxy.pageservice", "proxy.fill"}
+WRAPPED_NAMES = {"Storage", "PageService", "Filler"}
+
+
+def _runtime_like(node: ast.expr) -> bool:
+    # `runtime`, `self._runtime`, `request.app.state.runtime`: whatever the Runtime is called by
+    name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+    return isinstance(name, str) and name.lstrip("_").endswith("runtime")
+
+
+def _reaches_past_the_facade(source: str, path: str = "<sample>") -> list[str]:
+    """Each use of a part the mirror wraps, as "line: what"."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source, path)):
+        if isinstance(node, ast.Attribute) and node.attr in WRAPPED_PARTS:
+            if _runtime_like(node.value):
+                found.append(f"{node.lineno}: .{node.attr}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) >= 2
+            and _runtime_like(node.args[0])
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in WRAPPED_PARTS
+        ):
+            found.append(f"{node.lineno}: getattr {node.args[1].value}")
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            names = {alias.name for alias in node.names}
+            if node.module in WRAPPED_MODULES and names & WRAPPED_NAMES:
+                found.append(f"{node.lineno}: imports {', '.join(sorted(names & WRAPPED_NAMES))}")
+    return sorted(found, key=lambda line: int(line.split(":")[0]))
+
+
+def test_layers__the_detector_finds_each_way_past_the_facade() -> None:
+    # What the check below must catch, so that its passing means something.
+    sample = (
+        "from proxy.storage import Storage\n"
+        "storage = runtime.storage\n"
+        "await self._runtime.index.stored_project(name)\n"
+        "request.app.state.runtime.filler.start(target)\n"
+        "getattr(runtime, 'storage')\n"
+        "runtime.stats.request(route, outcome, seconds)\n"
+        "runtime.mirror.holds()\n"
+        "storage.index.get(key)\n"
+    )
+    assert _reaches_past_the_facade(sample) == [
+        "1: imports Storage",
+        "2: .storage",
+        "3: .index",
+        "4: .filler",
+        "5: getattr storage",
+        "6: .stats",
+    ]
+
+
+def test_layers__web_prefetch_verify_and_scrub_call_the_mirror_only() -> None:
+    # (The prefetcher's own upstream calls, XML-RPC and people, are not the cache's: allowed.)
+    callers = sorted({p for pattern in FACADE_CALLERS for p in ROOT.glob(pattern)})
+    assert len(callers) > 25  # the globs found web/ and prefetch/ (else this checks nothing)
+    found = {
+        str(path.relative_to(ROOT)): _reaches_past_the_facade(path.read_text(), str(path))
+        for path in callers
+    }
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_layers__the_stats_command_opens_no_storage_itself() -> None:
+    found = _reaches_past_the_facade((ROOT / "proxy/cli.py").read_text())
+    assert found == []
+    assert "Storage.from_settings" not in (ROOT / "proxy/cli.py").read_text()

@@ -27,10 +27,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from proxy.errors import NotFound, UpstreamError
-from proxy.locks import lock_held
 from proxy.names import is_valid_project_name, normalize
 from proxy.runtime import Runtime
-from proxy.scrub import LAST_KEY, scrub_once
+from proxy.scrub import last_scrub, scrub_once, scrubbing
 from proxy.web.responses import error
 
 log = logging.getLogger(__name__)
@@ -94,12 +93,10 @@ async def verify(request: Request) -> Response:
     if refused is not None:
         return refused
     tasks = _verifying(request)
-    storage = runtime.storage
-    running = any(not t.done() for t in tasks) or await anyio.to_thread.run_sync(
-        lock_held, storage.state_path("scrub.lock")
-    )
+    mirror = runtime.mirror
+    running = any(not t.done() for t in tasks) or await anyio.to_thread.run_sync(scrubbing, mirror)
     if running:
-        last = await anyio.to_thread.run_sync(storage.index.get, LAST_KEY)
+        last = await anyio.to_thread.run_sync(last_scrub, mirror)
         return JSONResponse(
             {"started": False, "reason": "a scrub pass is already running", "last": last},
             status_code=409,

@@ -4,34 +4,24 @@ Authenticated as the pages are (RequireAuth guards every path but /health). List
 through the cache (``?limit=`` up to MAX_LIMIT; ``?after=<name>`` in name order, or ``?page=``
 in any order of ``?sort=name|bytes|files|last_access``), so memory stays flat however many
 projects it holds. An order other than by name reads every page once and is then kept for
-SORTED_MAX_AGE seconds (``as_of`` says when it was read).
+``catalog.SORTED_MAX_AGE`` seconds (``as_of`` says when it was read). The mirror answers both.
 """
 
 from __future__ import annotations
 
-import time
+from functools import partial
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from proxy.catalog import (
-    MAX_DEPTH,
-    SORT_KEYS,
-    SortedViews,
-    SortKey,
-    list_by_name,
-    list_sorted,
-    project_files,
-)
-from proxy.catalog import project_facts as facts_of
+from proxy.catalog import MAX_DEPTH, SORT_KEYS, SortKey
 from proxy.names import is_valid_project_name, normalize
 from proxy.runtime import Runtime
 from proxy.web.responses import error
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-SORTED_MAX_AGE = 30.0  # seconds an order other than by name is kept before it is read again
 
 
 def _int(request: Request, key: str, default: int, low: int, high: int) -> int | str:
@@ -42,15 +32,6 @@ def _int(request: Request, key: str, default: int, low: int, high: int) -> int |
     if not value.isdigit() or not low <= int(value) <= high:
         return f"{key} must be a whole number from {low} to {high}"
     return int(value)
-
-
-def _views(request: Request) -> SortedViews:
-    # One per process, made on first use from the runtime the lifespan made.
-    views: SortedViews | None = getattr(request.app.state, "sorted_views", None)
-    if views is None:
-        runtime: Runtime = request.app.state.runtime
-        views = request.app.state.sorted_views = SortedViews(runtime.storage, SORTED_MAX_AGE)
-    return views
 
 
 async def projects(request: Request) -> Response:
@@ -66,28 +47,25 @@ async def projects(request: Request) -> Response:
     if isinstance(page, str):
         return error(400, page)
     after = request.query_params.get("after")
-    storage = runtime.storage
-    as_of = time.time()  # by name, rows are read now; other orders say when they were read
+    mirror = runtime.mirror
     if after is not None:
         if key != "name" or "page" in request.query_params:
             return error(400, "after pages in name order only, and not with page")
-        rows = await anyio.to_thread.run_sync(list_by_name, storage, normalize(after), limit)
+        listing = partial(mirror.list_projects, key, after=normalize(after), limit=limit)
     else:
         offset = (page - 1) * limit
         if key != "name" and offset + limit > MAX_DEPTH:
             return error(
                 400, f"pages in {key} order reach {MAX_DEPTH} rows; use sort=name with after="
             )
-        if key == "name":
-            rows = await anyio.to_thread.run_sync(list_sorted, storage, key, offset, limit)
-        else:
-            rows, as_of = await anyio.to_thread.run_sync(_views(request).rows, key, offset, limit)
+        listing = partial(mirror.list_projects, key, offset=offset, limit=limit)
+    rows, as_of = await anyio.to_thread.run_sync(listing)
     body: dict[str, object] = {
         "sort": key,
         "as_of": as_of,
         "limit": limit,
         "projects": [r.as_json() for r in rows],
-        "totals": await anyio.to_thread.run_sync(storage.totals),
+        "totals": await anyio.to_thread.run_sync(mirror.holds),
     }
     if len(rows) == limit:
         # Where the next page starts; absent on the last page.
@@ -106,15 +84,15 @@ async def project(request: Request) -> Response:
     if not is_valid_project_name(name):
         return error(400, "not a valid project name")
     normalized = normalize(name)
-    record = await runtime.index.stored_project(normalized)
+    mirror = runtime.mirror
+    record = await mirror.stored_page(normalized)
     if record is None:
         return error(404, f"the cache holds no page of {normalized}")
-    storage = runtime.storage
 
     def gather() -> dict[str, object]:
-        summary = facts_of(storage, record).as_json()
+        summary = mirror.project_facts(record).as_json()
         summary["held_files"] = summary.pop("files")
-        summary["files"] = [f.as_json() for f in project_files(storage, record)]
+        summary["files"] = [f.as_json() for f in mirror.project_files(record)]
         return summary
 
     return JSONResponse(await anyio.to_thread.run_sync(gather))

@@ -1,5 +1,6 @@
 """Counting each request once, here: the outermost middleware times every answer and hands
-its route and outcome to ``Stats.request`` when the answer is complete.
+its route and outcome to the mirror (``Mirror.count_request``, which hands them to
+``Stats.request``) when the answer is complete.
 
 Handlers only say what they decided (``mark(scope, "hit" | "miss" | "stale", project)``); the
 status code decides the rest (404 is ``not_found``, other 4xx ``client_error``, 5xx or an
@@ -84,7 +85,7 @@ class CountRequests:
             # Looked up each time: a lifespan that runs again makes a new runtime.
             runtime: Any = getattr(scope["app"].state, "runtime", None)
             if runtime is not None:
-                runtime.stats.request(
+                runtime.mirror.count_request(
                     route_of(scope["path"]),
                     outcome_of(status, label.outcome),
                     time.perf_counter() - started,

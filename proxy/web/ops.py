@@ -19,9 +19,9 @@ from proxy.stats import summary
 
 def _summary(runtime: Runtime, figures: Figures) -> dict[str, Any]:
     extra: dict[str, Any] = {}
-    if runtime.upstream is not None:
-        breakers = runtime.upstream.breaker
-        extra["upstream_health"] = {**breakers.snapshot(), "origin": breakers.primary}
+    health = runtime.mirror.upstream_health()
+    if health is not None:
+        extra["upstream_health"] = health
     for contribute in runtime.extra_stats:
         extra.update(contribute())
     return summary(

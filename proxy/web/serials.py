@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.runtime import Runtime
-from proxy.serials import MAX_CALL_SIZE, BadCall, answer, parse_call
+from proxy.serials import MAX_CALL_SIZE, BadCall, parse_call
 from proxy.web.responses import error
 
 
@@ -35,5 +35,5 @@ async def xmlrpc(request: Request) -> Response:
         method, params = parse_call(body)
     except BadCall as exc:
         return error(400, str(exc))
-    content = await anyio.to_thread.run_sync(answer, method, params, runtime.storage.changelog)
+    content = await anyio.to_thread.run_sync(runtime.mirror.serial_answer, method, params)
     return Response(content, media_type="text/xml")
