@@ -173,11 +173,14 @@ class RemoteDownload(Download):
             except FileNotFoundError:
                 there = None
             if there is not None and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
+                # The size read above may predate the last write (it came just before the
+                # rename): the whole file is what the renamed inode holds now.
+                self.written = os.fstat(self._fd).st_size
                 self.final, self.sha256 = stored.path, stored.sha256
                 self.finish(None)
                 return
             if there is not None:
-                self.finish("another download was stored instead of the one followed")
+                self._end_whole_or("another download was stored instead of the one followed")
                 return
         if self.part is not None:
             try:
@@ -188,19 +191,27 @@ class RemoteDownload(Download):
                 mine.st_dev,
                 mine.st_ino,
             ):
+                self.written = os.fstat(self._fd).st_size
                 self.finish(None)  # verified and streamed, not stored: the bytes are good
                 return
         if mine.st_nlink == 0:
-            if self.expected is not None and self.total is not None and mine.st_size == self.total:
-                # Whole, then unlinked: stored and evicted at once (or, rarely, failed its
-                # hash). Our descriptor still holds every byte, and the reader ends only on
-                # the expected digest of what it read, so let it decide.
-                self.written = mine.st_size
-                self.finish(None)
-            else:
-                self.finish("the other worker's download failed")
+            self._end_whole_or("the other worker's download failed")
         elif not lock_held(self._lock_path):
-            self.finish("the other worker's download stopped")
+            self._end_whole_or("the other worker's download stopped")
+
+    def _end_whole_or(self, error: str) -> None:
+        """The followed download ended without the sign that its file was stored (unlinked:
+        stored and evicted at once; the lock gone and another copy, or none, in the store:
+        replicas and local copies race). If our descriptor holds the whole file and the
+        page's sha256 is known, the reader ends only on that digest of what it read, so let
+        it decide; else the transfer fails with ``error``."""
+        assert self._fd is not None
+        size = os.fstat(self._fd).st_size
+        if self.expected is not None and self.total is not None and size == self.total:
+            self.written = size
+            self.finish(None)
+        else:
+            self.finish(error)
 
     def open_source(self) -> int:
         if self.done and self.error:
