@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from proxy.runtime import FLUSH_EVERY
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy_server import SubprocessProxy, client_env
 
@@ -88,7 +90,14 @@ def test_pip_and_uv__online_then_offline(tmp_path: Path, upstream: FakeUpstream)
         uv = uv_install(index, tmp_path / "t1", "demo==1.0", "helper", tmp=tmp_path)
         assert uv.returncode == 0, uv.stderr + proxy.log()
         assert (tmp_path / "t1" / "demo" / "__init__.py").read_text().count("1.0")
-        stats = httpx.get(proxy.url + "/stats").json()
+        # Each worker writes its counters to the shared cache every FLUSH_EVERY seconds:
+        # /stats, answered by one of them, has the others' within that.
+        deadline = time.monotonic() + FLUSH_EVERY * 3
+        while True:
+            stats = httpx.get(proxy.url + "/stats").json()
+            if stats["files"]["hits"] >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert stats["files"]["hits"] >= 2 and stats["hit_ratio"] > 0
 
     upstream.stop()  # the upstream is gone: offline must not need it

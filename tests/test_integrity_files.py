@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from proxy.runtime import FLUSH_EVERY
 from proxy.settings import load_settings
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.prefetching import run_pass
@@ -108,6 +109,9 @@ def _stored_path(cache: Path, filename: str) -> Path:
 
 
 def _stats(url: str) -> dict[str, object]:
+    """/stats once every worker has written its counters to the shared cache (each does
+    every FLUSH_EVERY seconds; the one answering adds its own at once)."""
+    time.sleep(FLUSH_EVERY + 0.3)
     data: dict[str, object] = httpx.get(url + "/stats").json()
     return data
 
