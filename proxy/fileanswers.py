@@ -92,13 +92,15 @@ class FileAnswers:
         name; ``variant`` picks among entries with one filename). ``range_header``, given,
         lets a Range on a miss be passed through to the upstream instead of waiting."""
         ranged = ranged or range_header is not None
-        if self._made is not None and filename.endswith(METADATA_SUFFIX):
-            made = await self._made_file(project, filename, variant, head=head, ranged=ranged)
-            if made is not None:
-                return made
         try:
             located = await locate(self._pages, self._storage, project, filename, variant)
         except NotFound as exc:
+            # A wheel's metadata the page does not list is found here, not before: the
+            # metadata an index gives (the usual case) costs no second page lookup.
+            if self._made is not None and filename.endswith(METADATA_SUFFIX):
+                made = await self._made_file(project, filename, variant, head=head, ranged=ranged)
+                if made is not None:
+                    return made
             return Refusal("not_found", str(exc))
         except RecordUnreadable as exc:
             return Refusal("unavailable", str(exc))

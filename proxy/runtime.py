@@ -64,16 +64,7 @@ class Runtime:
             http = make_http_client(settings, settings.page_connections, guard)
             http_files = make_http_client(settings, settings.file_connections, guard)
             upstream = _make_upstream(settings, http, http_files, guard)
-        index = PageService(
-            storage,
-            upstream,
-            stats,
-            ttl=settings.index_ttl,
-            negative_ttl=settings.negative_ttl,
-            memory_bytes=settings.memory_cache_size,
-            allowed_file_hosts=settings.allowed_file_hosts,
-            made_metadata=settings.wheel_metadata,
-        )
+        index = _page_service(settings, storage, upstream, stats)
         runtime = cls(settings, storage, stats, index, upstream, None, http, http_files=http_files)
         runtime.mirror = Mirror(
             storage,
@@ -144,17 +135,25 @@ def reading(settings: Settings) -> Iterator[Mirror]:
     storage = Storage.from_settings(settings)
     try:
         stats = Stats()
-        pages = PageService(
-            storage,
-            None,
-            stats,
-            ttl=settings.index_ttl,
-            negative_ttl=settings.negative_ttl,
-            memory_bytes=settings.memory_cache_size,
-        )
+        pages = _page_service(settings, storage, None, stats)
         yield Mirror(storage, pages, stats, None)
     finally:
         storage.close()
+
+
+def _page_service(
+    settings: Settings, storage: Storage, upstream: Upstream | None, stats: Stats
+) -> PageService:
+    return PageService(
+        storage,
+        upstream,
+        stats,
+        ttl=settings.index_ttl,
+        negative_ttl=settings.negative_ttl,
+        memory_bytes=settings.memory_cache_size,
+        allowed_file_hosts=settings.allowed_file_hosts,
+        made_metadata=settings.wheel_metadata,
+    )
 
 
 def _make_upstream(

@@ -203,13 +203,7 @@ class SharedRecords:
         return record, result.meta["e_tag"] or ""
 
     def delete_page(self, project: str) -> None:
-        key = PAGES + project
-        try:
-            obstore.delete(self.objects, key)
-        except FileNotFoundError:
-            pass
-        except (BaseError, OSError) as exc:
-            raise_store_error("DELETE", key, exc)
+        self._delete_marker(PAGES + project)
         try:  # the others follow the removal as they follow a save
             obstore.put(self.objects, self._change_key(self.clock(), project), b"")
         except (BaseError, OSError) as exc:
@@ -230,13 +224,7 @@ class SharedRecords:
         self._pins.add(sha256)
 
     def unpin(self, sha256: str) -> None:
-        key = PINS + sha256
-        try:
-            obstore.delete(self.objects, key)
-        except FileNotFoundError:
-            pass
-        except (BaseError, OSError) as exc:
-            raise_store_error("DELETE", key, exc)
+        self._delete_marker(PINS + sha256)
         self._pins.discard(sha256)
 
     def is_pinned(self, sha256: str) -> bool:
@@ -257,6 +245,15 @@ class SharedRecords:
         return sha256 in self._pins
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _delete_marker(self, key: str) -> None:
+        """Delete one object; one already gone is fine."""
+        try:
+            obstore.delete(self.objects, key)
+        except FileNotFoundError:
+            pass
+        except (BaseError, OSError) as exc:
+            raise_store_error("DELETE", key, exc)
 
     def _write_marker(self, key: str) -> None:
         try:
