@@ -201,8 +201,10 @@ class FileAnswers:
             wanted = parse_range(range_header, size)
         except Unsatisfiable:
             return None  # the stored file's answer says 416
-        # Never the last byte: what a client assembles from ranges cannot complete bad bytes,
-        # as its last range waits for the verified file. Large ranges are cheaper from it.
+        # Never the last byte (a whole-file reader's final range waits for the verified file)
+        # and never a validator (proxy.web.files): these bytes are the upstream's, unchecked,
+        # as a client fetching directly would get them; it checks the file's hash (pip and uv
+        # do). Large ranges are cheaper from the verified file.
         if wanted is None or wanted.end >= size - 1 or wanted.length > PASS_RANGE_MAX:
             return None
         self.filler.start(target).release()  # the fill goes on for the cache, unread here

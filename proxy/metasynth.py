@@ -19,6 +19,7 @@ from pathlib import Path
 
 import anyio
 
+from proxy.errors import UpstreamUnavailable
 from proxy.filestore import StoredFile
 from proxy.fill import Target
 from proxy.locate import METADATA_SUFFIX
@@ -29,6 +30,8 @@ from proxy.upstream import PartialRead, RangesIgnored, Upstream
 from proxy.wheelmeta import TAIL, NoMetadata, read_metadata
 
 log = logging.getLogger(__name__)
+# Marks metadata read by ranges: made again from the wheel once it is stored, verified.
+PROVISIONAL = "ranges:"
 
 
 async def remote_metadata(upstream: Upstream, url: str, size: int | None) -> bytes:
@@ -105,8 +108,13 @@ class MadeMetadata:
         return entry.sha256 or "url:" + entry.url
 
     def _stored_now(self, entry: DistFile) -> StoredFile | None:
-        sha = self._storage.made_metadata(self._key(entry))
-        if sha is None:
+        value = self._storage.made_metadata(self._key(entry))
+        if value is None:
+            return None
+        sha = value.removeprefix(PROVISIONAL)
+        if sha != value and self._wheel_now(entry) is not None:
+            # Read by ranges (bytes no hash vouched for), and the verified wheel is here now:
+            # the metadata is made again from it, which is the one to keep.
             return None
         return self._storage.stored(sha, entry.filename + METADATA_SUFFIX)
 
@@ -119,6 +127,7 @@ class MadeMetadata:
         (offline without the wheel). Raises NoMetadata for a file that is not a readable
         wheel, and the upstream's errors."""
         wheel = await anyio.to_thread.run_sync(self._wheel_now, entry)
+        provisional = False
         if wheel is not None and wheel.path is not None:
             data = await stored_metadata(wheel.path)
         elif self._upstream is None:
@@ -126,18 +135,20 @@ class MadeMetadata:
         else:
             try:
                 data = await remote_metadata(self._upstream, entry.url, entry.size)
+                provisional = True
             except (RangesIgnored, NoMetadata) as exc:
                 log.info("%s: metadata from the whole wheel (%s)", entry.filename, exc)
-                if self._fetch_whole is None:
-                    return None
                 target = Target(entry.url, entry.filename, entry.sha256, entry.size)
-                wheel = await self._fetch_whole(target)
+                wheel = await self._fetch_whole(target) if self._fetch_whole else None
                 if wheel is None or wheel.path is None:
-                    return None
+                    # Online, announced: a 502 the client retries, never "not in this mirror".
+                    raise UpstreamUnavailable(
+                        f"could not fetch {entry.filename} whole to read its metadata"
+                    ) from None
                 data = await stored_metadata(wheel.path)
-        return await anyio.to_thread.run_sync(self._store, entry, data)
+        return await anyio.to_thread.run_sync(self._store, entry, data, provisional)
 
-    def _store(self, entry: DistFile, data: bytes) -> StoredFile:
+    def _store(self, entry: DistFile, data: bytes, provisional: bool) -> StoredFile:
         sha = hashlib.sha256(data).hexdigest()
         part = self._storage.part_path(sha, ".part")
         try:
@@ -149,5 +160,6 @@ class MadeMetadata:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
-        self._storage.remember_made_metadata(self._key(entry), sha)
+        mark = PROVISIONAL if provisional else ""
+        self._storage.remember_made_metadata(self._key(entry), mark + sha)
         return stored

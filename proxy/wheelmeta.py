@@ -26,7 +26,7 @@ _EOCD64_LOCATOR = b"PK\x06\x07"
 _EOCD64 = b"PK\x06\x06"
 _CENTRAL = b"PK\x01\x02"
 _LOCAL = b"PK\x03\x04"
-_METADATA_NAME = re.compile(r"^[^/]+\.dist-info/METADATA$")
+_METADATA_NAME = re.compile(r"[^/\n]+\.dist-info/METADATA")  # matched whole (fullmatch)
 
 Reader = Callable[[int, int], Awaitable[bytes]]  # (start, end exclusive) -> those bytes
 
@@ -115,7 +115,7 @@ def find_metadata(directory: bytes) -> Member:
         extra = directory[at + 46 + name_len : at + 46 + name_len + extra_len]
         at += 46 + name_len + extra_len + comment_len
         name = name_bytes.decode("utf-8" if flags & 0x800 else "cp437", "replace")
-        if not _METADATA_NAME.match(name):
+        if not _METADATA_NAME.fullmatch(name):
             continue
         size, compressed, offset = _zip64_extra(extra, [size, compressed, offset])
         found.append(Member(name, method, crc, compressed, size, offset))

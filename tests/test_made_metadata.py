@@ -8,6 +8,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -133,3 +134,60 @@ def test_pip_and_uv_resolve_without_downloading_a_wheel_then_offline(
         )  # fmt: skip
         assert uv.returncode == 0, uv.stderr + offline.log()
     assert len(list((cache / "files").rglob("*.whl.metadata"))) == 4
+
+
+def test_made_metadata__read_by_ranges_is_replaced_by_the_verified_wheels(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    """A node answering ranges with another wheel of the same size: what ranges gave is kept
+    only until the verified wheel is stored, then made again from it."""
+    good = make_wheel("mm", "1.0", requires=["safe"], payload_size=100_000)
+    evil = make_wheel("mm", "1.0", requires=["evil"], payload_size=100_000)
+    assert len(good.content) == len(evil.content)
+    upstream.add_dist("mm", good, with_metadata=False)
+    upstream.range_body[good.filename] = evil.content
+    with ThreadedProxy(settings) as proxy:
+        (entry,) = httpx.get(f"{proxy.url}/simple/mm/", headers=JSON).json()["files"]
+        url = str(httpx.URL(f"{proxy.url}/simple/mm/").join(entry["url"]))
+        assert httpx.get(url + ".metadata").content == evil.metadata  # the lie, by ranges
+        whole = httpx.get(url)
+        assert whole.content == good.content  # verified by its sha256, stored
+        assert httpx.get(url + ".metadata").content == good.metadata
+        assert httpx.get(url + ".metadata").content == good.metadata  # and kept
+
+
+def test_made_metadata__whole_wheel_unavailable_online_is_a_502(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    built = make_wheel("mf", "1.0", payload_size=100_000)
+    upstream.add_dist("mf", built, with_metadata=False)
+    with ThreadedProxy(settings) as proxy:
+        (entry,) = httpx.get(f"{proxy.url}/simple/mf/", headers=JSON).json()["files"]
+        url = str(httpx.URL(f"{proxy.url}/simple/mf/").join(entry["url"]))
+        upstream.ranges = "ignored"
+        upstream.corrupt_first[built.filename] = 5  # every whole GET lies
+        answer = httpx.get(url + ".metadata")
+        assert answer.status_code == 502, (answer.status_code, answer.text)
+        assert httpx.get(proxy.url + "/health").status_code == 200
+
+
+def test_range_on_a_miss__passed_through_without_a_validator(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    """Unverified upstream bytes carry no ETag (nothing to join them with verified ranges as
+    one representation) and no-store; once verified, ranges carry the sha256 ETag."""
+    built = make_wheel("rs", "1.0", payload_size=200_000)
+    upstream.add_dist("rs", built)
+    with ThreadedProxy(settings) as proxy:
+        (entry,) = httpx.get(f"{proxy.url}/simple/rs/", headers=JSON).json()["files"]
+        url = str(httpx.URL(f"{proxy.url}/simple/rs/").join(entry["url"]))
+        first = httpx.get(url, headers={"Range": "bytes=10-99"})
+        assert first.status_code == 206 and first.content == built.content[10:100]
+        assert "etag" not in first.headers and first.headers["cache-control"] == "no-store"
+        deadline = time.monotonic() + 10
+        while not list((settings.cache_dir / "files").rglob(built.filename)):
+            assert time.monotonic() < deadline, "the fill behind the range never stored"
+            time.sleep(0.02)
+        hit = httpx.get(url, headers={"Range": "bytes=10-99"})
+        assert hit.status_code == 206 and hit.content == built.content[10:100]
+        assert hit.headers["etag"] == f'"{built.sha256}"'

@@ -110,6 +110,9 @@ class FakeUpstream:
         # How file Range requests are answered: "honest", "ignored" (the whole file, 200, as
         # some servers do) or "shifted" (a 206 whose bytes start one earlier than it says).
         self.ranges = "honest"
+        # filename -> other bytes that ranged GETs of it answer from (a lying mirror node
+        # behind a load balancer: whole GETs get the real file, ranged ones another).
+        self.range_body: dict[str, bytes] = {}
         self.stale_serial_for: dict[str, int] = {}  # project -> serial reported instead
         # When not None, file bodies crawl (1 KiB every 0.5 s) until the event is set, then go
         # at full speed: downloads that hold their connections until a test lets them go.
@@ -432,6 +435,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(200, sent, headers, claimed)
             self.close_connection = True
             return
+        if self.headers.get("Range") and filename in fake.range_body:
+            data = fake.range_body[filename]
         try:
             byte_range = model.parse_range(self.headers.get("Range"), len(data))
         except model.Unsatisfiable:
