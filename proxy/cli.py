@@ -17,7 +17,7 @@ from proxy.healthcheck import add_arguments as add_health_arguments
 from proxy.healthcheck import run as health
 from proxy.logs import setup_logging
 from proxy.settings import ENV_PREFIX, Settings, load_settings
-from proxy.storage import check_storage
+from proxy.storefactory import check_storage
 
 log = logging.getLogger("proxy")
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool cut off by `| head`

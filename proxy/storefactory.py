@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from proxy.errors import CacheUnusable
+from proxy.storage import Storage
+from proxy.workfiles import unusable
+
 if TYPE_CHECKING:
     from proxy.settings import Settings
-    from proxy.storage import Storage
 
 
 def open_storage(cls: type[Storage], settings: Settings) -> Storage:
@@ -45,8 +48,6 @@ def open_storage(cls: type[Storage], settings: Settings) -> Storage:
             local_cap=settings.local_copies_size,
         )
     except OSError as exc:
-        from proxy.storage import unusable
-
         raise unusable(root, exc) from None
     return cls(root, files, SharedRecords(bucket))
 
@@ -58,3 +59,20 @@ def check_bucket(storage: Storage) -> None:
     check = getattr(bucket, "check", None)
     if callable(check):
         check()
+
+
+def check_storage(settings: Settings) -> None:
+    """``check_cache_dir`` for the storage ``settings`` name: with a bucket, also that it
+    answers. SettingsError (one line for an operator) when either is unusable."""
+    storage = Storage.from_settings(settings)
+    try:
+        storage.check_writable()
+        try:
+            check_bucket(storage)
+        except OSError as exc:  # StoreUnavailable: names the bucket and status, no secret
+            raise CacheUnusable(
+                f"cannot use the storage {settings.storage}: {exc}; check storage, "
+                "s3_endpoint and the credentials (AWS_ACCESS_KEY_ID, ...)"
+            ) from None
+    finally:
+        storage.close()
