@@ -23,7 +23,7 @@ def run(settings: Settings, projects: Sequence[str]) -> int:
 
     async def main() -> int:
         runtime = await Runtime.open(settings)
-        state = await anyio.to_thread.run_sync(PrefetchState, state_path(settings.cache_dir))
+        state = await anyio.to_thread.run_sync(PrefetchState, state_path(runtime.mirror))
         try:
             result = await Prefetcher(runtime, state).run(projects or None)
         except AlreadyRunning as exc:

@@ -1,7 +1,8 @@
 """One prefetch pass: detect changes, sync the queue with async workers, record the result.
 
 Only one pass runs at a time on a cache directory, whoever starts it (the command, the
-scheduler in any worker process): an exclusive lock on ``state/prefetch.lock`` decides.
+scheduler in any worker process): an exclusive lock on the mirror's ``prefetch.lock`` decides
+(with a shared bucket, also a lease there).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prefetch.selection import resolve
 from prefetch.state import PrefetchState
 from prefetch.sync import Syncer
 from prefetch.xmlrpc import ChangelogClient
+from proxy.cache import Mirror
 from proxy.errors import ProxyError
 from proxy.lease import holding
 from proxy.locks import lock_held
@@ -63,23 +65,22 @@ class PassResult:
         )
 
 
-def state_path(cache_dir: Path) -> Path:
-    return cache_dir / "state" / "prefetch.sqlite"
+# The prefetcher's bookkeeping files: the mirror's storage says where they live.
+STATE_FILE = "prefetch.sqlite"
+LOCK_FILE = "prefetch.lock"
 
 
-def lock_path(cache_dir: Path) -> Path:
-    return cache_dir / "state" / "prefetch.lock"
+def state_path(mirror: Mirror) -> Path:
+    return mirror.state_file(STATE_FILE)
 
 
-def is_running(cache_dir: Path) -> bool:
-    return lock_held(lock_path(cache_dir))
+def is_running(mirror: Mirror) -> bool:
+    return lock_held(mirror.state_file(LOCK_FILE))
 
 
 @contextlib.contextmanager
-def _exclusive(cache_dir: Path) -> Iterator[None]:
-    path = lock_path(cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _exclusive(mirror: Mirror) -> Iterator[None]:
+    fd = os.open(mirror.state_file(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -97,7 +98,7 @@ PASS_LEASE_TTL = 120.0  # renewed every 40 s; a crashed replica's lease frees in
 async def _one_pass(runtime: Runtime) -> AsyncIterator[None]:
     """One pass per cache directory (a lock), and with a shared bucket one per bucket: the
     storage's lease, so replicas take turns instead of racing."""
-    with _exclusive(runtime.settings.cache_dir):
+    with _exclusive(runtime.mirror):
         lease = runtime.mirror.lease("prefetch")
         if lease is None:
             yield
@@ -243,9 +244,9 @@ class Prefetcher:
                 group.start_soon(consume)
 
 
-def status(cache_dir: Path, state: PrefetchState | None = None) -> dict[str, object]:
+def status(mirror: Mirror, state: PrefetchState | None = None) -> dict[str, object]:
     """The prefetch section of /stats and `pypi-proxy stats` (blocking)."""
-    path = state_path(cache_dir)
+    path = state_path(mirror)
     if state is None and not path.exists():
         return {"state": "never run"}
     own = state is None
@@ -269,12 +270,12 @@ def status(cache_dir: Path, state: PrefetchState | None = None) -> dict[str, obj
     finally:
         if own:
             state.close()
-    mirror, upstream = meta["mirror_serial"], meta["upstream_serial"]
-    lag = upstream - mirror if isinstance(mirror, int) and isinstance(upstream, int) else None
+    ours, theirs = meta["mirror_serial"], meta["upstream_serial"]
+    lag = theirs - ours if isinstance(ours, int) and isinstance(theirs, int) else None
     return {
-        "state": "running" if is_running(cache_dir) else "idle",
-        "mirror_serial": mirror,
-        "upstream_serial": upstream,
+        "state": "running" if is_running(mirror) else "idle",
+        "mirror_serial": ours,
+        "upstream_serial": theirs,
         "lag": lag,
         "last_run": {
             "started": meta["last_started"],

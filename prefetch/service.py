@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 @asynccontextmanager
 async def prefetch_service(runtime: Runtime) -> AsyncIterator[None]:
     settings = runtime.settings
-    state = await anyio.to_thread.run_sync(PrefetchState, state_path(settings.cache_dir))
-    runtime.extra_stats.append(lambda: {"prefetch": status(settings.cache_dir, state)})
+    mirror = runtime.mirror
+    state = await anyio.to_thread.run_sync(PrefetchState, state_path(mirror))
+    runtime.extra_stats.append(lambda: {"prefetch": status(mirror, state)})
     tasks: set[asyncio.Task[None]] = set()
     scheduler: AsyncIOScheduler | None = None
     if runtime.upstream is not None:
@@ -48,9 +49,9 @@ async def prefetch_service(runtime: Runtime) -> AsyncIterator[None]:
         async def start_now() -> dict[str, Any]:
             # A pass may run here or in any process on this cache (the command, a worker).
             if any(not t.done() for t in tasks) or await anyio.to_thread.run_sync(
-                is_running, settings.cache_dir
+                is_running, mirror
             ):
-                progress = await anyio.to_thread.run_sync(status, settings.cache_dir, state)
+                progress = await anyio.to_thread.run_sync(status, mirror, state)
                 return {
                     "started": False,
                     "reason": "a pass is already running",

@@ -41,6 +41,7 @@ mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
       hold_changes() / settle_changes(serial) / serial_answer(method, params) (the /pypi API)
       lease(name)        -> LeaseKeeper shared with other replicas | None (not shared)
       lock(name)         -> FileLock: one holder per cache directory (the scrub)
+      state_file(name)   -> Path of a bookkeeping file (the prefetcher's database and lock)
       note(key) / set_note(key, value): small values every worker reads (the last scrub)
     counters                                   (async)
       figures() -> Figures (every process's counters, the cache's size); latency(); usable()
@@ -67,6 +68,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -341,6 +343,11 @@ class Mirror:
     def lock(self, name: str) -> FileLock:
         """The exclusive lock ``name`` of this cache directory (its processes take turns)."""
         return FileLock(self._storage.state_path(name))
+
+    def state_file(self, name: str) -> Path:
+        """Where the bookkeeping file ``name`` of this cache lives (the prefetcher's database
+        and lock): the storage's to say, so no caller knows the cache directory's layout."""
+        return self._storage.state_path(name)
 
     def note(self, key: str) -> Any:
         """A small value kept with the cache, the same for every worker (None if never set)."""

@@ -17,7 +17,6 @@ from proxy.healthcheck import add_arguments as add_health_arguments
 from proxy.healthcheck import run as health
 from proxy.logs import setup_logging
 from proxy.settings import ENV_PREFIX, Settings, load_settings
-from proxy.storefactory import check_storage
 
 log = logging.getLogger("proxy")
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool cut off by `| head`
@@ -167,10 +166,11 @@ def _stats(settings: Settings) -> int:
         return 1
     with reading(settings) as mirror:
         figures = mirror.stored_figures()
+        prefetch = status(mirror)
     data = summary(
         figures.counters,
         figures.cache,
-        {"cache_dir": str(settings.cache_dir), "prefetch": status(settings.cache_dir)},
+        {"cache_dir": str(settings.cache_dir), "prefetch": prefetch},
     )
     print(json.dumps(data, indent=2))
     return 0
@@ -246,8 +246,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
                     "--admin-token is visible to every local process (ps); "
                     "prefer --admin-token-file or admin_token_file"
                 )
-            check_storage(settings)  # one line, before the server starts
-            return _serve(settings)
+            return _serve(settings)  # the storage checked first: one line if unusable
         if args.command == "verify":
             settings = _settings(
                 args, ["cache_dir", "storage", "upstream", "offline", "log_format"]

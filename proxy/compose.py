@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 
 from prefetch.service import prefetch_service
 from proxy.settings import Settings
+from proxy.storefactory import check_storage
 from proxy.web.accesslog import AccessLog
 from proxy.web.app import create_app
 from proxy.web.server import serve as serve_app
@@ -27,5 +28,7 @@ def build_app(settings: Settings) -> ASGIApp:
 
 
 def serve(settings: Settings) -> int:
-    """Run the server until stopped; the exit status (CannotListen when the port is taken)."""
+    """Run the server until stopped; the exit status (CannotListen when the port is taken).
+    An unusable cache directory or bucket is one line (CacheUnusable) before anything starts."""
+    check_storage(settings)
     return serve_app(settings, build_app)

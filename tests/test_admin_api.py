@@ -12,13 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from prefetch.runner import lock_path
 from prefetch.service import prefetch_service
 from proxy.locks import release_lock, take_lock
 from proxy.models import JSON_V1
 from proxy.scrub import LAST_KEY
 from proxy.settings import Settings
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.prefetching import prefetch_lock
 from tests.support.proxy_server import ThreadedProxy
 from tests.support.wheels import make_wheel
 
@@ -59,7 +59,7 @@ def test_admin_prefetch__202_then_409_with_progress_while_a_pass_runs(
 ) -> None:
     caplog.set_level(logging.INFO, logger="proxy.web.admin")
     # Another process's pass (the command) holds the lock: the action must say so.
-    path = lock_path(admin.settings.cache_dir)
+    path = prefetch_lock(admin.settings.cache_dir)
     fd = take_lock(path)
     assert fd is not None
     try:

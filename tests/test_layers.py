@@ -58,7 +58,13 @@ def test_layers__no_part_is_named_by_an_import_string() -> None:
 
 # The callers of the mirror facade (issue 11): they ask ``runtime.mirror``, never the parts it
 # wraps. ``Runtime`` itself and the facade's own modules are the only ones to touch them.
-FACADE_CALLERS = ("proxy/web/*.py", "prefetch/*.py", "proxy/verify.py", "proxy/scrub.py")
+FACADE_CALLERS = (
+    "proxy/web/*.py",
+    "prefetch/*.py",
+    "proxy/verify.py",
+    "proxy/scrub.py",
+    "proxy/cli.py",
+)
 WRAPPED_PARTS = {"storage", "index", "filler", "stats"}
 WRAPPED_MODULES = {"proxy.storage", "proxy.pageservice", "proxy.fill"}
 WRAPPED_NAMES = {"Storage", "PageService", "Filler"}
@@ -127,7 +133,81 @@ def test_layers__web_prefetch_verify_and_scrub_call_the_mirror_only() -> None:
     assert {k: v for k, v in found.items() if v} == {}
 
 
-def test_layers__the_stats_command_opens_no_storage_itself() -> None:
-    found = _reaches_past_the_facade((ROOT / "proxy/cli.py").read_text())
-    assert found == []
-    assert "Storage.from_settings" not in (ROOT / "proxy/cli.py").read_text()
+# Storage and its parts (issue 11): the facade's callers hold a StoredFile at most. The CLI's
+# check of the storage before a server starts is the composition's (proxy.compose).
+STORAGE_MODULES = {
+    "proxy.storage",
+    "proxy.storefactory",
+    "proxy.pagerecords",
+    "proxy.replicapages",
+    "proxy.workfiles",
+    "proxy.localstore",
+    "proxy.s3store",
+    "proxy.tiered",
+    "proxy.sharedrecords",
+}
+
+
+def test_layers__facade_callers_import_no_part_of_the_storage() -> None:
+    assert {f"proxy.{p.stem}" for p in (ROOT / "proxy").glob("*.py")} >= STORAGE_MODULES
+    callers = sorted({p for pattern in FACADE_CALLERS for p in ROOT.glob(pattern)})
+    found = {
+        str(path.relative_to(ROOT)): sorted(_imports(path) & STORAGE_MODULES) for path in callers
+    }
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_layers__the_cli_opens_no_storage_itself() -> None:
+    cli = (ROOT / "proxy/cli.py").read_text()
+    assert _reaches_past_the_facade(cli) == []
+    assert "Storage.from_settings" not in cli and "check_storage" not in cli
+    assert "check_storage" in (ROOT / "proxy/compose.py").read_text()
+
+
+# Storage owns every path (issue 11): the prefetcher asks the mirror for its files
+# (``Mirror.state_file``); it never builds a path under the cache directory itself.
+CACHE_LAYOUT = {"state", "files", "tmp", "index", "uploads"}
+
+
+def _names_the_layout(source: str, path: str = "<sample>") -> list[str]:
+    """Each place a path under the cache directory is built, as "line: what"."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source, path)):
+        if isinstance(node, ast.Name | ast.Attribute):
+            name = node.id if isinstance(node, ast.Name) else node.attr
+            if name in ("cache_dir", "state_dir", "tmp_dir", "files_dir"):
+                found.append(f"{node.lineno}: {name}")
+        elif (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Div)
+            and isinstance(node.right, ast.Constant)
+            and str(node.right.value).split("/")[0] in CACHE_LAYOUT
+        ):
+            found.append(f"{node.lineno}: / {node.right.value!r}")
+    return sorted(set(found), key=lambda line: (int(line.split(":")[0]), line))
+
+
+def test_layers__the_layout_detector_finds_each_way() -> None:
+    sample = (
+        "path = settings.cache_dir / 'state' / 'prefetch.sqlite'\n"
+        "lock = root / 'state/prefetch.lock'\n"
+        "work = storage.tmp_dir\n"
+        "files = {'files': []}\n"  # a JSON document's key is no path
+        "db = runtime.mirror.state_file('prefetch.sqlite')\n"
+    )
+    assert _names_the_layout(sample) == [
+        "1: / 'state'",
+        "1: cache_dir",
+        "2: / 'state/prefetch.lock'",
+        "3: tmp_dir",
+    ]
+
+
+def test_layers__prefetch_names_no_cache_directory_layout() -> None:
+    modules = sorted((ROOT / "prefetch").glob("*.py"))
+    assert len(modules) > 8  # the glob found the package (else this checks nothing)
+    found = {
+        str(path.relative_to(ROOT)): _names_the_layout(path.read_text(), str(path))
+        for path in modules
+    }
+    assert {k: v for k, v in found.items() if v} == {}

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from prefetch.runner import state_path
 from proxy.settings import Settings, load_settings
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.prefetching import run_pass, stored
+from tests.support.prefetching import prefetch_db, run_pass, stored
 from tests.support.proxy_server import ThreadedProxy
 from tests.support.wheels import make_wheel
 
@@ -50,7 +49,7 @@ def offline_files(settings: Settings, project: str) -> list[str] | None:
 
 def held_missing(settings: Settings) -> list[str]:
     """Files the prefetch state says the mirror holds that are not on disk."""
-    db = sqlite3.connect(state_path(settings.cache_dir))
+    db = sqlite3.connect(prefetch_db(settings.cache_dir))
     try:
         held = db.execute("SELECT filename, sha256 FROM files").fetchall()
     finally:
@@ -229,7 +228,7 @@ def test_state_from_before_the_gone_column__opens_and_works(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     settings = configure(tmp_path, upstream)
-    path = state_path(settings.cache_dir)
+    path = prefetch_db(settings.cache_dir)
     path.parent.mkdir(parents=True)
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE queue (name TEXT PRIMARY KEY, serial INTEGER, attempts INTEGER)")

@@ -17,11 +17,10 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
-from prefetch.runner import state_path
 from proxy.settings import Settings
 from tests.support import fake_index as model
 from tests.support.fake_upstream import FakeUpstream, RawAnswer
-from tests.support.prefetching import run_pass, stored
+from tests.support.prefetching import prefetch_db, run_pass, stored
 from tests.support.proxy_server import ThreadedProxy
 from tests.support.wheels import make_wheel
 from tests.test_mirror_durability import DEMO, JSON, configure, held_missing, offline_files
@@ -30,7 +29,7 @@ HELPER = ["helper-1.5-py3-none-any.whl"]
 
 
 def held_rows(settings: Settings) -> list[tuple[str, str, str]]:
-    db = sqlite3.connect(state_path(settings.cache_dir))
+    db = sqlite3.connect(prefetch_db(settings.cache_dir))
     try:
         return sorted(db.execute("SELECT project, filename, sha256 FROM files").fetchall())
     finally:
@@ -224,7 +223,7 @@ def test_queued_serial_beyond_the_upstream__rediffs_and_catches_up(
     """A state file poisoned by an older version (queued far beyond the upstream) heals."""
     settings = configure(tmp_path, upstream, method="xmlrpc", max_attempts=1)
     assert run_pass(settings).ok
-    db = sqlite3.connect(state_path(settings.cache_dir))
+    db = sqlite3.connect(prefetch_db(settings.cache_dir))
     (marker,) = db.execute("SELECT value FROM meta WHERE key = 'queued_serial'").fetchone()
     poisoned = {**json.loads(marker), "serial": 2_000_000_000}
     db.execute("UPDATE meta SET value = ? WHERE key = 'queued_serial'", (json.dumps(poisoned),))
@@ -287,7 +286,7 @@ def test_state_with_the_old_files_key__migrates_and_keeps_its_rows(
 ) -> None:
     settings = configure(tmp_path, upstream)
     assert run_pass(settings, ["demo"]).ok
-    path = state_path(settings.cache_dir)
+    path = prefetch_db(settings.cache_dir)
     db = sqlite3.connect(path)
     rows = db.execute("SELECT project, filename, sha256, size FROM files").fetchall()
     db.executescript(

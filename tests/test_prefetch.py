@@ -7,11 +7,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from prefetch.runner import state_path
 from prefetch.state import PrefetchState
 from proxy.settings import Settings, load_settings
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.prefetching import all_whole, run_pass, stored
+from tests.support.prefetching import all_whole, prefetch_db, prefetch_lock, run_pass, stored
 from tests.support.proxy_server import ThreadedProxy
 from tests.support.wheels import make_sdist, make_wheel
 
@@ -49,7 +48,7 @@ def test_full_pass__xmlrpc_mirrors_everything(tmp_path: Path, upstream: FakeUpst
         "helper-1.5-py3-none-any.whl.metadata",
     }
     assert all_whole(settings.cache_dir)
-    state = PrefetchState(state_path(settings.cache_dir))
+    state = PrefetchState(prefetch_db(settings.cache_dir))
     assert state.get_meta("mirror_serial") == upstream.serial
     assert state.figures()["projects"] == 2
     assert state.queue_length() == 0
@@ -221,17 +220,20 @@ def test_only_one_pass_at_a_time(tmp_path: Path, upstream: FakeUpstream) -> None
     import fcntl
     import os
 
-    from prefetch.runner import AlreadyRunning, is_running, lock_path
+    from prefetch.runner import AlreadyRunning, is_running
+    from proxy.runtime import reading
 
     settings = configure(tmp_path, upstream)
-    path = lock_path(settings.cache_dir)
+    path = prefetch_lock(settings.cache_dir)  # where an earlier version took it, too
     path.parent.mkdir(parents=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        assert is_running(settings.cache_dir)
+        with reading(settings) as mirror:
+            assert is_running(mirror)
         with pytest.raises(AlreadyRunning):
             run_pass(settings)
     finally:
         os.close(fd)
-    assert not is_running(settings.cache_dir)
+    with reading(settings) as mirror:
+        assert not is_running(mirror)

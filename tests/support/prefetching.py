@@ -17,7 +17,7 @@ from proxy.settings import Settings
 def run_pass(settings: Settings, projects: Sequence[str] | None = None) -> PassResult:
     async def main() -> PassResult:
         runtime = await Runtime.open(settings)
-        state = PrefetchState(state_path(settings.cache_dir))
+        state = PrefetchState(state_path(runtime.mirror))
         try:
             return await Prefetcher(runtime, state).run(projects, progress_tty=False)
         finally:
@@ -25,6 +25,16 @@ def run_pass(settings: Settings, projects: Sequence[str] | None = None) -> PassR
             await runtime.close()
 
     return anyio.run(main)
+
+
+# Where the prefetcher's files have always been in a cache directory (one an earlier version
+# wrote keeps working): tests name the layout; the prefetcher asks the mirror.
+def prefetch_db(cache_dir: Path) -> Path:
+    return cache_dir / "state" / "prefetch.sqlite"
+
+
+def prefetch_lock(cache_dir: Path) -> Path:
+    return cache_dir / "state" / "prefetch.lock"
 
 
 def stored(cache_dir: Path) -> dict[str, str]:
