@@ -36,6 +36,7 @@ mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
     what verify reads                          (blocking)
       page_records()     -> (project, PageRecord | None: unreadable) for every stored page
       hash_of(stored)    -> sha256 of its bytes now | None (gone)
+      check_copies(stored) -> its other copies (a bucket's) found damaged and made again
       sweep_partials() -> count / recount()
     the mirror's own state                     (blocking)
       hold_changes() / settle_changes(serial) / serial_answer(method, params) (the /pypi API)
@@ -309,6 +310,12 @@ class Mirror:
     def hash_of(self, stored: StoredFile) -> str | None:
         """The sha256 of a stored file's bytes as they are now; None when it cannot be read."""
         return self._held.hash_of(stored)
+
+    def check_copies(self, stored: StoredFile) -> int:
+        """``stored``'s bytes were found right: hash its other copies too (the bucket's object
+        behind a local copy); each damaged one is deleted and made again from ``stored``,
+        counted as an integrity error. How many were (0 for a store of one copy)."""
+        return self._held.check_copies(stored)
 
     def sweep_partials(self) -> int:
         """Remove partial downloads no download is writing; how many."""

@@ -78,6 +78,12 @@ class Holdings:
     def hash_of(self, stored: StoredFile) -> str | None:
         return sha256_of(self._storage, stored)
 
+    def check_copies(self, stored: StoredFile) -> int:
+        mended = self._storage.check_copies(stored)
+        if mended:
+            self._stats.add("integrity_errors", mended)
+        return mended
+
     def hash_for_url(self, url: str) -> str | None:
         return self._storage.hash_for_url(url)
 

@@ -215,6 +215,13 @@ class Storage(PageRecords):
             return None
         return found
 
+    def check_copies(self, stored: StoredFile) -> int:
+        """``stored`` was found whole: hash the other copies of it (a bucket's object behind
+        a local copy); each damaged one is deleted and made again from ``stored``. How many
+        were (blocking: the bytes are read whole)."""
+        check = getattr(self.files, "check_copies", None)
+        return int(check(stored)) if callable(check) else 0
+
     def stream_in(self, stored: StoredFile) -> AsyncIterator[bytes] | None:
         """``stored``'s bytes sent from a shared store while a local copy is made (see
         ``TieredFileStore.stream_in``: a damaged object is never sent whole); None when

@@ -21,6 +21,9 @@ Replicas share the bucket; each keeps its own local tier (``<cache>/files/``, th
   local copies go first, but never one still waiting for upload (it is the only copy).
 - ``remove``, ``iter_files``, ``read``: the bucket's (eviction, verify and the scrub work on
   what every replica shares), and the local copy goes too on ``remove``.
+- ``check_copies``: verify and the scrub hash the local copy (what this replica serves), then
+  the bucket's object behind it: a damaged object is deleted and uploaded again from the
+  good local copy.
 
 One uploader thread per process; several worker processes of one replica share the queue
 directory, and an flock on each entry keeps two of them from sending one file at once.
@@ -316,6 +319,28 @@ class TieredFileStore:
         with contextlib.suppress(StoreUnavailable):
             self.bucket.remove(remote.sha256, remote.filename)
 
+    def check_copies(self, stored: StoredFile) -> int:
+        """Behind a local copy found whole (verify, the scrub), the bucket's object too: one
+        whose bytes are not the local copy's (damaged in the bucket) is deleted and the good
+        local copy queued for upload again. How many copies were mended (0 or 1). A file
+        waiting for upload, or gone from the bucket (evicted), has no object to check."""
+        key = (stored.sha256, stored.filename)
+        if stored.path is None or key in set(self.pending()):
+            return 0  # the bucket's object was the one hashed; or not there yet
+        try:
+            remote = self.bucket.stat(*key)
+            if remote is None:
+                return 0
+            if remote.size == stored.size and _digest(self.bucket.read(remote)) == key[0]:
+                return 0
+        except OSError as exc:  # StoreUnavailable: checked at the next pass
+            log.warning("could not check the bucket's copy of %s: %s", stored.filename, exc)
+            return 0
+        self._drop_damaged(remote, remote.size)
+        self._queue(*key)  # re-sent from the good local copy, as a fill would be
+        self._wake.set()
+        return 1
+
     def put(self, source: Path, sha256: str, filename: str) -> tuple[StoredFile, bool]:
         """Into the local tier now (``source`` is moved there), into the bucket soon."""
         self.local.path_of(sha256, filename)  # ValueError for anything not storable
@@ -447,14 +472,18 @@ class TieredFileStore:
 def _whole(stored: StoredFile) -> bool:
     """Whether a local copy's bytes hash to its name (read whole: only on removal)."""
     assert stored.path is not None
-    digest = hashlib.sha256()
     try:
         with stored.path.open("rb") as f:
-            while chunk := f.read(COPY_CHUNK):
-                digest.update(chunk)
+            return _digest(iter(lambda: f.read(COPY_CHUNK), b"")) == stored.sha256
     except OSError:
         return False
-    return digest.hexdigest() == stored.sha256
+
+
+def _digest(chunks: Iterator[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def wait_uploaded(store: TieredFileStore, timeout: float = 30.0) -> bool:

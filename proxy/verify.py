@@ -1,10 +1,12 @@
 """``pypi-proxy verify``: check every stored file against the hash its index page records.
 
-It walks the page records, not the file tree: each listed file the cache holds is hashed; a
-file whose bytes do not match is dropped, and re-fetched when the mirror pinned it (the
-prefetcher wants it) and the upstream is reachable; a pinned file that went missing is
-re-fetched too. Partial downloads are swept first. A record that cannot be read, or an entry
-that cannot be stored, is counted and reported; nothing stops the check.
+It walks the page records, not the file tree: each listed file the cache holds is hashed (with
+a bucket, the local copy and the bucket's object both); a file whose bytes do not match is
+dropped, and re-fetched when the mirror pinned it (the prefetcher wants it) and the upstream is
+reachable; a damaged object behind a good local copy is deleted and uploaded again from it; a
+pinned file that went missing is re-fetched too. Partial downloads are swept first. A record
+that cannot be read, or an entry that cannot be stored, is counted and reported; nothing stops
+the check.
 
 The same pass runs inside ``serve`` on a schedule (``scrub_interval``): see ``proxy/scrub.py``.
 """
@@ -84,8 +86,8 @@ Checked = tuple[Target, str, tuple[str, str] | None]
 
 
 def _check(mirror: Mirror, target: Target) -> Checked:
-    """(target, outcome, (sha256, filename)): ok, corrupt, wrong-size, missing-pinned, absent
-    or unstorable."""
+    """(target, outcome, (sha256, filename)): ok, mended (another copy was damaged and made
+    again), corrupt, wrong-size, missing-pinned, absent or unstorable."""
     sha = target.sha256 or mirror.hash_for_url(target.url)
     if sha is None:
         return target, "absent", None
@@ -100,7 +102,11 @@ def _check(mirror: Mirror, target: Target) -> Checked:
     actual = mirror.hash_of(stored)
     if actual is None:
         return target, "missing-pinned" if mirror.is_held(sha) else "absent", key
-    return target, "ok" if actual == sha else "corrupt", key
+    if actual != sha:
+        return target, "corrupt", key
+    # Whole here; with a bucket, the object behind this local copy is hashed too (and made
+    # again from this copy when damaged): what the other replicas read.
+    return target, "mended" if mirror.check_copies(stored) else "ok", key
 
 
 async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
@@ -126,6 +132,10 @@ async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
         report.checked += 1
         if outcome == "ok":
             report.ok += 1
+            continue
+        if outcome == "mended":  # damage in the bucket, mended from the good local copy
+            report.corrupt += 1
+            report.repaired += 1
             continue
         pinned = key is not None and mirror.is_held(key[0])
         if outcome in ("corrupt", "wrong-size"):

@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+import anyio
 import obstore
 import pytest
 
@@ -18,12 +19,14 @@ from proxy.errors import SettingsError
 from proxy.localstore import LocalFileStore
 from proxy.models import DistFile, PageRecord, ProjectPage
 from proxy.render import render_project
+from proxy.runtime import Runtime
 from proxy.s3config import S3Config
 from proxy.s3store import S3FileStore
-from proxy.settings import load_settings
+from proxy.settings import Settings, load_settings
 from proxy.sharedrecords import SharedRecords, decode_page, encode_page
 from proxy.storage import Storage
 from proxy.tiered import TieredFileStore, wait_uploaded
+from proxy.verify import REPAIRED, WHOLE, VerifyReport, verify
 from tests.support.s3 import (
     ACCESS_KEY_ID,
     SECRET_ACCESS_KEY,
@@ -461,3 +464,55 @@ def test_tiered__touch_reaches_the_bucket_from_the_uploader(
                 time.sleep(0.05)
     finally:
         store.close()
+
+
+def _verify(settings: Settings) -> VerifyReport:
+    async def run() -> VerifyReport:
+        runtime = await Runtime.open(settings)
+        try:
+            return await verify(runtime, repair=True)
+        finally:
+            await runtime.close()  # what verify queued for upload is sent here
+
+    return anyio.run(run)
+
+
+def test_verify__damaged_bucket_object_behind_a_good_local_copy(
+    s3_config: S3Config, tmp_path: Path
+) -> None:
+    settings = Settings(
+        cache_dir=tmp_path / "a",
+        storage=s3_config.url,
+        s3_endpoint=s3_config.endpoint,
+        s3_access_key_id=ACCESS_KEY_ID,
+        s3_secret_access_key=SECRET_ACCESS_KEY,
+        offline=True,
+    )
+    name = "demo-1.0.tar.gz"
+    part, sha, data = _part(tmp_path, name, 9000)
+    storage = Storage.from_settings(settings)
+    try:
+        page = ProjectPage(
+            name="demo",
+            files=(
+                DistFile(name, f"https://files.invalid/{name}", {"sha256": sha}, size=len(data)),
+            ),
+            versions=("1.0",),
+        )
+        storage.save_page(PageRecord("demo", page, render_project(page, "demo"), 1.0))
+        storage.commit(part, sha, name)
+        assert storage.flush(30)
+    finally:
+        storage.close()
+    bucket = S3FileStore(s3_config)
+    obstore.put(bucket.objects, bucket.key_of(sha, name), data[:-1] + bytes([data[-1] ^ 1]))
+
+    report = _verify(settings)  # the local copy is whole: only the bucket's object can tell
+    assert (report.checked, report.corrupt, report.repaired, report.dropped) == (1, 1, 1, 0)
+    assert report.exit_status == REPAIRED
+    remote = bucket.stat(sha, name)
+    assert remote is not None  # uploaded again from the good local copy
+    assert hashlib.sha256(b"".join(bucket.read(remote))).hexdigest() == sha
+    assert (tmp_path / "a" / "files" / sha[:2] / sha / name).read_bytes() == data
+    again = _verify(settings)
+    assert (again.checked, again.ok, again.exit_status) == (1, 1, WHOLE)
