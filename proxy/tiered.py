@@ -327,19 +327,29 @@ class TieredFileStore:
         key = (stored.sha256, stored.filename)
         if stored.path is None or key in set(self.pending()):
             return 0  # the bucket's object was the one hashed; or not there yet
-        try:
-            remote = self.bucket.stat(*key)
-            if remote is None:
-                return 0
-            if remote.size == stored.size and _digest(self.bucket.read(remote)) == key[0]:
-                return 0
-        except OSError as exc:  # StoreUnavailable: checked at the next pass
-            log.warning("could not check the bucket's copy of %s: %s", stored.filename, exc)
+        remote = self._damaged_object(*key, size=stored.size)
+        if remote is None:
             return 0
         self._drop_damaged(remote, remote.size)
         self._queue(*key)  # re-sent from the good local copy, as a fill would be
         self._wake.set()
         return 1
+
+    def _damaged_object(
+        self, sha256: str, filename: str, size: int | None = None
+    ) -> StoredFile | None:
+        """The bucket's object if it is there and damaged (not ``size`` bytes, or bytes that
+        do not hash to its key); None when whole, absent, or the bucket cannot be read."""
+        try:
+            remote = self.bucket.stat(sha256, filename)
+            if remote is None:
+                return None
+            if size in (None, remote.size) and _digest(self.bucket.read(remote)) == sha256:
+                return None
+        except OSError as exc:  # StoreUnavailable: checked at the next pass
+            log.warning("could not check the bucket's copy of %s: %s", filename, exc)
+            return None
+        return remote
 
     def put(self, source: Path, sha256: str, filename: str) -> tuple[StoredFile, bool]:
         """Into the local tier now (``source`` is moved there), into the bucket soon."""
@@ -354,12 +364,18 @@ class TieredFileStore:
     def remove(self, sha256: str, filename: str) -> int:
         """From the bucket and the local tier, and off the upload queue; but when the local
         copy is the damaged one (callers remove a file whose size or hash was wrong), only
-        the local copy: the bucket's good object is every replica's, maybe the mirror's last."""
+        the local copy, unless the bucket's object is damaged too: its good object is every
+        replica's, maybe the mirror's last."""
         mine = self.local.stat(sha256, filename)
         if mine is not None and mine.path is not None and not _whole(mine):
             size = self.local.remove(sha256, filename)
             self._grew(-size)
             log.warning("%s: this replica's local copy was damaged; dropped it", filename)
+            # Its bad bytes may have been uploaded (the uploader sends the local copy as it
+            # is): a damaged object goes too, so the file is fetched again, not kept bad.
+            bad = self._damaged_object(sha256, filename)
+            if bad is not None:
+                self._drop_damaged(bad, bad.size)
             return size
         with contextlib.suppress(FileNotFoundError, ValueError):
             os.unlink(self.queue_dir / _entry_name(sha256, filename))

@@ -363,6 +363,22 @@ def test_tiered__damaged_local_copy_goes_alone(s3_config: S3Config, tmp_path: Pa
     assert copy is not None and copy.path is not None and copy.path.read_bytes() == data
 
 
+def test_tiered__damaged_local_copy_uploaded_damaged_goes_everywhere(
+    s3_config: S3Config, tmp_path: Path
+) -> None:
+    a = _tiered(tmp_path / "a", s3_config)
+    part, sha, data = _part(tmp_path, "demo-6.0.tar.gz", 8000)
+    stored, _ = a.put(part, sha, "demo-6.0.tar.gz")
+    assert stored.path is not None
+    stored.path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # rot before the upload
+    assert wait_uploaded(a)  # the uploader sends the local copy as it is
+    assert a.bucket.stat(sha, "demo-6.0.tar.gz") is not None
+    assert a.remove(sha, "demo-6.0.tar.gz") == len(data)
+    assert a.local.stat(sha, "demo-6.0.tar.gz") is None
+    assert a.bucket.stat(sha, "demo-6.0.tar.gz") is None  # no replica may copy it in now
+    assert a.damaged_dropped == 1
+
+
 def test_tiered__upload_failing_stays_queued_then_sent(s3_config: S3Config, tmp_path: Path) -> None:
     import dataclasses
 
