@@ -12,11 +12,8 @@ Replicas share the bucket; each keeps its own local tier (``<cache>/files/``, th
   so it is fetched again from the upstream, never served. (With ``s3_redirect`` the client is
   sent to the bucket instead; pip and uv check the hash the page gives.)
 - ``put``: into the local tier at once (the request that filled it is answered from there),
-  then uploaded in the background with a conditional write (``If-None-Match: *``, see
-  ``proxy/s3store.py``): of two replicas filling one file, the second keeps the first's
-  object. What waits for upload is a file in ``<cache>/uploads/`` written *before* the local
-  copy appears, so a crash at any point leaves either nothing to do or an entry that the next
-  start uploads (an entry whose local copy is gone is dropped).
+  then uploaded in the background (``proxy/uploads.py``: the queue, durable across a crash,
+  and the thread sending it with conditional writes).
 - The local tier is capped by ``local_cap`` (``local_copies_size``): least recently used
   local copies go first, but never one still waiting for upload (it is the only copy).
 - ``remove``, ``iter_files``, ``read``: the bucket's (eviction, verify and the scrub work on
@@ -24,16 +21,12 @@ Replicas share the bucket; each keeps its own local tier (``<cache>/files/``, th
 - ``check_copies``: verify and the scrub hash the local copy (what this replica serves), then
   the bucket's object behind it: a damaged object is deleted and uploaded again from the
   good local copy.
-
-One uploader thread per process; several worker processes of one replica share the queue
-directory, and an flock on each entry keeps two of them from sending one file at once.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -50,26 +43,13 @@ from proxy.filestore import StoredFile
 from proxy.localstore import LocalFileStore
 from proxy.names import is_safe_filename, is_sha256
 from proxy.s3store import S3FileStore
+from proxy.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
 LOW_WATER = 0.9  # trim the local tier to 90% of its cap, so trimming does not run per file
-RETRY_AFTER = 5.0  # seconds before an upload that failed is tried again (doubling, to 300)
-MAX_RETRY_AFTER = 300.0
 COPY_CHUNK = 1024 * 1024
 MAX_QUEUED_TOUCHES = 10_000
-ORPHAN_AFTER = 60.0  # seconds before a queue entry with no local copy is taken for debris
-
-
-def _entry_name(sha256: str, filename: str) -> str:
-    return f"{sha256}.{filename}"  # the sha256 is 64 hex digits: the split is unambiguous
-
-
-def _parse_entry(name: str) -> tuple[str, str] | None:
-    sha256, filename = name[:64], name[65:]
-    if name[64:65] != "." or not is_sha256(sha256) or not is_safe_filename(filename):
-        return None
-    return sha256, filename
 
 
 class TieredFileStore:
@@ -87,19 +67,16 @@ class TieredFileStore:
         self.work_dir = work_dir
         self.queue_dir = queue_dir
         self.local_cap = local_cap
-        queue_dir.mkdir(parents=True, exist_ok=True)
+        self.uploads = Uploads(
+            queue_dir, local, bucket, before_round=self._send_touches, after_upload=self._trim
+        )
         self._copying: dict[tuple[str, str], threading.Lock] = {}
         self._copying_lock = threading.Lock()
         self._local_bytes: int | None = None  # counted on first need
         self._trim_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._uploader: threading.Thread | None = None
         self._touches: collections.deque[tuple[StoredFile, float]] = collections.deque(
             maxlen=MAX_QUEUED_TOUCHES
         )
-        self.uploads_done = 0
-        self.uploads_failed = 0
         self.damaged_dropped = 0
 
     def __repr__(self) -> str:
@@ -109,115 +86,23 @@ class TieredFileStore:
     def shared(self) -> bool:
         return True
 
-    # -- the uploader ------------------------------------------------------------------------
+    # -- the uploads (``proxy/uploads.py``) -------------------------------------------------
 
     def start(self) -> None:
         """Run the uploader thread (a server does; one-shot commands may not need it)."""
-        if self._uploader is None:
-            self._uploader = threading.Thread(
-                target=self._upload_forever, name="s3-uploader", daemon=True
-            )
-            self._uploader.start()
+        self.uploads.start()
 
     def close(self, wait: float = 5.0) -> None:
         """Stop the uploader; what it did not send stays queued for the next start."""
-        self._stop.set()
-        self._wake.set()
-        if self._uploader is not None:
-            self._uploader.join(wait)
-            self._uploader = None
+        self.uploads.close(wait)
 
     def pending(self) -> list[tuple[str, str]]:
         """(sha256, filename) of every file waiting for upload."""
-        found = []
-        for entry in os.scandir(self.queue_dir):
-            parsed = _parse_entry(entry.name)
-            if parsed is not None:
-                found.append(parsed)
-        return found
-
-    def _upload_forever(self) -> None:
-        delay = RETRY_AFTER
-        while not self._stop.is_set():
-            self._wake.clear()
-            self._send_touches()
-            try:
-                failed = self.upload_pending()
-            except OSError as exc:  # the queue directory itself: say so, keep trying
-                log.error("cannot read the upload queue %s: %s", self.queue_dir, exc)
-                failed = 1
-            except Exception:  # a bug must not end uploads for good: the queue is kept
-                log.exception("the uploader failed; trying again later")
-                failed = 1
-            if failed:
-                self._wake.wait(delay)
-                delay = min(delay * 2, MAX_RETRY_AFTER)
-            else:
-                delay = RETRY_AFTER
-                self._wake.wait(60.0)  # a put wakes it sooner; the timeout picks up others'
+        return self.uploads.pending()
 
     def upload_pending(self) -> int:
         """Upload every queued file once; how many failed (left queued for a retry)."""
-        failed = 0
-        for sha256, filename in self.pending():
-            if self._stop.is_set():
-                break
-            try:
-                self._upload_one(sha256, filename)
-            except StoreUnavailable as exc:
-                failed += 1
-                self.uploads_failed += 1
-                log.warning("upload of %s deferred: %s", filename, exc)
-        return failed
-
-    def _upload_one(self, sha256: str, filename: str) -> None:
-        entry = self.queue_dir / _entry_name(sha256, filename)
-        try:
-            fd = os.open(entry, os.O_RDONLY)
-        except FileNotFoundError:
-            return  # another worker sent it just now
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # another worker is sending it
-            if not os.path.exists(entry):
-                return  # sent and dequeued between our scan and our lock
-            stored = self.local.stat(sha256, filename)
-            if stored is None or stored.path is None:
-                # The crash came between queueing and storing, or verify removed the copy:
-                # nothing to send. Unless the entry is new: its put may be just renaming the
-                # copy into place (the entry is written first).
-                if time.time() - os.fstat(fd).st_mtime > ORPHAN_AFTER:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry)
-                return
-            _, created = self.bucket.put(stored.path, sha256, filename)
-            self.uploads_done += 1
-            log.info(
-                "uploaded %s to %s%s",
-                filename,
-                self.bucket.config.url,
-                "" if created else " (another replica had stored it)",
-            )
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry)
-        finally:
-            os.close(fd)
-        self._trim()  # its local copy may go now
-
-    def _queue(self, sha256: str, filename: str) -> None:
-        entry = self.queue_dir / _entry_name(sha256, filename)
-        fd = os.open(entry, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        dir_fd = os.open(self.queue_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the entry survives a power cut before the local copy exists
-        finally:
-            os.close(dir_fd)
+        return self.uploads.upload_pending()
 
     # -- the FileStore interface -------------------------------------------------------------
 
@@ -331,8 +216,8 @@ class TieredFileStore:
         if remote is None:
             return 0
         self._drop_damaged(remote, remote.size)
-        self._queue(*key)  # re-sent from the good local copy, as a fill would be
-        self._wake.set()
+        self.uploads.add(*key)  # re-sent from the good local copy, as a fill would be
+        self.uploads.wake()
         return 1
 
     def _damaged_object(
@@ -354,11 +239,11 @@ class TieredFileStore:
     def put(self, source: Path, sha256: str, filename: str) -> tuple[StoredFile, bool]:
         """Into the local tier now (``source`` is moved there), into the bucket soon."""
         self.local.path_of(sha256, filename)  # ValueError for anything not storable
-        self._queue(sha256, filename)
+        self.uploads.add(sha256, filename)
         stored, created = self.local.put(source, sha256, filename)
         if created:
             self._grew(stored.size)
-        self._wake.set()
+        self.uploads.wake()
         return stored, created
 
     def remove(self, sha256: str, filename: str) -> int:
@@ -377,8 +262,7 @@ class TieredFileStore:
             if bad is not None:
                 self._drop_damaged(bad, bad.size)
             return size
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            os.unlink(self.queue_dir / _entry_name(sha256, filename))
+        self.uploads.discard(sha256, filename)
         local = self.local.remove(sha256, filename)
         if local:
             self._grew(-local)
@@ -390,7 +274,7 @@ class TieredFileStore:
         the uploader thread: a hit, on the event loop, never waits for the network."""
         self.local.touch(stored, now)  # for the local tier's own order
         self._touches.append((stored, now))  # bounded: under a flood, old ones are dropped
-        self._wake.set()
+        self.uploads.wake()
 
     def _send_touches(self) -> None:
         while self._touches:
@@ -431,8 +315,8 @@ class TieredFileStore:
             "storage": {
                 "url": self.bucket.config.url,
                 "uploads_pending": len(self.pending()),
-                "uploads_done": self.uploads_done,
-                "uploads_failed": self.uploads_failed,
+                "uploads_done": self.uploads.done,
+                "uploads_failed": self.uploads.failed,
                 "damaged_dropped": self.damaged_dropped,
                 "local_copies_bytes": self.local_bytes(),
                 "local_copies_size": self.local_cap,

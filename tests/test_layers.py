@@ -144,6 +144,7 @@ STORAGE_MODULES = {
     "proxy.localstore",
     "proxy.s3store",
     "proxy.tiered",
+    "proxy.uploads",
     "proxy.sharedrecords",
 }
 

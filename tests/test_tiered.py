@@ -394,7 +394,7 @@ def test_tiered__upload_failing_stays_queued_then_sent(s3_config: S3Config, tmp_
     part, sha, data = _part(tmp_path, "demo-6.0.tar.gz", 3000)
     stored, _ = broken.put(part, sha, "demo-6.0.tar.gz")
     assert stored.path is not None and stored.path.read_bytes() == data  # served meanwhile
-    assert broken.upload_pending() == 1 and broken.uploads_failed == 1
+    assert broken.upload_pending() == 1 and broken.uploads.failed == 1
     assert broken.pending() == [(sha, "demo-6.0.tar.gz")]
     again = _tiered(root, s3_config)  # the next start, the bucket back
     assert wait_uploaded(again)
