@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 async def prefetch_service(runtime: Runtime) -> AsyncIterator[None]:
     settings = runtime.settings
     state = await anyio.to_thread.run_sync(PrefetchState, state_path(settings.cache_dir))
-    runtime.extra_stats.append(lambda: {"prefetch": status(settings.cache_dir, state)})
+    mirror = runtime.mirror
+    runtime.extra_stats.append(
+        lambda: {"prefetch": status(settings.cache_dir, state, mirror.held_figures())}
+    )
     tasks: set[asyncio.Task[None]] = set()
     scheduler: AsyncIOScheduler | None = None
     if runtime.upstream is not None:

@@ -26,7 +26,11 @@ mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
       delete(project, record)  drop its page and every file it lists not held -> Forgotten
       remove(project)    it left the upstream: forget it and remember the 404
     what the mirror holds                      (blocking: call in a worker thread)
-      hold(sha256) -> newly? / release(sha256) / is_held(sha256): pins eviction never takes
+      hold(project, [HeldFile]) -> sha256s newly held: eviction never takes them
+      release(project, [HeldFile]) -> sha256s no longer held by anyone
+      held_files(project) -> [HeldFile] / iter_held() -> (project, HeldFile) for every row
+      is_held(sha256, filename=None) / held_figures() -> {"files", "bytes"}
+      unpublished() -> held sha256s the bucket lacks a pin for / publish() -> pins written
       stored_copy(sha256, filename, expected)  -> StoredFile | None (a wrong-size copy dropped)
       drop(sha256, filename, damaged=False)    -> bytes freed
       hash_for_url(url) / has_page(project) / files_changed(project)
@@ -66,7 +70,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -80,6 +84,7 @@ from proxy.fileanswers import FileAnswers
 from proxy.filestore import StoredFile
 from proxy.fill import Filler, Target
 from proxy.follow import Download
+from proxy.heldfiles import HeldFile
 from proxy.holdings import Holdings
 from proxy.jsonapi import JsonApi, JsonRecord
 from proxy.lease import LeaseKeeper
@@ -245,16 +250,42 @@ class Mirror:
 
     # -- what the mirror holds (blocking: call in a worker thread) ---------------------------
 
-    def hold(self, sha256: str) -> bool:
-        """Pin a file's bytes so that eviction never takes them; True if newly pinned."""
-        return self._held.hold(sha256)
+    def hold(self, project: str, files: Iterable[HeldFile]) -> set[str]:
+        """Record that ``project`` holds ``files`` (the held list, ``proxy.heldfiles``): eviction
+        never takes them, in any replica (with a bucket, its pin is written first). A size
+        given is recorded (verified); None keeps the one recorded. The sha256s newly held."""
+        return self._held.hold(project, files)
 
-    def release(self, sha256: str) -> None:
-        """Let eviction take these bytes again."""
-        self._held.release(sha256)
+    def release(self, project: str, files: Iterable[HeldFile]) -> set[str]:
+        """``project`` no longer holds ``files``; the sha256s no longer held by anyone (their
+        bucket pins deleted): eviction may take those again. The files stay stored."""
+        return self._held.release(project, files)
 
-    def is_held(self, sha256: str) -> bool:
-        return self._held.is_held(sha256)
+    def held_files(self, project: str) -> list[HeldFile]:
+        return self._held.held_files(project)
+
+    def iter_held(self) -> Iterator[tuple[str, HeldFile]]:
+        """Every (project, file) on the held list, read in batches."""
+        return self._held.iter_held()
+
+    def is_held(self, sha256: str, filename: str | None = None) -> bool:
+        """Whether eviction must keep these bytes: held here or (with a bucket) pinned by any
+        replica. With ``filename``: whether this replica's list holds that stored file."""
+        return self._held.is_held(sha256, filename)
+
+    def held_figures(self) -> dict[str, int]:
+        """The stored files the held list names, and their bytes as recorded."""
+        return self._held.held_figures()
+
+    def unpublished(self) -> list[str]:
+        """Held sha256s the bucket has no pin for (other replicas' eviction could take them);
+        [] without a bucket."""
+        return self._held.unpublished()
+
+    def publish(self) -> int:
+        """Write the bucket pins missing for held files (never deletes one: another replica
+        may hold what this list lacks); how many were written."""
+        return self._held.publish()
 
     def stored_copy(
         self, sha256: str, filename: str, expected: int | None = None

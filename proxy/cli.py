@@ -167,10 +167,11 @@ def _stats(settings: Settings) -> int:
         return 1
     with reading(settings) as mirror:
         figures = mirror.stored_figures()
+        held = mirror.held_figures()
     data = summary(
         figures.counters,
         figures.cache,
-        {"cache_dir": str(settings.cache_dir), "prefetch": status(settings.cache_dir)},
+        {"cache_dir": str(settings.cache_dir), "prefetch": status(settings.cache_dir, None, held)},
     )
     print(json.dumps(data, indent=2))
     return 0

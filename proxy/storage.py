@@ -4,13 +4,14 @@
     <cache>/files/   ab/<sha256>/<filename>: a path proves its content; a static server could
                      serve this tree as it is
     <cache>/tmp/     partial downloads and their locks, renamed into files/ only when verified
-    <cache>/state/   prefetch state and other bookkeeping
+    <cache>/state/   prefetch state, the held list (held.sqlite) and other bookkeeping
     <cache>/uploads/ with an S3 ``storage``: files stored here and not yet in the bucket
 
 With ``storage: s3://bucket/prefix`` (``Storage.from_settings``), files live in the bucket
-behind a local tier (``proxy/tiered.py``), and page records and pins are written to the bucket
-too (``proxy/sharedrecords.py``), so replicas over one bucket serve one mirror; the index,
-the counters and tmp/ stay per replica.
+behind a local tier (``proxy/tiered.py``), and page records and pins (the published copy of
+the held list, ``proxy/heldfiles.py``) are written to the bucket too
+(``proxy/sharedrecords.py``), so replicas over one bucket serve one mirror; the index, the
+counters, the held list and tmp/ stay per replica.
 
 diskcache is synchronous; async callers run these methods in a worker thread.
 """
@@ -35,6 +36,8 @@ import diskcache
 from proxy.changelog import Changelog
 from proxy.errors import CacheUnusable
 from proxy.filestore import FileStore, StoredFile
+from proxy.heldfiles import HeldFiles
+from proxy.heldmigration import migrate
 from proxy.localstore import LocalFileStore
 from proxy.locks import lock_held
 from proxy.models import PageRecord, ProjectPage, RootRecord
@@ -50,7 +53,6 @@ log = logging.getLogger(__name__)
 _PAGE = "page:"
 _MISSING = "missing:"
 _URLHASH = "urlhash:"
-_PIN = "pin:"
 _SIZE = "size:"
 _MADE_METADATA = "mademeta:"
 MAX_REMEMBERED_SIZES = 100_000
@@ -125,6 +127,8 @@ class Storage:
         self._sizes: dict[str, int] = {}
         self.unreadable: set[str] = set()  # projects whose stored record could not be used
         self._changelog: Changelog | None = None
+        self._held: HeldFiles | None = None
+        self._held_lock = threading.Lock()
         self._changelog_lock = threading.Lock()
         try:
             for directory in (self.files_dir, self.tmp_dir, self.state_dir):
@@ -191,6 +195,8 @@ class Storage:
             close_files()
         if self._changelog is not None:
             self._changelog.close()
+        if self._held is not None:
+            self._held.close()
         self.index.close()
 
     # -- pages -------------------------------------------------------------------------------
@@ -562,21 +568,22 @@ class Storage:
         """Whether the file store can be reached (the health check)."""
         return self.files_dir.is_dir()
 
-    def is_pinned(self, sha256: str) -> bool:
-        """Pinned here, or (with a bucket) by any replica's prefetcher."""
-        if _PIN + sha256 in self.index:
+    @property
+    def held(self) -> HeldFiles:
+        """The held list (``proxy/heldfiles.py``), opened on first use; a cache directory of
+        the previous version has its pins and the prefetcher's held table moved in then."""
+        with self._held_lock:
+            if self._held is None:
+                held = HeldFiles(self.state_path("held.sqlite"))
+                migrate(held, self.index, self.state_path("prefetch.sqlite"), self.iter_stored)
+                self._held = held
+            return self._held
+
+    def is_held(self, sha256: str) -> bool:
+        """Held here, or (with a bucket) pinned by any replica: what eviction never takes."""
+        if self.held.is_held(sha256):
             return True
         return self.shared is not None and self.shared.is_pinned(sha256)
-
-    def pin(self, sha256: str) -> None:
-        if self.shared is not None:
-            self.shared.pin(sha256)  # first: a pin only here would not stop others' eviction
-        self.index.set(_PIN + sha256, True)
-
-    def unpin(self, sha256: str) -> None:
-        self.index.delete(_PIN + sha256)
-        if self.shared is not None:
-            self.shared.unpin(sha256)
 
     # -- bookkeeping -------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from prefetch.runner import state_path
+from proxy.runtime import reading
 from proxy.settings import Settings, load_settings
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.prefetching import run_pass, stored
@@ -49,12 +50,9 @@ def offline_files(settings: Settings, project: str) -> list[str] | None:
 
 
 def held_missing(settings: Settings) -> list[str]:
-    """Files the prefetch state says the mirror holds that are not on disk."""
-    db = sqlite3.connect(state_path(settings.cache_dir))
-    try:
-        held = db.execute("SELECT filename, sha256 FROM files").fetchall()
-    finally:
-        db.close()
+    """Files the mirror's held list names that are not on disk."""
+    with reading(settings) as mirror:
+        held = [(h.filename, h.sha256) for _p, h in mirror.iter_held()]
     files = settings.cache_dir / "files"
     return [name for name, sha in held if not (files / sha[:2] / sha / name).exists()]
 
