@@ -60,8 +60,8 @@ def test_layers__no_part_is_named_by_an_import_string() -> None:
 # wraps. ``Runtime`` itself and the facade's own modules are the only ones to touch them.
 FACADE_CALLERS = ("proxy/web/*.py", "prefetch/*.py", "proxy/verify.py", "proxy/scrub.py")
 WRAPPED_PARTS = {"storage", "index", "filler", "stats"}
-WRAPPED_MODULES = {"proxy.storage", "proxy.pageservice", "proxy.fill"}
-WRAPPED_NAMES = {"Storage", "PageService", "Filler"}
+WRAPPED_MODULES = {"proxy.storage", "proxy.pageservice", "proxy.fill", "proxy.heldfiles"}
+WRAPPED_NAMES = {"Storage", "PageService", "Filler", "HeldFiles"}  # HeldFile, a value, is fine
 
 
 def _runtime_like(node: ast.expr) -> bool:
@@ -105,6 +105,7 @@ def test_layers__the_detector_finds_each_way_past_the_facade() -> None:
         "runtime.stats.request(route, outcome, seconds)\n"
         "runtime.mirror.holds()\n"
         "storage.index.get(key)\n"
+        "from proxy.heldfiles import HeldFile, HeldFiles\n"
     )
     assert _reaches_past_the_facade(sample) == [
         "1: imports Storage",
@@ -113,6 +114,7 @@ def test_layers__the_detector_finds_each_way_past_the_facade() -> None:
         "4: .filler",
         "5: getattr storage",
         "6: .stats",
+        "9: imports HeldFiles",
     ]
 
 
@@ -131,3 +133,23 @@ def test_layers__the_stats_command_opens_no_storage_itself() -> None:
     found = _reaches_past_the_facade((ROOT / "proxy/cli.py").read_text())
     assert found == []
     assert "Storage.from_settings" not in (ROOT / "proxy/cli.py").read_text()
+
+
+def test_layers__what_is_held_is_kept_in_one_place() -> None:
+    # Issue 11: "held" lived in the index's pin: keys and in the prefetcher's files table. Now
+    # the held list alone says it: the old keys are read only to migrate them, the list's file
+    # is named only by Storage (which owns every path), and only its module queries it.
+    sources = {
+        str(p.relative_to(ROOT)): p.read_text()
+        for p in [*_proxy_modules(), *sorted((ROOT / "prefetch").glob("*.py"))]
+    }
+    assert sorted(k for k, text in sources.items() if '"pin:"' in text) == [
+        "proxy/heldmigration.py"
+    ]
+    assert sorted(k for k, text in sources.items() if '"held.sqlite"' in text) == [
+        "proxy/storage.py"
+    ]
+    assert sorted(k for k, text in sources.items() if "FROM held" in text) == ["proxy/heldfiles.py"]
+    assert sorted(k for k, text in sources.items() if "FROM files" in text) == [
+        "proxy/heldmigration.py"
+    ]
