@@ -30,7 +30,7 @@ mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
       release(project, [HeldFile]) -> sha256s no longer held by anyone
       held_files(project) -> [HeldFile] / iter_held() -> (project, HeldFile) for every row
       is_held(sha256, filename=None) / held_figures() -> {"files", "bytes"}
-      unpublished() -> held sha256s the bucket lacks a pin for / publish() -> pins written
+      publish(write=True) -> how many held files the bucket lacked a pin for (now written)
       stored_copy(sha256, filename, expected)  -> StoredFile | None (a wrong-size copy dropped)
       drop(sha256, filename, damaged=False)    -> bytes freed
       hash_for_url(url) / has_page(project) / files_changed(project)
@@ -251,41 +251,32 @@ class Mirror:
     # -- what the mirror holds (blocking: call in a worker thread) ---------------------------
 
     def hold(self, project: str, files: Iterable[HeldFile]) -> set[str]:
-        """Record that ``project`` holds ``files`` (the held list, ``proxy.heldfiles``): eviction
-        never takes them, in any replica (with a bucket, its pin is written first). A size
-        given is recorded (verified); None keeps the one recorded. The sha256s newly held."""
+        """``project`` holds ``files`` (``proxy.heldfiles``; a bucket's pin written first):
+        no eviction takes them. A size None keeps the one recorded. The sha256s newly held."""
         return self._held.hold(project, files)
 
     def release(self, project: str, files: Iterable[HeldFile]) -> set[str]:
-        """``project`` no longer holds ``files``; the sha256s no longer held by anyone (their
-        bucket pins deleted): eviction may take those again. The files stay stored."""
+        """``project`` no longer holds ``files`` (they stay stored); the sha256s nobody holds
+        now (their bucket pins deleted), which eviction may take again."""
         return self._held.release(project, files)
 
     def held_files(self, project: str) -> list[HeldFile]:
         return self._held.held_files(project)
 
     def iter_held(self) -> Iterator[tuple[str, HeldFile]]:
-        """Every (project, file) on the held list, read in batches."""
         return self._held.iter_held()
 
     def is_held(self, sha256: str, filename: str | None = None) -> bool:
-        """Whether eviction must keep these bytes: held here or (with a bucket) pinned by any
-        replica. With ``filename``: whether this replica's list holds that stored file."""
+        """Held here or pinned by any replica; with ``filename``: on this replica's list."""
         return self._held.is_held(sha256, filename)
 
     def held_figures(self) -> dict[str, int]:
-        """The stored files the held list names, and their bytes as recorded."""
         return self._held.held_figures()
 
-    def unpublished(self) -> list[str]:
-        """Held sha256s the bucket has no pin for (other replicas' eviction could take them);
-        [] without a bucket."""
-        return self._held.unpublished()
-
-    def publish(self) -> int:
-        """Write the bucket pins missing for held files (never deletes one: another replica
-        may hold what this list lacks); how many were written."""
-        return self._held.publish()
+    def publish(self, *, write: bool = True) -> int:
+        """Held files the bucket has no pin for (0 without one), their pins written unless
+        ``write`` is False; never deletes a pin (another replica may hold what this lacks)."""
+        return self._held.publish(write=write)
 
     def stored_copy(
         self, sha256: str, filename: str, expected: int | None = None

@@ -77,21 +77,16 @@ class Holdings:
     def held_figures(self) -> dict[str, int]:
         return self._storage.held.figures()
 
-    def unpublished(self) -> list[str]:
-        shared = self._storage.shared
-        if shared is None:
-            return []
-        return [sha for sha in self._storage.held.iter_shas() if not shared.is_pinned(sha)]
-
-    def publish(self) -> int:
+    def publish(self, *, write: bool = True) -> int:
         shared = self._storage.shared
         if shared is None:
             return 0
-        missing = self.unpublished()
-        for sha in missing:
-            shared.pin(sha)
-        if missing:
-            log.info("wrote %d bucket pins missing for held files", len(missing))
+        missing = [sha for sha in self._storage.held.iter_shas() if not shared.is_pinned(sha)]
+        if write:
+            for sha in missing:
+                shared.pin(sha)
+            if missing:
+                log.info("wrote %d bucket pins missing for held files", len(missing))
         return len(missing)
 
     # -- stored files ------------------------------------------------------------------------

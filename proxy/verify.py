@@ -7,8 +7,9 @@ re-fetched too. Partial downloads are swept first. Then the held list (``proxy/h
 is checked against the store: a held file no page lists and the store lacks cannot be fetched
 again, so its row is released (the prefetcher's next pass holds again what its pages list);
 with a bucket, a held file with no ``pins/`` marker there (other replicas' eviction could take
-it) gets one. ``repair`` False (``--no-repair``) reports both and mends neither. A record that cannot be read, or an entry
-that cannot be stored, is counted and reported; nothing stops the check.
+it) gets one. ``repair`` False (``--no-repair``) reports both and mends neither. A record that
+cannot be read, or an entry that cannot be stored, is counted and reported; nothing stops the
+check.
 
 The same pass runs inside ``serve`` on a schedule (``scrub_interval``): see ``proxy/scrub.py``.
 """
@@ -191,10 +192,10 @@ def _check_held(
             continue
         mirror.release(project, [held])
         report.held_released += 1
-    report.unpublished_pins = len(mirror.unpublished())
+    report.unpublished_pins = mirror.publish(write=repair)
     if report.unpublished_pins:
-        log.warning("verify: %d held files have no pin in the bucket", report.unpublished_pins)
+        log.warning("verify: %d held files had no pin in the bucket", report.unpublished_pins)
         if repair:
-            report.pins_written = mirror.publish()
+            report.pins_written = report.unpublished_pins
         else:
             report.failed.append(f"{report.unpublished_pins} bucket pins missing (--no-repair)")
