@@ -9,9 +9,9 @@
 
 With ``storage: s3://bucket/prefix`` (``Storage.from_settings``), files live in the bucket
 behind a local tier (``proxy/tiered.py``), and page records and pins (the published copy of
-the held list, ``proxy/heldfiles.py``) are written to the bucket too
-(``proxy/sharedrecords.py``), so replicas over one bucket serve one mirror; the index, the
-counters, the held list and tmp/ stay per replica.
+the held list, ``proxy/heldfiles.py``), JSON API records and the root listing are written to
+the bucket too (``proxy/sharedrecords.py``, ``proxy/shareddocs.py``), so replicas over one
+bucket serve one mirror; the index, the counters, the held list and tmp/ stay per replica.
 
 diskcache is synchronous; async callers run these methods in a worker thread.
 """
@@ -40,12 +40,14 @@ from proxy.heldfiles import HeldFiles
 from proxy.heldmigration import migrate
 from proxy.localstore import LocalFileStore
 from proxy.locks import lock_held
-from proxy.models import PageRecord, ProjectPage, RootRecord
+from proxy.models import PageRecord, ProjectListing, ProjectPage, RootRecord
 from proxy.records import usable_page, usable_root
 
 if TYPE_CHECKING:
+    from proxy.jsonapi import JsonRecord
     from proxy.lease import LeaseKeeper
     from proxy.settings import Settings
+    from proxy.shareddocs import SharedDocs
     from proxy.sharedrecords import SharedRecords
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,8 @@ class Storage:
         self.unreadable: set[str] = set()  # projects whose stored record could not be used
         self._changelog: Changelog | None = None
         self._held: HeldFiles | None = None
+        self._docs: SharedDocs | None = None
+        self._root_shared: ProjectListing | None = None
         self._held_lock = threading.Lock()
         self._changelog_lock = threading.Lock()
         try:
@@ -396,11 +400,34 @@ class Storage:
             after = names[-1]
 
     def load_root(self) -> RootRecord | None:
+        """The stored root listing; with a bucket and none here, the one another replica
+        stored there (kept here too)."""
         raw = self._read_record(ROOT_KEY)
+        if raw is None and self.docs is not None:
+            record = self.docs.load_root()
+            if record is not None:
+                self.index.set(ROOT_KEY, record)
+            return record
         return usable_root(raw) if raw is not None else None
 
     def save_root(self, record: RootRecord) -> None:
         self.index.set(ROOT_KEY, record)
+        # A revalidation (304) saves the same listing again: the bucket's copy is not written
+        # again for it (its fetched_at lags; a replica taking it revalidates, cheaply).
+        if self.docs is not None and record.listing is not self._root_shared:
+            self.docs.save_root(record)
+            self._root_shared = record.listing
+
+    @property
+    def docs(self) -> SharedDocs | None:
+        """The JSON API records and root listing in the bucket (None: no bucket)."""
+        if self.shared is None:
+            return None
+        if self._docs is None:
+            from proxy.shareddocs import SharedDocs  # keeps obstore off the local-only path
+
+            self._docs = SharedDocs(self.shared)
+        return self._docs
 
     def mark_missing(self, project: str, ttl: float) -> None:
         if ttl > 0:
@@ -413,19 +440,28 @@ class Storage:
 
     def load_json(self, key: str) -> object | None:
         """A stored JSON API record (``project`` or ``project/version``); the caller checks
-        its type and format."""
+        its type and format. With a bucket and none here, another replica's (kept here)."""
         record: object = self.index.get(_JSON + key)
+        if record is None and self.docs is not None:
+            record = self.docs.load_json(key)
+            if record is not None:
+                self.index.set(_JSON + key, record)
         return record
 
-    def save_json(self, key: str, record: object) -> None:
+    def save_json(self, key: str, record: JsonRecord) -> None:
         self.index.set(_JSON + key, record)
+        if self.docs is not None:
+            self.docs.save_json(key, record)
 
     def delete_json(self, project: str) -> int:
-        """Drop a project's JSON API records, its versions' too; how many went."""
+        """Drop a project's JSON API records, its versions' too (with a bucket, there too);
+        how many went here."""
         rows = self.index._sql(
             "SELECT key FROM Cache WHERE key = ? OR (key > ? AND key < ?)",
             (_JSON + project, _JSON + project + "/", _JSON + project + "0"),
         ).fetchall()
+        if self.docs is not None:
+            self.docs.delete_json(project)
         return sum(1 for (key,) in rows if self.index.delete(key))
 
     # -- files -------------------------------------------------------------------------------
