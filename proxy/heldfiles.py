@@ -67,6 +67,10 @@ class HeldFiles:
         """Record that ``project`` holds ``files``; the sha256s nobody held before. A size
         given replaces the one recorded; None keeps it (a claim made before the download)."""
         rows = [(project, f.filename, f.sha256, f.size) for f in files]
+        with self._lock:  # already so (a resync claiming what it held): no write at all
+            rows = [row for row in rows if not self._recorded(row)]
+        if not rows:
+            return set()
         with self.transaction() as db:
             new = {sha for _p, _f, sha, _z in rows if not _sha_held(db, sha)}
             db.executemany(
@@ -75,6 +79,12 @@ class HeldFiles:
                 rows,
             )
         return new
+
+    def _recorded(self, row: tuple[str, str, str, int | None]) -> bool:
+        found = self._db.execute(
+            "SELECT size FROM held WHERE project = ? AND filename = ? AND sha256 = ?", row[:3]
+        ).fetchone()
+        return found is not None and (row[3] is None or found[0] == row[3])
 
     def release(self, project: str, files: Iterable[HeldFile]) -> set[str]:
         """``project`` no longer holds ``files``; the sha256s no longer held by anyone (what
