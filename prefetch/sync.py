@@ -2,10 +2,10 @@
 
 What the mirror holds is on the core's held list (``Mirror.hold``) before it is downloaded (the
 page gives the sha256), so eviction in another process can never take a file between its
-download and its hold. A file is deleted
-only when no project holds it any more (projects can share a file), and a project leaves the
-mirror only when its page answers 404 *and* the upstream's changelog or root index no longer
-lists it: one transient 404 never drops what the mirror holds.
+download and its hold. A file is deleted only when no project holds it any more (projects can
+share a file), and a project leaves the mirror only when its page answers 404 *and* the
+upstream's changelog or root index no longer lists it: one transient 404 never drops what the
+mirror holds.
 """
 
 from __future__ import annotations
