@@ -190,6 +190,13 @@ class Prefetcher:
                 result.errors.append(f"not whole on disk: {', '.join(wanting[:5])}")
                 await anyio.to_thread.run_sync(state.requeue, wanting, attempt + 1)
         progress.finish()
+        # Every held file's pin in the bucket, for the other replicas' eviction: one written
+        # at hold time can be missing (the bucket failed then, a list migrated).
+        try:
+            await anyio.to_thread.run_sync(runtime.mirror.publish)
+        except OSError as exc:  # the bucket is down: the next pass writes them
+            log.warning("prefetch: bucket pins not written: %s", exc)
+            result.errors.append(f"bucket pins not written: {exc}")
         remaining = await anyio.to_thread.run_sync(state.queue_length)
         result.failed = remaining
         result.ok = remaining == 0
@@ -244,8 +251,11 @@ class Prefetcher:
                 group.start_soon(consume)
 
 
-def status(mirror: Mirror, state: PrefetchState | None = None) -> dict[str, object]:
-    """The prefetch section of /stats and `pypi-proxy stats` (blocking)."""
+def status(
+    mirror: Mirror, state: PrefetchState | None = None, held: dict[str, int] | None = None
+) -> dict[str, object]:
+    """The prefetch section of /stats and `pypi-proxy stats` (blocking); ``held``: the files
+    the mirror holds and their bytes (``Mirror.held_figures``)."""
     path = state_path(mirror)
     if state is None and not path.exists():
         return {"state": "never run"}
@@ -287,4 +297,5 @@ def status(mirror: Mirror, state: PrefetchState | None = None) -> dict[str, obje
         },
         "last_error": meta["last_error"],
         **figures,
+        **(held or {}),
     }

@@ -28,7 +28,7 @@ async def prefetch_service(runtime: Runtime) -> AsyncIterator[None]:
     settings = runtime.settings
     mirror = runtime.mirror
     state = await anyio.to_thread.run_sync(PrefetchState, state_path(mirror))
-    runtime.extra_stats.append(lambda: {"prefetch": status(mirror, state)})
+    runtime.extra_stats.append(lambda: {"prefetch": status(mirror, state, mirror.held_figures())})
     tasks: set[asyncio.Task[None]] = set()
     scheduler: AsyncIOScheduler | None = None
     if runtime.upstream is not None:

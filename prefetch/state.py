@@ -5,9 +5,11 @@
     projects  per project: the serial it was last synced at
     queue     projects still to sync, with the serial each must reach, attempts so far, and
               whether the upstream's changelog or root listing said the project is gone
-    files     per project: the files the mirror holds for it (so removals can be undone), one row
-              per (filename, sha256): a re-upload can list one filename twice with two hashes
     root      scratch: a streamed root index, diffed against ``projects`` in SQL
+
+What each project holds is not here but on the core's held list (``Mirror.hold``); a state
+file of the previous version, with its ``files`` table, has that table moved there when the
+cache is opened (``proxy/heldmigration.py``).
 
 Every change is a transaction, so a run killed at any point resumes from a consistent queue.
 Blocking: async callers run these methods in a worker thread; a lock serialises them.
@@ -20,7 +22,6 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,28 +32,7 @@ CREATE TABLE IF NOT EXISTS queue (
     name TEXT PRIMARY KEY, serial INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
     gone INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS files (
-    project TEXT NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER,
-    PRIMARY KEY (project, filename, sha256)
-);
 """
-# State files from before re-uploads were held keyed files by (project, filename) only.
-_FILES_V2 = """
-CREATE TABLE files_v2 (
-    project TEXT NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER,
-    PRIMARY KEY (project, filename, sha256)
-);
-INSERT INTO files_v2 SELECT project, filename, sha256, size FROM files;
-DROP TABLE files;
-ALTER TABLE files_v2 RENAME TO files;
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class HeldFile:
-    filename: str
-    sha256: str
-    size: int | None  # None in rows from state files that did not record it
 
 
 class PrefetchState:
@@ -67,9 +47,6 @@ class PrefetchState:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
         if "gone" not in columns:  # a state file from before the column
             self._db.execute("ALTER TABLE queue ADD COLUMN gone INTEGER NOT NULL DEFAULT 0")
-        key = [row[1] for row in sorted(self._db.execute("PRAGMA table_info(files)")) if row[5]]
-        if "sha256" not in key:  # files keyed by (project, filename): migrate in one transaction
-            self._db.executescript("BEGIN IMMEDIATE;" + _FILES_V2 + "COMMIT;")
 
     def close(self) -> None:
         with self._lock:
@@ -156,20 +133,16 @@ class PrefetchState:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM queue").fetchone()[0])
 
-    def done(self, name: str, serial: int | None, files: list[HeldFile] | None) -> None:
-        """A project is synced: drop it from the queue, record its serial and files."""
+    def done(self, name: str, serial: int | None, *, gone: bool = False) -> None:
+        """A project is synced (its files held, ``Mirror.hold``): drop it from the queue,
+        record its serial; ``gone``: it left the upstream, and the mirror."""
         with self._tx() as db:
             db.execute("DELETE FROM queue WHERE name = ?", (name,))
-            db.execute("DELETE FROM files WHERE project = ?", (name,))
-            if files is None:  # gone upstream
+            if gone:
                 db.execute("DELETE FROM projects WHERE name = ?", (name,))
                 return
             db.execute(
                 "INSERT OR REPLACE INTO projects (name, serial) VALUES (?, ?)", (name, serial or 0)
-            )
-            db.executemany(
-                "INSERT OR IGNORE INTO files (project, filename, sha256, size) VALUES (?, ?, ?, ?)",
-                [(name, f.filename, f.sha256, f.size) for f in files],
             )
 
     def failed(self, name: str) -> int:
@@ -181,41 +154,6 @@ class PrefetchState:
     def reset_attempts(self) -> None:
         with self._tx() as db:
             db.execute("UPDATE queue SET attempts = 0")
-
-    def held_files(self, name: str) -> list[HeldFile]:
-        with self._lock:
-            return [
-                HeldFile(*row)
-                for row in self._db.execute(
-                    "SELECT filename, sha256, size FROM files WHERE project = ?", (name,)
-                )
-            ]
-
-    def iter_held(self, batch: int = 10_000) -> Iterator[list[tuple[str, HeldFile]]]:
-        """Every (project, file) the mirror holds, in batches (memory stays flat)."""
-        after = ("", "", "")
-        while True:
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT project, filename, sha256, size FROM files"
-                    " WHERE (project, filename, sha256) > (?, ?, ?)"
-                    " ORDER BY project, filename, sha256 LIMIT ?",
-                    (*after, batch),
-                ).fetchall()
-            if not rows:
-                return
-            yield [(str(p), HeldFile(str(f), str(h), z)) for p, f, h, z in rows]
-            after = (rows[-1][0], rows[-1][1], rows[-1][2])
-
-    def sha_used_by_others(self, sha256: str, project: str, filename: str | None = None) -> bool:
-        """Whether another project holds these bytes (under ``filename``, when given)."""
-        query = "SELECT 1 FROM files WHERE sha256 = ? AND project != ?"
-        params: tuple[str, ...] = (sha256, project)
-        if filename is not None:
-            query += " AND filename = ?"
-            params += (filename,)
-        with self._lock:
-            return self._db.execute(query + " LIMIT 1", params).fetchone() is not None
 
     # -- diffing a streamed root index -------------------------------------------------------
 
@@ -284,11 +222,8 @@ class PrefetchState:
     def figures(self) -> dict[str, int]:
         with self._lock:
             projects = self._db.execute("SELECT count(*) FROM projects").fetchone()[0]
-            files, size = self._db.execute(
-                "SELECT count(*), coalesce(sum(size), 0) FROM files"
-            ).fetchone()
             queue = self._db.execute("SELECT count(*) FROM queue").fetchone()[0]
-        return {"projects": projects, "files": files, "bytes": size, "queue": queue}
+        return {"projects": projects, "queue": queue}
 
 
 def plausible_listing(listed: int, mirrored: int, *, total: int) -> bool:

@@ -1,10 +1,11 @@
 """Bringing one project in the mirror up to date: its page, its files, and removals.
 
-What the mirror holds is pinned before it is downloaded (the page gives the sha256), so eviction
-in another process can never take a file between its download and its pin. A file is deleted
-only when no project holds it any more (projects can share a file), and a project leaves the
-mirror only when its page answers 404 *and* the upstream's changelog or root index no longer
-lists it: one transient 404 never drops what the mirror holds.
+What the mirror holds is on the core's held list (``Mirror.hold``) before it is downloaded (the
+page gives the sha256), so eviction in another process can never take a file between its
+download and its hold. A file is deleted only when no project holds it any more (projects can
+share a file), and a project leaves the mirror only when its page answers 404 *and* the
+upstream's changelog or root index no longer lists it: one transient 404 never drops what the
+mirror holds.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from functools import partial
 import anyio
 
 from prefetch.filters import select
-from prefetch.state import HeldFile, PrefetchState, plausible_listing
+from prefetch.state import PrefetchState, plausible_listing
 from proxy.cache import Mirror
 from proxy.errors import NotFound, ProxyError, UpstreamError
 from proxy.fill import Target
+from proxy.heldfiles import HeldFile
 from proxy.locate import target_for
 from proxy.models import DistFile, PageRecord
 from proxy.settings import PrefetchSettings
@@ -47,8 +49,8 @@ class Syncer:
     mirror: Mirror
     state: PrefetchState
     downloads: asyncio.Semaphore
-    # Files a sync under way holds but has not recorded in the state yet, so that another
-    # project's removal running at the same time does not take them (guarded by _lock).
+    # Files a sync under way claimed (held, not yet downloaded), so that another project's
+    # removal running at the same time does not take them (guarded by _lock).
     _claims: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _listing: set[str] | None = None
@@ -64,31 +66,31 @@ class Syncer:
         if record is None:
             removed = await self._release(name, keep=[])
             await self.mirror.remove(name)
-            await anyio.to_thread.run_sync(self.state.done, name, None, None)
+            await anyio.to_thread.run_sync(partial(self.state.done, name, None, gone=True))
             log.info("%s is gone upstream; removed %d files", name, removed)
             return Synced(files_removed=removed)
         wanted = select(record.page.files, self.settings)
         claimed: list[tuple[str, str]] = []
-        pinned: list[str] = []
         # The sizes recorded for what the mirror holds: a copy on disk of another size is
         # damaged (truncated, appended to) and fetched again rather than held as it is.
         sizes = {
             (h.filename, h.sha256): h.size
-            for h in await anyio.to_thread.run_sync(self.state.held_files, name)
+            for h in await anyio.to_thread.run_sync(self.mirror.held_files, name)
         }
         try:
             results = await asyncio.gather(
-                *(self._fetch(entry, claimed, pinned, sizes) for entry in wanted),
+                *(self._fetch(name, entry, claimed, sizes) for entry in wanted),
                 return_exceptions=True,
             )
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
-                await anyio.to_thread.run_sync(self._unpin_unheld, name, pinned)
+                await anyio.to_thread.run_sync(self._unpin_unheld, name, claimed, set(sizes))
                 raise failures[0]
             done = [r for r in results if not isinstance(r, BaseException)]
             held = [h for files, _added, _bytes in done for h in files]
+            await anyio.to_thread.run_sync(self.mirror.hold, name, held)  # the sizes verified
             removed = await self._release(name, keep=held)
-            await anyio.to_thread.run_sync(self.state.done, name, record.page.serial, held)
+            await anyio.to_thread.run_sync(self.state.done, name, record.page.serial)
             if removed or any(added for _f, added, _b in done):
                 # Its files are in place now: servers rebuild their views of the page.
                 await anyio.to_thread.run_sync(self.mirror.files_changed, name)
@@ -132,7 +134,7 @@ class Syncer:
         """What the mirror holds of ``name`` (its serial, its distributions' file names): with
         its page gone, this is what a new page is checked against."""
         serial = self.state.project_serial(name) or None  # 0: synced without a serial
-        files = self.state.held_files(name)
+        files = self.mirror.held_files(name)
         return serial, [h.filename for h in files if not h.filename.endswith(".metadata")]
 
     async def _gone_confirmed(self, name: str) -> bool:
@@ -170,19 +172,18 @@ class Syncer:
 
     def _claim(
         self,
+        name: str,
         sha: str,
         filename: str,
         claimed: list[tuple[str, str]],
-        pinned: list[str],
         expected: int | None = None,
     ) -> int | None:
-        """Hold a file for this sync and pin it; its size if it is on disk already (and is
-        ``expected`` bytes, when that is known: a copy of another size is dropped)."""
+        """Claim a file for this sync and hold it for ``name``; its size if it is on disk
+        already (and is ``expected`` bytes, when known: a copy of another size is dropped)."""
         with self._lock:
             self._claims[(sha, filename)] += 1
             claimed.append((sha, filename))
-            if self.mirror.hold(sha):
-                pinned.append(sha)
+            self.mirror.hold(name, [HeldFile(filename, sha, None)])
             # A copy of another size than expected is dropped there, to be fetched again.
             stored = self.mirror.stored_copy(sha, filename, expected)
         return stored.size if stored is not None else None
@@ -194,19 +195,20 @@ class Syncer:
                 if self._claims[key] <= 0:
                     del self._claims[key]
 
-    def _unpin_unheld(self, name: str, pinned: list[str]) -> None:
-        """After a failed sync: drop the pins it added for files nothing records as held."""
+    def _unpin_unheld(
+        self, name: str, claimed: list[tuple[str, str]], before: set[tuple[str, str]]
+    ) -> None:
+        """After a failed sync: release what it claimed that ``name`` did not hold ``before``
+        (as (filename, sha256)); the files stay, for eviction to take."""
         with self._lock:
-            held = {h.sha256 for h in self.state.held_files(name)}
-            for sha in pinned:
-                if sha not in held and not self._held_elsewhere(sha, name, None):
-                    self.mirror.release(sha)
+            added = {(f, sha) for sha, f in claimed} - before
+            self.mirror.release(name, [HeldFile(f, sha, None) for f, sha in added])
 
     async def _fetch(
         self,
+        name: str,
         entry: DistFile,
         claimed: list[tuple[str, str]],
-        pinned: list[str],
         sizes: dict[tuple[str, str], int | None],
     ) -> tuple[list[HeldFile], int, int]:
         held: list[HeldFile] = []
@@ -222,7 +224,7 @@ class Syncer:
                 if expected is None:
                     expected = target.size
                 size = await anyio.to_thread.run_sync(
-                    self._claim, sha, target.filename, claimed, pinned, expected
+                    self._claim, name, sha, target.filename, claimed, expected
                 )
             if size is None:
                 async with self.downloads:
@@ -230,13 +232,13 @@ class Syncer:
                 if progress.error or progress.final is None or progress.sha256 is None:
                     raise SyncFailed(f"{target.filename}: {progress.error or 'not stored'}")
                 fetched_sha = progress.sha256
-                if sha is None:  # no hash on the page: pinned only now, so check it stayed
+                if sha is None:  # no hash on the page: held only now, so check it stayed
                     sha = fetched_sha
                     on_disk = await anyio.to_thread.run_sync(
-                        self._claim, sha, target.filename, claimed, pinned
+                        self._claim, name, sha, target.filename, claimed
                     )
                     if on_disk is None:
-                        raise SyncFailed(f"{target.filename}: evicted before it was pinned")
+                        raise SyncFailed(f"{target.filename}: evicted before it was held")
                 size = progress.written
                 added += 1
                 added_bytes += size
@@ -245,8 +247,8 @@ class Syncer:
         return held, added, added_bytes
 
     async def _release(self, name: str, keep: list[HeldFile]) -> int:
-        """Unpin and delete what the mirror held for ``name`` and no longer wants."""
-        previous = await anyio.to_thread.run_sync(self.state.held_files, name)
+        """Release and delete what the mirror held for ``name`` and no longer wants."""
+        previous = await anyio.to_thread.run_sync(self.mirror.held_files, name)
         wanted = {(h.filename, h.sha256) for h in keep}
         removed = 0
         for old in previous:
@@ -255,20 +257,14 @@ class Syncer:
             removed += await anyio.to_thread.run_sync(partial(self._remove, name, old))
         return removed
 
-    def _held_elsewhere(self, sha: str, name: str, filename: str | None) -> bool:
-        if filename is None:
-            claimed = any(key[0] == sha for key in self._claims)
-        else:
-            claimed = (sha, filename) in self._claims
-        return claimed or self.state.sha_used_by_others(sha, name, filename)
-
     def _remove(self, name: str, old: HeldFile) -> int:
-        """Let go of one file ``name`` held: unpinned and deleted only if nothing else holds
+        """Let go of one file ``name`` held: released, and deleted only if nothing else holds
         it (another project lists the same bytes, or a sync under way just claimed them)."""
         with self._lock:
-            if not self._held_elsewhere(old.sha256, name, None):
-                self.mirror.release(old.sha256)
-            if self._held_elsewhere(old.sha256, name, old.filename):
+            self.mirror.release(name, [old])
+            if (old.sha256, old.filename) in self._claims or self.mirror.is_held(
+                old.sha256, old.filename
+            ):
                 return 0
             return 1 if self.mirror.drop(old.sha256, old.filename) > 0 else 0
 
@@ -276,11 +272,13 @@ class Syncer:
         """Projects the mirror holds that the disk does not bear out (blocking): a page gone
         (an admin forget, say), or a held file no longer there (evicted in a race, dropped by
         verify). One stat per held file: the price of an exit 0 that means it."""
-        found = {n for n in self.state.project_names() if not self.mirror.has_page(n)}
-        for rows in self.state.iter_held():
-            for project, held in rows:
-                if self._damaged(project, held):
-                    found.add(project)
+        mirrored = set(self.state.project_names())
+        found = {n for n in mirrored if not self.mirror.has_page(n)}
+        for project, held in self.mirror.iter_held():
+            # Rows of projects this prefetcher never synced (pins an earlier version left
+            # with no project) are not its to fetch again.
+            if project in mirrored and self._damaged(project, held):
+                found.add(project)
         return sorted(found)
 
     def _damaged(self, project: str, held: HeldFile) -> bool:

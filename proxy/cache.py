@@ -26,7 +26,11 @@ mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
       delete(project, record)  drop its page and every file it lists not held -> Forgotten
       remove(project)    it left the upstream: forget it and remember the 404
     what the mirror holds                      (blocking: call in a worker thread)
-      hold(sha256) -> newly? / release(sha256) / is_held(sha256): pins eviction never takes
+      hold(project, [HeldFile]) -> sha256s newly held: eviction never takes them
+      release(project, [HeldFile]) -> sha256s no longer held by anyone
+      held_files(project) -> [HeldFile] / iter_held() -> (project, HeldFile) for every row
+      is_held(sha256, filename=None) / held_figures() -> {"files", "bytes"}
+      publish(write=True) -> how many held files the bucket lacked a pin for (now written)
       stored_copy(sha256, filename, expected)  -> StoredFile | None (a wrong-size copy dropped)
       drop(sha256, filename, damaged=False)    -> bytes freed
       hash_for_url(url) / has_page(project) / files_changed(project)
@@ -68,7 +72,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +87,7 @@ from proxy.fileanswers import FileAnswers
 from proxy.filestore import StoredFile
 from proxy.fill import Filler, Target
 from proxy.follow import Download
+from proxy.heldfiles import HeldFile
 from proxy.holdings import Holdings
 from proxy.jsonapi import JsonApi, JsonRecord
 from proxy.lease import LeaseKeeper
@@ -248,16 +253,33 @@ class Mirror:
 
     # -- what the mirror holds (blocking: call in a worker thread) ---------------------------
 
-    def hold(self, sha256: str) -> bool:
-        """Pin a file's bytes so that eviction never takes them; True if newly pinned."""
-        return self._held.hold(sha256)
+    def hold(self, project: str, files: Iterable[HeldFile]) -> set[str]:
+        """``project`` holds ``files`` (``proxy.heldfiles``; a bucket's pin written first):
+        no eviction takes them. A size None keeps the one recorded. The sha256s newly held."""
+        return self._held.hold(project, files)
 
-    def release(self, sha256: str) -> None:
-        """Let eviction take these bytes again."""
-        self._held.release(sha256)
+    def release(self, project: str, files: Iterable[HeldFile]) -> set[str]:
+        """``project`` no longer holds ``files`` (they stay stored); the sha256s nobody holds
+        now (their bucket pins deleted), which eviction may take again."""
+        return self._held.release(project, files)
 
-    def is_held(self, sha256: str) -> bool:
-        return self._held.is_held(sha256)
+    def held_files(self, project: str) -> list[HeldFile]:
+        return self._held.held_files(project)
+
+    def iter_held(self) -> Iterator[tuple[str, HeldFile]]:
+        return self._held.iter_held()
+
+    def is_held(self, sha256: str, filename: str | None = None) -> bool:
+        """Held here or pinned by any replica; with ``filename``: on this replica's list."""
+        return self._held.is_held(sha256, filename)
+
+    def held_figures(self) -> dict[str, int]:
+        return self._held.held_figures()
+
+    def publish(self, *, write: bool = True) -> int:
+        """Held files the bucket has no pin for (0 without one), their pins written unless
+        ``write`` is False; never deletes a pin (another replica may hold what this lacks)."""
+        return self._held.publish(write=write)
 
     def stored_copy(
         self, sha256: str, filename: str, expected: int | None = None

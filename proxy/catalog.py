@@ -1,8 +1,8 @@
 """What the cache holds, per project: the query API's figures and the admin API's forgetting.
 
 A project is what its stored page lists; a file is *held* when its bytes are on disk under
-``files/``, *pinned* when the mirror keeps it (the prefetcher pins every file it holds, and
-eviction never takes a pinned file). A project with a pinned file is mirrored; the rest were
+``files/``, *pinned* when the mirror keeps it (on its held list, ``proxy/heldfiles.py``: eviction
+never takes it). A project with a pinned file is mirrored; the rest were
 fetched on demand. Last access is a held file's atime (see ``Storage.touch``).
 
 Blocking (page records are read from diskcache, files are stat-ed): run in a worker thread.
@@ -96,7 +96,7 @@ def file_facts(storage: Storage, entry: DistFile) -> FileFacts:
         sha256=sha,
         size=stored.size if stored is not None else entry.size,
         held=stored is not None,
-        pinned=sha is not None and storage.is_pinned(sha),
+        pinned=sha is not None and storage.is_held(sha),
         last_access=stored.atime if stored is not None else None,
     )
 
@@ -194,7 +194,7 @@ def forget_project(storage: Storage, record: PageRecord) -> Forgotten:
             sha = _sha(storage, entry, name)
             if sha is None or storage.stored(sha, name) is None:
                 continue
-            if storage.is_pinned(sha):
+            if storage.is_held(sha):
                 kept += 1
                 continue
             size = storage.remove(sha, name)

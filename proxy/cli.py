@@ -166,7 +166,7 @@ def _stats(settings: Settings) -> int:
         return 1
     with reading(settings) as mirror:
         figures = mirror.stored_figures()
-        prefetch = status(mirror)
+        prefetch = status(mirror, None, mirror.held_figures())
     data = summary(
         figures.counters,
         figures.cache,

@@ -2,7 +2,8 @@
 
 The access time is the store's (on a local disk, the file's atime, set explicitly on each hit:
 see ``proxy/localstore.py``), which survives restarts and is shared by every worker. Files the
-prefetcher pinned are never evicted.
+mirror holds (the held list, ``proxy/heldfiles.py``; with a bucket, any replica's pins) are
+never evicted.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def over_cap(storage: Storage, max_bytes: int | None) -> bool:
 
 
 def evict(storage: Storage, max_bytes: int) -> Evicted:
-    """Remove least recently used unpinned files until the cache is under the low-water mark.
+    """Remove least recently used files nobody holds until the cache is under the low-water mark.
 
     One process at a time (a lock file); another process finding it locked just returns.
     """
@@ -47,7 +48,7 @@ def evict(storage: Storage, max_bytes: int) -> Evicted:
         for stored in sorted(files, key=lambda stored: stored.atime):
             if total <= target:
                 break
-            if storage.is_pinned(stored.sha256):
+            if storage.is_held(stored.sha256):
                 continue
             size = storage.remove(stored.sha256, stored.filename)
             total -= size

@@ -1,5 +1,6 @@
-"""What the mirror holds: which files are pinned, which stored copies are whole, the catalog of
-projects the query API lists, and the reads ``verify`` makes. Part of the facade
+"""What the mirror holds: the held list (and its published copy, a bucket's pins), which
+stored copies are whole, the catalog of projects the query API lists, and the reads ``verify``
+makes. Part of the facade
 (``proxy.cache``), which owns this object and hands its methods on (documented there); callers
 never see ``Storage``.
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from proxy.catalog import (
     SORTED_MAX_AGE,
@@ -24,6 +25,7 @@ from proxy.catalog import (
     project_files,
 )
 from proxy.filestore import StoredFile
+from proxy.heldfiles import HeldFile
 from proxy.locate import sha256_of
 from proxy.models import PageRecord
 from proxy.stats import Stats
@@ -39,19 +41,53 @@ class Holdings:
         # One per process: an order other than by name is read once per SORTED_MAX_AGE.
         self._views = SortedViews(storage, SORTED_MAX_AGE)
 
-    # -- pins --------------------------------------------------------------------------------
+    # -- the held list ----------------------------------------------------------------------
+    # The bucket's pins/<sha256> markers are the copy other replicas' eviction reads: written
+    # before a row here (a row only here would not stop them), deleted only for what a
+    # release let go of here (another replica may hold what this list lacks).
 
-    def hold(self, sha256: str) -> bool:
-        if self._storage.is_pinned(sha256):
-            return False
-        self._storage.pin(sha256)
-        return True
+    def hold(self, project: str, files: Iterable[HeldFile]) -> set[str]:
+        files = list(files)
+        held, shared = self._storage.held, self._storage.shared
+        if shared is not None:
+            for sha in {f.sha256 for f in files}:
+                if not held.is_held(sha):
+                    shared.pin(sha)
+        return held.hold(project, files)
 
-    def release(self, sha256: str) -> None:
-        self._storage.unpin(sha256)
+    def release(self, project: str, files: Iterable[HeldFile]) -> set[str]:
+        gone = self._storage.held.release(project, files)
+        shared = self._storage.shared
+        if shared is not None:
+            for sha in gone:
+                shared.unpin(sha)
+        return gone
 
-    def is_held(self, sha256: str) -> bool:
-        return self._storage.is_pinned(sha256)
+    def held_files(self, project: str) -> list[HeldFile]:
+        return self._storage.held.held_files(project)
+
+    def iter_held(self) -> Iterator[tuple[str, HeldFile]]:
+        return self._storage.held.iter_held()
+
+    def is_held(self, sha256: str, filename: str | None = None) -> bool:
+        if filename is not None:
+            return self._storage.held.is_held(sha256, filename)
+        return self._storage.is_held(sha256)
+
+    def held_figures(self) -> dict[str, int]:
+        return self._storage.held.figures()
+
+    def publish(self, *, write: bool = True) -> int:
+        shared = self._storage.shared
+        if shared is None:
+            return 0
+        missing = [sha for sha in self._storage.held.iter_shas() if not shared.is_pinned(sha)]
+        if write:
+            for sha in missing:
+                shared.pin(sha)
+            if missing:
+                log.info("wrote %d bucket pins missing for held files", len(missing))
+        return len(missing)
 
     # -- stored files ------------------------------------------------------------------------
 

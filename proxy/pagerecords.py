@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING
 import diskcache
 
 from proxy.changelog import Changelog
-from proxy.models import PageRecord, ProjectPage, RootRecord
+from proxy.models import PageRecord, ProjectListing, ProjectPage, RootRecord
 from proxy.records import usable_page, usable_root
 from proxy.replicapages import ReplicaPages
 
 if TYPE_CHECKING:
+    from proxy.jsonapi import JsonRecord
+    from proxy.shareddocs import SharedDocs
     from proxy.sharedrecords import SharedRecords
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ class PageRecords:
         self._changelog_path = changelog_path
         self._changelog: Changelog | None = None
         self._changelog_lock = threading.Lock()
+        self._docs: SharedDocs | None = None
+        self._root_shared: ProjectListing | None = None
 
     # -- pages -------------------------------------------------------------------------------
 
@@ -193,11 +197,34 @@ class PageRecords:
             after = names[-1]
 
     def load_root(self) -> RootRecord | None:
+        """The stored root listing; with a bucket and none here, the one another replica
+        stored there (kept here too)."""
         raw = self._read_record(ROOT_KEY)
+        if raw is None and self.docs is not None:
+            record = self.docs.load_root()
+            if record is not None:
+                self.index.set(ROOT_KEY, record)
+            return record
         return usable_root(raw) if raw is not None else None
 
     def save_root(self, record: RootRecord) -> None:
         self.index.set(ROOT_KEY, record)
+        # A revalidation (304) saves the same listing again: the bucket's copy is not written
+        # again for it (its fetched_at lags; a replica taking it revalidates, cheaply).
+        if self.docs is not None and record.listing is not self._root_shared:
+            self.docs.save_root(record)
+            self._root_shared = record.listing
+
+    @property
+    def docs(self) -> SharedDocs | None:
+        """The JSON API records and root listing in the bucket (None: no bucket)."""
+        if self.shared is None:
+            return None
+        if self._docs is None:
+            from proxy.shareddocs import SharedDocs  # keeps obstore off the local-only path
+
+            self._docs = SharedDocs(self.shared)
+        return self._docs
 
     def mark_missing(self, project: str, ttl: float) -> None:
         if ttl > 0:
@@ -210,17 +237,26 @@ class PageRecords:
 
     def load_json(self, key: str) -> object | None:
         """A stored JSON API record (``project`` or ``project/version``); the caller checks
-        its type and format."""
+        its type and format. With a bucket and none here, another replica's (kept here)."""
         record: object = self.index.get(_JSON + key)
+        if record is None and self.docs is not None:
+            record = self.docs.load_json(key)
+            if record is not None:
+                self.index.set(_JSON + key, record)
         return record
 
-    def save_json(self, key: str, record: object) -> None:
+    def save_json(self, key: str, record: JsonRecord) -> None:
         self.index.set(_JSON + key, record)
+        if self.docs is not None:
+            self.docs.save_json(key, record)
 
     def delete_json(self, project: str) -> int:
-        """Drop a project's JSON API records, its versions' too; how many went."""
+        """Drop a project's JSON API records, its versions' too (with a bucket, there too);
+        how many went here."""
         rows = self.index._sql(
             "SELECT key FROM Cache WHERE key = ? OR (key > ? AND key < ?)",
             (_JSON + project, _JSON + project + "/", _JSON + project + "0"),
         ).fetchall()
+        if self.docs is not None:
+            self.docs.delete_json(project)
         return sum(1 for (key,) in rows if self.index.delete(key))

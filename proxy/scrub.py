@@ -52,7 +52,12 @@ async def scrub_once(runtime: Runtime) -> dict[str, Any] | None:
         "finished": time.time(),
         "seconds": round(time.time() - started, 2),
         "checked": report.checked,
-        "damaged": report.corrupt + report.wrong_size + report.missing_pinned,
+        # Held rows of files gone, held files the bucket had no pin for: damage too (mended).
+        "damaged": report.corrupt
+        + report.wrong_size
+        + report.missing_pinned
+        + report.held_missing
+        + report.unpublished_pins,
         "repaired": report.repaired,
         "dropped": report.dropped,
         "failed": report.failed[-5:],

@@ -8,7 +8,10 @@ Keys under the store's prefix (beside ``files/``, ``atime/`` and ``lease/``):
   milliseconds: replicas follow these (a listing from where they left off) rather than list
   every page; markers older than a day are swept;
 - ``pins/<sha256>``    an empty marker: the prefetcher of some replica holds this file in the
-  mirror, so no replica's eviction may drop it.
+  mirror (the published copy of its held list, ``proxy/heldfiles.py``), so no replica's
+  eviction may drop it.
+
+The JSON API's records and the root listing sit beside these (``proxy/shareddocs.py``).
 
 Records are JSON, not the pickles of the local index: a bucket is written by other machines,
 and unpickling what another machine wrote would run whatever it says. A record that does not

@@ -4,18 +4,20 @@
     <cache>/files/   ab/<sha256>/<filename>: a path proves its content; a static server could
                      serve this tree as it is
     <cache>/tmp/     partial downloads and their locks, renamed into files/ only when verified
-    <cache>/state/   prefetch state and other bookkeeping
+    <cache>/state/   prefetch state, the held list (held.sqlite) and other bookkeeping
     <cache>/uploads/ with an S3 ``storage``: files stored here and not yet in the bucket
 
 ``Storage`` owns every path above and is made of: the page records of the index (its base
 class, ``proxy/pagerecords.py``), the file store (``proxy/filestore.py``), and the working
 files of tmp/ and state/ (``proxy/workfiles.py``); what lies here is the files' side of the
-index (sizes, hashes found, counters), pins, and the calls that span the parts.
+index (sizes, hashes found, counters), the held list, and the calls that span the parts.
 
 With ``storage: s3://bucket/prefix`` (``Storage.from_settings``), files live in the bucket
-behind a local tier (``proxy/tiered.py``), and page records and pins are written to the bucket
-too (``proxy/sharedrecords.py``, followed by ``proxy/replicapages.py``), so replicas over one
-bucket serve one mirror; the index, the counters and tmp/ stay per replica.
+behind a local tier (``proxy/tiered.py``), and page records and pins (the published copy of
+the held list, ``proxy/heldfiles.py``), JSON API records and the root listing are written to
+the bucket too (``proxy/sharedrecords.py``, followed by ``proxy/replicapages.py``;
+``proxy/shareddocs.py``), so replicas over one bucket serve one mirror; the index, the
+counters, the held list and tmp/ stay per replica.
 
 diskcache is synchronous; async callers run these methods in a worker thread.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,6 +35,8 @@ from typing import TYPE_CHECKING
 import diskcache
 
 from proxy.filestore import FileStore, StoredFile
+from proxy.heldfiles import HeldFiles
+from proxy.heldmigration import migrate
 from proxy.localstore import LocalFileStore
 from proxy.pagerecords import PROJECTS_COUNT, PageRecords
 from proxy.workfiles import WorkFiles, unusable
@@ -44,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _URLHASH = "urlhash:"
-_PIN = "pin:"
 _SIZE = "size:"
 _MADE_METADATA = "mademeta:"
 MAX_REMEMBERED_SIZES = 100_000
@@ -61,6 +65,8 @@ class Storage(PageRecords):
         self.files_dir = root / "files"
         self.files: FileStore = files if files is not None else LocalFileStore(self.files_dir)
         self._sizes: dict[str, int] = {}
+        self._held: HeldFiles | None = None
+        self._held_lock = threading.Lock()
         try:
             self.files_dir.mkdir(parents=True, exist_ok=True)
             self.work = WorkFiles(root)  # tmp/ and state/
@@ -124,6 +130,8 @@ class Storage(PageRecords):
             close_files()
         if self._changelog is not None:
             self._changelog.close()
+        if self._held is not None:
+            self._held.close()
         self.index.close()
 
     # -- files -------------------------------------------------------------------------------
@@ -278,21 +286,22 @@ class Storage(PageRecords):
         """Whether the file store can be reached (the health check)."""
         return self.files_dir.is_dir()
 
-    def is_pinned(self, sha256: str) -> bool:
-        """Pinned here, or (with a bucket) by any replica's prefetcher."""
-        if _PIN + sha256 in self.index:
+    @property
+    def held(self) -> HeldFiles:
+        """The held list (``proxy/heldfiles.py``), opened on first use; a cache directory of
+        the previous version has its pins and the prefetcher's held table moved in then."""
+        with self._held_lock:
+            if self._held is None:
+                held = HeldFiles(self.state_path("held.sqlite"))
+                migrate(held, self.index, self.state_path("prefetch.sqlite"), self.iter_stored)
+                self._held = held
+            return self._held
+
+    def is_held(self, sha256: str) -> bool:
+        """Held here, or (with a bucket) pinned by any replica: what eviction never takes."""
+        if self.held.is_held(sha256):
             return True
         return self.shared is not None and self.shared.is_pinned(sha256)
-
-    def pin(self, sha256: str) -> None:
-        if self.shared is not None:
-            self.shared.pin(sha256)  # first: a pin only here would not stop others' eviction
-        self.index.set(_PIN + sha256, True)
-
-    def unpin(self, sha256: str) -> None:
-        self.index.delete(_PIN + sha256)
-        if self.shared is not None:
-            self.shared.unpin(sha256)
 
     # -- bookkeeping -------------------------------------------------------------------------
 

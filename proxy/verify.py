@@ -4,9 +4,13 @@ It walks the page records, not the file tree: each listed file the cache holds i
 a bucket, the local copy and the bucket's object both); a file whose bytes do not match is
 dropped, and re-fetched when the mirror pinned it (the prefetcher wants it) and the upstream is
 reachable; a damaged object behind a good local copy is deleted and uploaded again from it; a
-pinned file that went missing is re-fetched too. Partial downloads are swept first. A record
-that cannot be read, or an entry that cannot be stored, is counted and reported; nothing stops
-the check.
+pinned file that went missing is re-fetched too. Partial downloads are swept first. Then the
+held list (``proxy/heldfiles.py``) is checked against the store: a held file no page lists and
+the store lacks cannot be fetched again, so its row is released (the prefetcher's next pass
+holds again what its pages list); with a bucket, a held file with no ``pins/`` marker there
+(other replicas' eviction could take it) gets one. ``repair`` False (``--no-repair``) reports
+both and mends neither. A record that cannot be read, or an entry that cannot be stored, is
+counted and reported; nothing stops the check.
 
 The same pass runs inside ``serve`` on a schedule (``scrub_interval``): see ``proxy/scrub.py``.
 """
@@ -48,11 +52,21 @@ class VerifyReport:
     swept_partials: int = 0
     unreadable_records: int = 0
     unstorable_entries: int = 0
+    held_missing: int = 0  # held rows whose file the store lacks and no page lists
+    held_released: int = 0
+    unpublished_pins: int = 0  # held files the bucket has no pin for
+    pins_written: int = 0
     failed: list[str] = field(default_factory=list)
 
     @property
     def damage_found(self) -> bool:
-        return bool(self.corrupt or self.wrong_size or self.missing_pinned)
+        return bool(
+            self.corrupt
+            or self.wrong_size
+            or self.missing_pinned
+            or self.held_missing
+            or self.unpublished_pins
+        )
 
     @property
     def whole(self) -> bool:
@@ -163,5 +177,34 @@ async def verify(runtime: Runtime, *, repair: bool = True) -> VerifyReport:
                 report.failed.append(f"{target.filename}: {download.error}")
             else:
                 report.repaired += 1
+    await anyio.to_thread.run_sync(partial(_check_held, mirror, report, seen, repair=repair))
     await anyio.to_thread.run_sync(mirror.recount)
     return report
+
+
+def _check_held(
+    mirror: Mirror, report: VerifyReport, listed: set[tuple[str, str]], *, repair: bool
+) -> None:
+    """The held list against the store and the bucket (blocking); ``listed``: the (sha256,
+    filename) the page walk checked, and fetched again where it could."""
+    lost = [
+        (project, held)
+        for project, held in mirror.iter_held()
+        if (held.sha256, held.filename) not in listed
+        and mirror.stored_copy(held.sha256, held.filename) is None
+    ]
+    report.held_missing = len(lost)
+    for project, held in lost:
+        log.warning("verify: %s is held for %r but not stored", held.filename, project)
+        if not repair:
+            report.failed.append(f"{held.filename}: held, not stored (--no-repair)")
+            continue
+        mirror.release(project, [held])
+        report.held_released += 1
+    report.unpublished_pins = mirror.publish(write=repair)
+    if report.unpublished_pins:
+        log.warning("verify: %d held files had no pin in the bucket", report.unpublished_pins)
+        if repair:
+            report.pins_written = report.unpublished_pins
+        else:
+            report.failed.append(f"{report.unpublished_pins} bucket pins missing (--no-repair)")

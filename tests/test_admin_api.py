@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from prefetch.service import prefetch_service
+from proxy.heldfiles import HeldFile
 from proxy.locks import release_lock, take_lock
 from proxy.models import JSON_V1
 from proxy.scrub import LAST_KEY
@@ -132,7 +133,10 @@ def test_admin_delete__forgets_the_page_and_unpinned_files_only(
     assert httpx.get(admin.url + "/pypi/demo/1.0/json").status_code == 200
     storage = admin.runtime.storage
     assert storage.load_json("demo/1.0") is not None
-    storage.pin(by_name["demo-2.0-py3-none-any.whl"]["hashes"]["sha256"])  # as the mirror does
+    kept = HeldFile(
+        "demo-2.0-py3-none-any.whl", by_name["demo-2.0-py3-none-any.whl"]["hashes"]["sha256"], None
+    )
+    admin.runtime.mirror.hold("demo", [kept])  # as the prefetcher does
     cache = admin.settings.cache_dir
     assert {"demo-1.0-py3-none-any.whl", "demo-2.0-py3-none-any.whl"} <= _held(cache)
     deleted = httpx.delete(admin.url + "/admin/projects/demo", headers=BEARER)

@@ -16,6 +16,7 @@ import pytest
 
 from proxy.answers import FileAnswer, Handover, Hit, Refusal, SizeOnly, Stream
 from proxy.cache import Mirror
+from proxy.heldfiles import HeldFile
 from proxy.origins import AddressGuard, IPAddress, literal_address
 from proxy.pageservice import PageService
 from proxy.stats import Stats
@@ -265,8 +266,10 @@ async def test_held_files_survive_eviction(make: Callable[..., Setup]) -> None:
     bodies = {n: bytes([i]) * 1000 for i, n in enumerate(names)}
     s = make(FakeIndex(bodies), cap=2500)
     kept = hashlib.sha256(bodies[names[0]]).hexdigest()
-    assert s.mirror.hold(kept) is True
-    assert s.mirror.hold(kept) is False  # held already
+    row = HeldFile(names[0], kept, 1000)
+    assert s.mirror.hold("demo", [row]) == {kept}
+    assert s.mirror.hold("other", [row]) == set()  # held already
+    assert s.mirror.release("other", [row]) == set()  # demo still holds it
     for name in names:
         assert await _body(await s.mirror.file("demo", name)) == bodies[name]
         await s.mirror.settle()
@@ -274,7 +277,7 @@ async def test_held_files_survive_eviction(make: Callable[..., Setup]) -> None:
     assert s.mirror.holds()["bytes"] <= 2500
     assert s.stats.pending["evicted_files"] >= 1
     # Released, it is evicted like any other file once the cache is over its cap again.
-    s.mirror.release(kept)
+    assert s.mirror.release("demo", [row]) == {kept}
     s.fake.files = {**bodies, "demo-9.0-py3-none-any.whl": b"x" * 1000}
     await s.mirror.forget("demo")
     assert await _body(await s.mirror.file("demo", "demo-9.0-py3-none-any.whl")) == b"x" * 1000
@@ -348,7 +351,7 @@ async def test_catalog__projects_and_files_from_the_mirror(make: Callable[..., S
     other = "demo-2.0-py3-none-any.whl"
     s = make(FakeIndex({WHEEL: BYTES, other: b"two" * 100}))
     assert await _body(await s.mirror.file("demo", WHEEL)) == BYTES
-    s.mirror.hold(hashlib.sha256(BYTES).hexdigest())
+    s.mirror.hold("demo", [HeldFile(WHEEL, hashlib.sha256(BYTES).hexdigest(), len(BYTES))])
     for sort in ("name", "bytes"):
         rows, as_of = s.mirror.list_projects(sort, limit=10)
         assert [(r.name, r.files, r.bytes, r.pinned) for r in rows] == [("demo", 1, len(BYTES), 1)]

@@ -66,8 +66,8 @@ FACADE_CALLERS = (
     "proxy/cli.py",
 )
 WRAPPED_PARTS = {"storage", "index", "filler", "stats"}
-WRAPPED_MODULES = {"proxy.storage", "proxy.pageservice", "proxy.fill"}
-WRAPPED_NAMES = {"Storage", "PageService", "Filler"}
+WRAPPED_MODULES = {"proxy.storage", "proxy.pageservice", "proxy.fill", "proxy.heldfiles"}
+WRAPPED_NAMES = {"Storage", "PageService", "Filler", "HeldFiles"}  # HeldFile, a value, is fine
 
 
 def _runtime_like(node: ast.expr) -> bool:
@@ -111,6 +111,7 @@ def test_layers__the_detector_finds_each_way_past_the_facade() -> None:
         "runtime.stats.request(route, outcome, seconds)\n"
         "runtime.mirror.holds()\n"
         "storage.index.get(key)\n"
+        "from proxy.heldfiles import HeldFile, HeldFiles\n"
     )
     assert _reaches_past_the_facade(sample) == [
         "1: imports Storage",
@@ -119,6 +120,7 @@ def test_layers__the_detector_finds_each_way_past_the_facade() -> None:
         "4: .filler",
         "5: getattr storage",
         "6: .stats",
+        "9: imports HeldFiles",
     ]
 
 
@@ -212,3 +214,23 @@ def test_layers__prefetch_names_no_cache_directory_layout() -> None:
         for path in modules
     }
     assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_layers__what_is_held_is_kept_in_one_place() -> None:
+    # Issue 11: "held" lived in the index's pin: keys and in the prefetcher's files table. Now
+    # the held list alone says it: the old keys are read only to migrate them, the list's file
+    # is named only by Storage (which owns every path), and only its module queries it.
+    sources = {
+        str(p.relative_to(ROOT)): p.read_text()
+        for p in [*_proxy_modules(), *sorted((ROOT / "prefetch").glob("*.py"))]
+    }
+    assert sorted(k for k, text in sources.items() if '"pin:"' in text) == [
+        "proxy/heldmigration.py"
+    ]
+    assert sorted(k for k, text in sources.items() if '"held.sqlite"' in text) == [
+        "proxy/storage.py"
+    ]
+    assert sorted(k for k, text in sources.items() if "FROM held" in text) == ["proxy/heldfiles.py"]
+    assert sorted(k for k, text in sources.items() if "FROM files" in text) == [
+        "proxy/heldmigration.py"
+    ]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from proxy.runtime import reading
 from proxy.settings import Settings, load_settings
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.prefetching import prefetch_db, run_pass, stored
@@ -48,12 +49,9 @@ def offline_files(settings: Settings, project: str) -> list[str] | None:
 
 
 def held_missing(settings: Settings) -> list[str]:
-    """Files the prefetch state says the mirror holds that are not on disk."""
-    db = sqlite3.connect(prefetch_db(settings.cache_dir))
-    try:
-        held = db.execute("SELECT filename, sha256 FROM files").fetchall()
-    finally:
-        db.close()
+    """Files the mirror's held list names that are not on disk."""
+    with reading(settings) as mirror:
+        held = [(h.filename, h.sha256) for _p, h in mirror.iter_held()]
     files = settings.cache_dir / "files"
     return [name for name, sha in held if not (files / sha[:2] / sha / name).exists()]
 

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
+import diskcache
 import httpx
 import pytest
 
+from proxy.runtime import reading
 from proxy.settings import Settings
 from tests.support import fake_index as model
 from tests.support.fake_upstream import FakeUpstream, RawAnswer
@@ -29,11 +31,9 @@ HELPER = ["helper-1.5-py3-none-any.whl"]
 
 
 def held_rows(settings: Settings) -> list[tuple[str, str, str]]:
-    db = sqlite3.connect(prefetch_db(settings.cache_dir))
-    try:
-        return sorted(db.execute("SELECT project, filename, sha256 FROM files").fetchall())
-    finally:
-        db.close()
+    """The mirror's held list, as (project, filename, sha256)."""
+    with reading(settings) as mirror:
+        return sorted((p, h.filename, h.sha256) for p, h in mirror.iter_held())
 
 
 # -- 1: an empty root or a lying changelog row, plus one 404 -------------------------------------
@@ -284,18 +284,26 @@ def test_reupload_under_one_filename__both_held_and_served_offline(
 def test_state_with_the_old_files_key__migrates_and_keeps_its_rows(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
+    """A state file of two versions back (its held table keyed by (project, filename)), with
+    the pins of that time: moved to the held list on open, its rows kept."""
     settings = configure(tmp_path, upstream)
     assert run_pass(settings, ["demo"]).ok
-    path = prefetch_db(settings.cache_dir)
-    db = sqlite3.connect(path)
-    rows = db.execute("SELECT project, filename, sha256, size FROM files").fetchall()
-    db.executescript(
-        "DROP TABLE files; CREATE TABLE files (project TEXT NOT NULL, filename TEXT NOT NULL,"
-        " sha256 TEXT NOT NULL, size INTEGER, PRIMARY KEY (project, filename));"
+    with reading(settings) as mirror:
+        rows = [(p, h.filename, h.sha256, h.size) for p, h in mirror.iter_held()]
+    assert rows
+    for leftover in (settings.cache_dir / "state").glob("held.sqlite*"):
+        leftover.unlink()  # the cache as that version left it: no held list
+    db = sqlite3.connect(prefetch_db(settings.cache_dir))
+    db.execute(
+        "CREATE TABLE files (project TEXT NOT NULL, filename TEXT NOT NULL,"
+        " sha256 TEXT NOT NULL, size INTEGER, PRIMARY KEY (project, filename))"
     )
     db.executemany("INSERT INTO files VALUES (?, ?, ?, ?)", rows)
     db.commit()
     db.close()
+    with diskcache.Cache(str(settings.cache_dir / "index")) as index:
+        for _p, _f, sha, _z in rows:
+            index.set("pin:" + sha, True)
     wanted = _reupload(upstream)
     result = run_pass(settings, ["demo", "dup"])
     assert result.ok, result.errors

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from proxy.catalog import SortedViews, list_by_name, list_sorted
+from proxy.heldfiles import HeldFile
 from proxy.models import JSON_V1, DistFile, PageRecord, ProjectPage
 from proxy.render import render_project
 from proxy.settings import Settings
@@ -36,7 +37,7 @@ def test_api_projects__lists_pages_files_bytes_and_pins(
     _download(proxy, "big", "big-1.0-py3-none-any.whl")
     assert httpx.get(proxy.url + "/simple/helper/").status_code == 200
     sha = str(demo["hashes"]["sha256"])  # type: ignore[index]
-    proxy.runtime.storage.pin(sha)  # as the mirror does
+    proxy.runtime.mirror.hold("demo", [HeldFile("demo-1.0-py3-none-any.whl", sha, None)])
 
     listing = httpx.get(proxy.url + "/api/projects")
     assert listing.status_code == 200, listing.text

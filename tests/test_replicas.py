@@ -291,3 +291,28 @@ def test_replicas__unreachable_bucket_is_one_line_at_start(tmp_path: Path) -> No
     assert "cannot use the storage s3://nowhere-bucket/m" in result.stderr
     assert "Traceback" not in result.stderr
     _no_secrets(result.stderr)
+
+
+def test_replicas__json_api_and_root_fetched_by_a_served_by_b_offline(
+    s3_config: S3Config, tmp_path: Path, demo: FakeUpstream
+) -> None:
+    with _replica(s3_config, tmp_path / "a", demo) as a:
+        document = httpx.get(f"{a.url}/pypi/demo/json", timeout=30)
+        assert document.status_code == 200, document.text + a.log()
+        root = httpx.get(f"{a.url}/simple/", headers={"Accept": JSON}, timeout=30)
+        assert root.status_code == 200
+        assert "helper" in {p["name"] for p in root.json()["projects"]}
+    with _replica(s3_config, tmp_path / "b", demo, "--offline") as b:
+        again = httpx.get(f"{b.url}/pypi/demo/json", timeout=30)
+        assert again.status_code == 200, again.text + b.log()
+        assert again.json()["info"] == document.json()["info"]
+        assert [u["filename"] for u in again.json()["urls"]] == [
+            u["filename"] for u in document.json()["urls"]
+        ]
+        listed = httpx.get(f"{b.url}/simple/", headers={"Accept": JSON}, timeout=30)
+        assert listed.status_code == 200
+        # A's root (helper included, though B holds no page of it), not B's own pages only.
+        assert {p["name"] for p in listed.json()["projects"]} == {
+            p["name"] for p in root.json()["projects"]
+        }
+        _no_secrets(b.log())

@@ -16,6 +16,8 @@ import obstore
 import pytest
 
 from proxy.errors import SettingsError
+from proxy.heldfiles import HeldFile
+from proxy.holdings import Holdings
 from proxy.localstore import LocalFileStore
 from proxy.models import DistFile, PageRecord, ProjectPage
 from proxy.render import render_project
@@ -24,6 +26,7 @@ from proxy.s3config import S3Config
 from proxy.s3store import S3FileStore
 from proxy.settings import Settings, load_settings
 from proxy.sharedrecords import SharedRecords, decode_page, encode_page
+from proxy.stats import Stats
 from proxy.storage import Storage
 from proxy.tiered import TieredFileStore, wait_uploaded
 from proxy.verify import REPAIRED, WHOLE, VerifyReport, verify
@@ -208,8 +211,9 @@ def test_storage__pages_and_pins_shared(s3_config: S3Config, tmp_path: Path) -> 
         got = b.load_page("demo")  # none here: read from the bucket and kept
         assert got is not None and got.page.serial == 5
         assert b.has_page("demo")
-        a.pin("cd" * 32)
-        assert b.is_pinned("cd" * 32)
+        Holdings(a, Stats()).hold("demo", [HeldFile("demo-1.0.tar.gz", "cd" * 32, 1)])
+        assert b.is_held("cd" * 32)  # through the bucket's pin: B's own list is empty
+        assert not b.held.is_held("cd" * 32)
         a.save_page(_record("demo", 6, "cd" * 32))
         generation = b.generation("demo")
         assert b.sync_pages() == 1  # the newer record, by polling
@@ -331,7 +335,7 @@ def test_eviction__works_on_the_bucket_under_its_lease(s3_config: S3Config, tmp_
             a.commit(part, sha, f"demo-{i}.tar.gz")
             shas.append(sha)
         assert a.flush(30)
-        a.pin(shas[0])  # the oldest, but the mirror holds it
+        Holdings(a, Stats()).hold("demo", [HeldFile("demo-0.tar.gz", shas[0], 10_000)])
         holder = b.lease("evict").acquire("replica-c", 60)
         assert holder is not None
         assert evict_once(b, 25_000).files == 0  # another replica is evicting: skipped
