@@ -62,7 +62,7 @@ def check_bucket(storage: Storage) -> None:
 
 
 def check_storage(settings: Settings) -> None:
-    """Whether the storage ``settings`` name: with a bucket, also that it
+    """That the cache directory ``settings`` name is usable and, with a bucket, that it
     answers. SettingsError (one line for an operator) when either is unusable."""
     storage = Storage.from_settings(settings)
     try:
