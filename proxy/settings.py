@@ -91,6 +91,7 @@ class Settings:
     max_cache_size: int | None = None
     scrub_interval: float | None = None
     memory_cache_size: int = 256 * 1024**2
+    memory_files_size: int = 64 * 1024**2
     workers: int = field(default_factory=default_workers)  # "auto"
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
@@ -426,6 +427,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_cache_size": _optional(parse_size),
     "scrub_interval": _optional(_seconds),
     "memory_cache_size": parse_size,
+    "memory_files_size": parse_size,
     "workers": _auto_or(default_workers, _int(1, 64)),
     "connect_timeout": _seconds,
     "read_timeout": _seconds,
