@@ -1,7 +1,8 @@
 """How the mirror answers one request for a file: a stored hit (on a descriptor, from the memory
 tier of hot files, handed to a front server, or redirected to the shared bucket), a download
-joined or started, the size alone, a range passed through, or a typed refusal. Part of the facade (``proxy.cache``), which
-owns this object and is the only one to call it; the invariants are in its docstring.
+joined or started, the size alone, a range passed through, or a typed refusal. Part of the
+facade (``proxy.cache``), which owns this object and is the only one to call it; the
+invariants are in its docstring.
 
 Counting is done here, once per request: bytes served (through each answer's ``sent``),
 integrity errors found on the way, upstream errors of a failed download.
