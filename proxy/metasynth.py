@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 PROVISIONAL = "ranges:"
 
 
-async def remote_metadata(upstream: Upstream, url: str, size: int | None) -> bytes:
-    """METADATA of the wheel at ``url`` (``size`` from the page, if it gives one) in two to
-    four ranged GETs. Raises NoMetadata (not a readable wheel), RangesIgnored (fall back to
-    the whole file) or the upstream's errors."""
+async def remote_metadata(upstream: Upstream, url: str, size: int | None, filename: str) -> bytes:
+    """METADATA of the wheel ``filename`` at ``url`` (``size`` from the page, if it gives one)
+    in two to four ranged GETs. Raises NoMetadata (not a readable wheel, or not this one's),
+    RangesIgnored (fall back to the whole file) or the upstream's errors."""
     tail = await upstream.read_range(url, f"-{TAIL}", TAIL)
     total = tail.total
     if size is not None and size != total:
@@ -56,11 +56,12 @@ async def remote_metadata(upstream: Upstream, url: str, size: int | None) -> byt
             raise NoMetadata("a range answered with other bytes than asked for")
         return part.data
 
-    return await read_metadata(read, total)
+    return await read_metadata(read, total, filename)
 
 
 async def stored_metadata(path: Path) -> bytes:
-    """METADATA of a stored wheel: a few small reads of the file (in a worker thread)."""
+    """METADATA of a stored wheel (the file's name is the wheel's): a few small reads of the
+    file (in a worker thread)."""
     fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
     try:
         total = os.fstat(fd).st_size
@@ -71,7 +72,7 @@ async def stored_metadata(path: Path) -> bytes:
                 raise NoMetadata("the stored file is shorter than its directory says")
             return data
 
-        return await read_metadata(read, total)
+        return await read_metadata(read, total, path.name)
     finally:
         os.close(fd)
 
@@ -134,7 +135,7 @@ class MadeMetadata:
             return None
         else:
             try:
-                data = await remote_metadata(self._upstream, entry.url, entry.size)
+                data = await remote_metadata(self._upstream, entry.url, entry.size, entry.filename)
                 provisional = True
             except (RangesIgnored, NoMetadata) as exc:
                 log.info("%s: metadata from the whole wheel (%s)", entry.filename, exc)

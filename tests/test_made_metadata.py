@@ -17,7 +17,7 @@ import pytest
 from proxy.settings import Settings
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy_server import SubprocessProxy, ThreadedProxy, client_env
-from tests.support.wheels import Built, make_wheel
+from tests.support.wheels import Built, foreign_wheel, make_wheel
 from tests.test_e2e import uv_binary
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -191,3 +191,23 @@ def test_range_on_a_miss__passed_through_without_a_validator(
         hit = httpx.get(url, headers={"Range": "bytes=10-99"})
         assert hit.status_code == 206 and hit.content == built.content[10:100]
         assert hit.headers["etag"] == f'"{built.sha256}"'
+
+
+def test_made_metadata__another_projects_dist_info_is_a_clear_404(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    """A wheel whose METADATA sits in another project's dist-info gives no made metadata: by
+    ranges, then from the verified whole wheel, a 404 that says why (no 5xx to retry), and
+    asking again costs the upstream nothing."""
+    built = foreign_wheel("mixed-1.0-py3-none-any.whl", "evil-1.0.dist-info")
+    upstream.add_dist("mixed", built, with_metadata=False)
+    with ThreadedProxy(settings) as proxy:
+        (entry,) = httpx.get(f"{proxy.url}/simple/mixed/", headers=JSON).json()["files"]
+        url = str(httpx.URL(f"{proxy.url}/simple/mixed/").join(entry["url"]))
+        answer = httpx.get(url + ".metadata")
+        assert answer.status_code == 404, (answer.status_code, answer.text)
+        assert "evil-1.0.dist-info" in answer.text
+        asked = len(upstream.requests)
+        again = httpx.get(url + ".metadata")
+        assert again.status_code == 404 and len(upstream.requests) == asked
+        assert httpx.get(url).content == built.content  # the wheel itself is served as it is
