@@ -64,6 +64,7 @@ class FileAnswers:
         made_metadata: bool = False,
         redirect_expiry: float | None = None,
         memory_files: int = 0,
+        metadata_failure_ttl: float = 600.0,
     ) -> None:
         self._storage = storage
         self._pages = pages
@@ -78,7 +79,12 @@ class FileAnswers:
         self._memory = MemoryFiles(memory_files) if memory_files > 0 and not hand_over else None
         # <wheel>.metadata for wheels the index gives none for (made from the wheel itself).
         self._made = (
-            MadeMetadata(storage, upstream, self._fetch_whole if upstream is not None else None)
+            MadeMetadata(
+                storage,
+                upstream,
+                self._fetch_whole if upstream is not None else None,
+                failure_ttl=metadata_failure_ttl,
+            )
             if made_metadata
             else None
         )
