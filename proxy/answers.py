@@ -44,6 +44,18 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class InMemory:
+    """A hit from the in-memory tier (``proxy.memfiles``): the verified bytes of the stored
+    file whose modification time is ``mtime`` (for Last-Modified)."""
+
+    data: bytes
+    sha256: str
+    mtime: float
+    sent: Callable[[int], None]
+    outcome: str = "hit"
+
+
+@dataclass(frozen=True, slots=True)
 class Handover:
     """A hit a front server sends itself (``accel_redirect``): where the stored file lies
     under the files directory it aliases. Checked to exist just now; its bytes are counted."""
@@ -111,7 +123,7 @@ class Refusal:
     message: str
 
 
-FileAnswer = Hit | Handover | Redirect | Stream | SizeOnly | Partial | Refusal
+FileAnswer = Hit | InMemory | Handover | Redirect | Stream | SizeOnly | Partial | Refusal
 
 
 @dataclass(frozen=True, slots=True)

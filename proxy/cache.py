@@ -6,7 +6,7 @@ mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
 (eviction after fills), which only this object calls. ``proxy.runtime`` makes it from settings
 (``Runtime.open`` for a server or a command, ``reading`` for a look at the cache).
 
-    mirror = Mirror(storage, pages, stats, upstream, max_cache_size=, hand_over=, json_api=)
+    mirror = Mirror(storage, pages, stats, upstream, max_cache_size=, hand_over=, json_api=, ...)
 
     pages                                      (async; NotFound, RecordUnreadable, UpstreamError)
       page(project, allow_stale=False)         -> PageAnswer: record, rendered, outcome, serial
@@ -118,6 +118,8 @@ class Mirror:
         json_api: JsonApi | None = None,
         made_metadata: bool = False,
         redirect_expiry: float | None = None,
+        memory_files: int = 0,
+        metadata_failure_ttl: float = 600.0,
     ) -> None:
         self._storage = storage
         self._pages = pages
@@ -144,6 +146,8 @@ class Mirror:
             hand_over=hand_over,
             made_metadata=made_metadata,
             redirect_expiry=redirect_expiry,
+            memory_files=memory_files,
+            metadata_failure_ttl=metadata_failure_ttl,
         )
         self._held = Holdings(storage, stats)
         self._counters = Counters(storage, stats, upstream)

@@ -1,7 +1,8 @@
-"""How the mirror answers one request for a file: a stored hit (on a descriptor, handed to a
-front server, or redirected to the shared bucket), a download joined or started, the size
-alone, a range passed through, or a typed refusal. Part of the facade (``proxy.cache``), which
-owns this object and is the only one to call it; the invariants are in its docstring.
+"""How the mirror answers one request for a file: a stored hit (on a descriptor, from the memory
+tier of hot files, handed to a front server, or redirected to the shared bucket), a download
+joined or started, the size alone, a range passed through, or a typed refusal. Part of the
+facade (``proxy.cache``), which owns this object and is the only one to call it; the
+invariants are in its docstring.
 
 Counting is done here, once per request: bytes served (through each answer's ``sent``),
 integrity errors found on the way, upstream errors of a failed download.
@@ -19,6 +20,7 @@ from proxy.answers import (
     FileAnswer,
     Handover,
     Hit,
+    InMemory,
     Partial,
     Redirect,
     Refusal,
@@ -30,6 +32,7 @@ from proxy.filestore import StoredFile
 from proxy.fill import Filler, Target
 from proxy.follow import Download, RemoteDownload, read_download, wait_done
 from proxy.locate import METADATA_SUFFIX, find_entry, locate
+from proxy.memfiles import MemoryFiles, read_verified
 from proxy.metasynth import MadeMetadata
 from proxy.origins import origin_of
 from proxy.pageservice import PageService
@@ -60,6 +63,8 @@ class FileAnswers:
         hand_over: bool = False,
         made_metadata: bool = False,
         redirect_expiry: float | None = None,
+        memory_files: int = 0,
+        metadata_failure_ttl: float = 600.0,
     ) -> None:
         self._storage = storage
         self._pages = pages
@@ -70,9 +75,16 @@ class FileAnswers:
         # Hits only in the shared bucket are redirected there for this long (s3_redirect).
         self._redirect_expiry = redirect_expiry
         self._touched: dict[tuple[str, str], float] = {}
+        # Hot files' verified bytes (memory_files_size); a front server sends hits itself.
+        self._memory = MemoryFiles(memory_files) if memory_files > 0 and not hand_over else None
         # <wheel>.metadata for wheels the index gives none for (made from the wheel itself).
         self._made = (
-            MadeMetadata(storage, upstream, self._fetch_whole if upstream is not None else None)
+            MadeMetadata(
+                storage,
+                upstream,
+                self._fetch_whole if upstream is not None else None,
+                failure_ttl=metadata_failure_ttl,
+            )
             if made_metadata
             else None
         )
@@ -126,8 +138,14 @@ class FileAnswers:
             handover = self._handover(stored, head=head, ranged=ranged)
             if handover is not None:
                 return handover
+            held = await self._from_memory(stored)
+            if held is not None:
+                return held
             fd = self._open(stored)
             if fd is not None:  # else evicted since it was found: fetched again
+                held = await self._into_memory(stored, fd)
+                if held is not None:
+                    return held
                 return Hit(fd, stored.sha256, "hit", self._served)
         filler = self.filler
         if filler is None:
@@ -297,6 +315,39 @@ class FileAnswers:
             )
         # Just stored (or streamed whole): its access time is now, no touch needed.
         return Hit(keep, download.expected or download.sha256 or "", "miss", self._served)
+
+    async def _from_memory(self, stored: StoredFile) -> InMemory | None:
+        """A hit from the memory tier, if it holds this very file (``stored`` was just
+        stat'ed: a file replaced or evicted since it was read is not served from memory)."""
+        if self._memory is None:
+            return None
+        held = self._memory.get(stored)
+        if held is None:
+            return None
+        self._touch(stored)
+        return InMemory(held.data, stored.sha256, held.mtime, self._served)
+
+    async def _into_memory(self, stored: StoredFile, fd: int) -> InMemory | None:
+        """On a hot file's second hit, its bytes read from ``fd`` (the one just opened, so
+        they are this file's) into the memory tier once they hash right; ``fd`` is closed
+        then. None: served from ``fd`` as usual."""
+        if self._memory is None or not self._memory.wants(stored):
+            return None
+        data = None
+        try:
+            data = await anyio.to_thread.run_sync(read_verified, fd, stored)
+        except OSError as exc:
+            log.info("%s not taken into memory: %s", stored.filename, exc)
+        finally:
+            held = self._memory.keep(stored, data)
+        if held is None:
+            if data is None:
+                log.warning(
+                    "%s: the stored copy does not verify; not held in memory", stored.filename
+                )
+            return None
+        os.close(fd)
+        return InMemory(held.data, stored.sha256, held.mtime, self._served)
 
     def _handover(self, stored: StoredFile, *, head: bool, ranged: bool) -> Handover | None:
         if not self._hand_over or stored.path is None:

@@ -32,6 +32,7 @@ class StoredFile:
     atime: float  # the last access the store knows of (for least-recently-used eviction)
     location: str  # for people: a path or an object URL, never with credentials
     path: Path | None = None  # set by stores on a local disk: the file a hit is sent from
+    inode: int | None = None  # on a local disk: tells a file replaced at the same path
 
 
 class FileStore(Protocol):

@@ -45,6 +45,7 @@ class LocalFileStore:
             atime=st.st_atime,
             location=str(path),
             path=path,
+            inode=st.st_ino,
         )
 
     def stat(self, sha256: str, filename: str) -> StoredFile | None:

@@ -23,6 +23,7 @@ from proxy.errors import UpstreamUnavailable
 from proxy.filestore import StoredFile
 from proxy.fill import Target
 from proxy.locate import METADATA_SUFFIX
+from proxy.metafailures import Failure, MetadataFailures
 from proxy.models import DistFile
 from proxy.names import is_sha256
 from proxy.storage import Storage
@@ -34,10 +35,10 @@ log = logging.getLogger(__name__)
 PROVISIONAL = "ranges:"
 
 
-async def remote_metadata(upstream: Upstream, url: str, size: int | None) -> bytes:
-    """METADATA of the wheel at ``url`` (``size`` from the page, if it gives one) in two to
-    four ranged GETs. Raises NoMetadata (not a readable wheel), RangesIgnored (fall back to
-    the whole file) or the upstream's errors."""
+async def remote_metadata(upstream: Upstream, url: str, size: int | None, filename: str) -> bytes:
+    """METADATA of the wheel ``filename`` at ``url`` (``size`` from the page, if it gives one)
+    in two to four ranged GETs. Raises NoMetadata (not a readable wheel, or not this one's),
+    RangesIgnored (fall back to the whole file) or the upstream's errors."""
     tail = await upstream.read_range(url, f"-{TAIL}", TAIL)
     total = tail.total
     if size is not None and size != total:
@@ -56,11 +57,12 @@ async def remote_metadata(upstream: Upstream, url: str, size: int | None) -> byt
             raise NoMetadata("a range answered with other bytes than asked for")
         return part.data
 
-    return await read_metadata(read, total)
+    return await read_metadata(read, total, filename)
 
 
 async def stored_metadata(path: Path) -> bytes:
-    """METADATA of a stored wheel: a few small reads of the file (in a worker thread)."""
+    """METADATA of a stored wheel (the file's name is the wheel's): a few small reads of the
+    file (in a worker thread)."""
     fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
     try:
         total = os.fstat(fd).st_size
@@ -71,7 +73,7 @@ async def stored_metadata(path: Path) -> bytes:
                 raise NoMetadata("the stored file is shorter than its directory says")
             return data
 
-        return await read_metadata(read, total)
+        return await read_metadata(read, total, path.name)
     finally:
         os.close(fd)
 
@@ -90,10 +92,13 @@ class MadeMetadata:
         storage: Storage,
         upstream: Upstream | None,
         fetch_whole: Callable[[Target], Awaitable[StoredFile | None]] | None,
+        *,
+        failure_ttl: float = 600.0,
     ) -> None:
         self._storage = storage
         self._upstream = upstream
         self._fetch_whole = fetch_whole
+        self._failures = MetadataFailures(storage, failure_ttl)
 
     @staticmethod
     def wanted(entry: DistFile) -> bool:
@@ -125,28 +130,43 @@ class MadeMetadata:
     async def make(self, entry: DistFile) -> StoredFile | None:
         """Read the metadata out of the wheel and store it; None when it cannot be had here
         (offline without the wheel). Raises NoMetadata for a file that is not a readable
-        wheel, and the upstream's errors."""
-        wheel = await anyio.to_thread.run_sync(self._wheel_now, entry)
+        wheel, and the upstream's errors. A failure remembered (``proxy.metafailures``) is
+        raised again without asking the upstream, unless the wheel is stored by now."""
+        wheel, failed = await anyio.to_thread.run_sync(self._wheel_or_failure, entry)
         provisional = False
         if wheel is not None and wheel.path is not None:
             data = await stored_metadata(wheel.path)
         elif self._upstream is None:
             return None
+        elif failed is not None:
+            raise failed
         else:
             try:
-                data = await remote_metadata(self._upstream, entry.url, entry.size)
+                data = await remote_metadata(self._upstream, entry.url, entry.size, entry.filename)
                 provisional = True
             except (RangesIgnored, NoMetadata) as exc:
                 log.info("%s: metadata from the whole wheel (%s)", entry.filename, exc)
-                target = Target(entry.url, entry.filename, entry.sha256, entry.size)
-                wheel = await self._fetch_whole(target) if self._fetch_whole else None
-                if wheel is None or wheel.path is None:
-                    # Online, announced: a 502 the client retries, never "not in this mirror".
-                    raise UpstreamUnavailable(
-                        f"could not fetch {entry.filename} whole to read its metadata"
-                    ) from None
-                data = await stored_metadata(wheel.path)
+                try:
+                    data = await self._from_whole(entry)
+                except (NoMetadata, UpstreamUnavailable) as failure:
+                    await anyio.to_thread.run_sync(self._failures.remember, entry, failure)
+                    raise
         return await anyio.to_thread.run_sync(self._store, entry, data, provisional)
+
+    def _wheel_or_failure(self, entry: DistFile) -> tuple[StoredFile | None, Failure | None]:
+        wheel = self._wheel_now(entry)
+        return wheel, None if wheel is not None else self._failures.recall(entry)
+
+    async def _from_whole(self, entry: DistFile) -> bytes:
+        """METADATA from the whole wheel, fetched into the cache (verified by its sha256)."""
+        target = Target(entry.url, entry.filename, entry.sha256, entry.size)
+        wheel = await self._fetch_whole(target) if self._fetch_whole else None
+        if wheel is None or wheel.path is None:
+            # Online, announced: a 502 the client retries, never "not in this mirror".
+            raise UpstreamUnavailable(
+                f"could not fetch {entry.filename} whole to read its metadata"
+            ) from None
+        return await stored_metadata(wheel.path)
 
     def _store(self, entry: DistFile, data: bytes, provisional: bool) -> StoredFile:
         sha = hashlib.sha256(data).hexdigest()

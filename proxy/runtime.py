@@ -76,6 +76,8 @@ class Runtime:
             hand_over=settings.accel_redirect is not None,
             made_metadata=settings.wheel_metadata,
             redirect_expiry=settings.s3_redirect_expiry if settings.s3_redirect else None,
+            memory_files=settings.memory_files_size,
+            metadata_failure_ttl=settings.index_ttl,  # failures to make metadata: as a page
             json_api=JsonApi(storage, upstream, settings.upstream_base, ttl=settings.index_ttl),
         )
         runtime.filler = runtime.mirror.filler

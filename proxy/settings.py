@@ -83,6 +83,7 @@ class Settings:
     max_cache_size: int | None = None
     scrub_interval: float | None = None
     memory_cache_size: int = 256 * 1024**2
+    memory_files_size: int = 64 * 1024**2
     workers: int = field(default_factory=default_workers)  # "auto"
     connect_timeout: float = 10.0
     read_timeout: float = 30.0

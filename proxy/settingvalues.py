@@ -311,6 +311,7 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_cache_size": _optional(parse_size),
     "scrub_interval": _optional(_seconds),
     "memory_cache_size": parse_size,
+    "memory_files_size": parse_size,
     "workers": _auto_or(default_workers, _int(1, 64)),
     "connect_timeout": _seconds,
     "read_timeout": _seconds,

@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from proxy.distinfo import belongs_to
 from proxy.errors import ProxyError
 
 TAIL = 64 * 1024 + 22  # the end record plus the longest zip comment
@@ -87,8 +88,9 @@ def _zip64_extra(extra: bytes, fields: list[int]) -> list[int]:
     return fields
 
 
-def find_metadata(directory: bytes) -> Member:
-    """The one ``<name>.dist-info/METADATA`` member listed in a central directory."""
+def find_metadata(directory: bytes, wheel_filename: str) -> Member:
+    """The one ``<name>.dist-info/METADATA`` member listed in a central directory, which
+    must be in the dist-info of the project and version ``wheel_filename`` names."""
     found: list[Member] = []
     at = 0
     while at + 46 <= len(directory) and directory[at : at + 4] == _CENTRAL:
@@ -121,6 +123,9 @@ def find_metadata(directory: bytes) -> Member:
         found.append(Member(name, method, crc, compressed, size, offset))
     if len(found) != 1:
         raise NoMetadata(f"{len(found)} dist-info METADATA members, one expected")
+    dist_info = found[0].name.partition("/")[0]
+    if not belongs_to(dist_info, wheel_filename):
+        raise NoMetadata(f"its METADATA is in {dist_info}, not the dist-info of {wheel_filename}")
     return found[0]
 
 
@@ -142,8 +147,9 @@ def inflate(member: Member, data: bytes) -> bytes:
     return out
 
 
-async def read_metadata(read: Reader, total: int) -> bytes:
-    """The METADATA bytes of the wheel of ``total`` bytes that ``read`` reads from."""
+async def read_metadata(read: Reader, total: int, wheel_filename: str) -> bytes:
+    """The METADATA bytes of the wheel ``wheel_filename`` of ``total`` bytes that ``read``
+    reads from (refused when they sit in another project's or version's dist-info)."""
     if total < 22:
         raise NoMetadata("too small to be a zip")
     tail_start = max(0, total - TAIL)
@@ -162,7 +168,7 @@ async def read_metadata(read: Reader, total: int) -> bytes:
         directory = tail[cd_offset - tail_start : cd_offset - tail_start + cd_size]
     else:
         directory = await read(cd_offset, cd_offset + cd_size)
-    member = find_metadata(directory)
+    member = find_metadata(directory, wheel_filename)
     if member.compressed > MAX_METADATA or member.size > MAX_METADATA:
         raise NoMetadata("METADATA larger than any a wheel has")
     # The local header's name and extra lengths may differ from the directory's: read them.

@@ -17,7 +17,7 @@ import pytest
 from proxy.settings import Settings
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy_server import SubprocessProxy, ThreadedProxy, client_env
-from tests.support.wheels import Built, make_wheel
+from tests.support.wheels import Built, foreign_wheel, make_wheel
 from tests.test_e2e import uv_binary
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -191,3 +191,74 @@ def test_range_on_a_miss__passed_through_without_a_validator(
         hit = httpx.get(url, headers={"Range": "bytes=10-99"})
         assert hit.status_code == 206 and hit.content == built.content[10:100]
         assert hit.headers["etag"] == f'"{built.sha256}"'
+
+
+def test_made_metadata__another_projects_dist_info_is_a_clear_404(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    """A wheel whose METADATA sits in another project's dist-info gives no made metadata: by
+    ranges, then from the verified whole wheel, a 404 that says why (no 5xx to retry), and
+    asking again costs the upstream nothing."""
+    built = foreign_wheel("mixed-1.0-py3-none-any.whl", "evil-1.0.dist-info")
+    upstream.add_dist("mixed", built, with_metadata=False)
+    with ThreadedProxy(settings) as proxy:
+        (entry,) = httpx.get(f"{proxy.url}/simple/mixed/", headers=JSON).json()["files"]
+        url = str(httpx.URL(f"{proxy.url}/simple/mixed/").join(entry["url"]))
+        answer = httpx.get(url + ".metadata")
+        assert answer.status_code == 404, (answer.status_code, answer.text)
+        assert "evil-1.0.dist-info" in answer.text
+        asked = len(upstream.requests)
+        again = httpx.get(url + ".metadata")
+        assert again.status_code == 404 and len(upstream.requests) == asked
+        assert httpx.get(url).content == built.content  # the wheel itself is served as it is
+
+
+@pytest.mark.parametrize("why", ["lying", "too_big"])
+def test_made_metadata__failure_remembered_costs_the_upstream_nothing_more(
+    settings: Settings, upstream: FakeUpstream, why: str
+) -> None:
+    """Ranges ignored, and the whole wheel not to be had (every whole GET lies, or it is too
+    big to keep): a 502, then the same 502 again and again with no request upstream, until
+    the wheel is stored another way."""
+    built = make_wheel("mr", "1.0", payload_size=100_000)
+    upstream.add_dist("mr", built, with_metadata=False)
+    if why == "too_big":
+        settings = dataclasses.replace(settings, max_cache_size=50_000)
+    with ThreadedProxy(settings) as proxy:
+        (entry,) = httpx.get(f"{proxy.url}/simple/mr/", headers=JSON).json()["files"]
+        url = str(httpx.URL(f"{proxy.url}/simple/mr/").join(entry["url"]))
+        upstream.ranges = "ignored"
+        if why == "lying":
+            upstream.corrupt_first[built.filename] = 1000
+        upstream.reset_log()
+        assert httpx.get(url + ".metadata").status_code == 502
+        asked = len(upstream.requests)
+        assert asked > 0
+        for _ in range(3):
+            again = httpx.get(url + ".metadata")
+            assert again.status_code == 502 and "whole" in again.text
+        assert len(upstream.requests) == asked, upstream.requests[asked:]
+        if why == "too_big":
+            return
+        # The wheel stored since (the upstream mended): its metadata is made from it.
+        upstream.corrupt_first.clear()
+        assert httpx.get(url).content == built.content
+        made = httpx.get(url + ".metadata")
+        assert made.status_code == 200 and made.content == built.metadata
+
+
+def test_made_metadata__no_metadata_remembered_after_the_wheel_is_evicted(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    built = foreign_wheel("gone-1.0-py3-none-any.whl", "other-1.0.dist-info")
+    upstream.add_dist("gone", built, with_metadata=False)
+    with ThreadedProxy(settings) as proxy:
+        (entry,) = httpx.get(f"{proxy.url}/simple/gone/", headers=JSON).json()["files"]
+        url = str(httpx.URL(f"{proxy.url}/simple/gone/").join(entry["url"]))
+        assert httpx.get(url + ".metadata").status_code == 404  # read from the whole wheel
+        for path in (settings.cache_dir / "files").rglob(built.filename):
+            path.unlink()  # evicted
+        upstream.reset_log()
+        again = httpx.get(url + ".metadata")
+        assert again.status_code == 404 and "other-1.0.dist-info" in again.text
+        assert upstream.requests == []

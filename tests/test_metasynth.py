@@ -21,7 +21,7 @@ from proxy.settings import Settings
 from proxy.upstream import RangesIgnored, Upstream
 from proxy.wheelmeta import NoMetadata
 from tests.support.fake_upstream import FakeUpstream, RawAnswer
-from tests.support.wheels import Built, make_wheel
+from tests.support.wheels import Built, foreign_wheel, make_wheel
 
 
 def _big(upstream: FakeUpstream) -> tuple[Built, str]:
@@ -42,7 +42,7 @@ async def _with_upstream(settings: Settings) -> AsyncIterator[Upstream]:
 def _remote(settings: Settings, url: str, size: int | None) -> bytes:
     async def main() -> bytes:
         async for upstream in _with_upstream(settings):
-            return await remote_metadata(upstream, url, size)
+            return await remote_metadata(upstream, url, size, url.rpartition("/")[2])
         raise AssertionError("no upstream")
 
     return anyio.run(main)
@@ -184,3 +184,13 @@ def test_made_metadata__offline_only_from_a_stored_wheel(
     offline = dataclasses.replace(settings, offline=True)
     assert _make(offline, entry, [], offline=True) == built.metadata
     assert upstream.requests == []
+
+
+def test_remote_metadata__in_another_projects_dist_info_refused(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    built = foreign_wheel("mixed-1.0-py3-none-any.whl", "other-1.0.dist-info")
+    upstream.add_dist("mixed", built, with_metadata=False)
+    url = f"{upstream.base_url}/files/mixed/{built.filename}"
+    with pytest.raises(NoMetadata, match=r"other-1\.0\.dist-info"):
+        _remote(settings, url, len(built.content))

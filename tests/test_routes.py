@@ -152,3 +152,14 @@ def test_upstream_down__502_and_the_server_stays_up(client: TestClient, fake: Fa
     assert client.get(f"/files/demo/{WHEEL}").status_code == 502
     fake.down = False
     assert client.get(f"/files/demo/{WHEEL}").content == BYTES
+
+
+def test_file__hits_from_disk_then_from_memory(client: TestClient) -> None:
+    """The hits are read from disk, then from the memory tier once hot (proxy.memfiles);
+    whole, by range and HEAD alike."""
+    for _ in range(4):  # the miss, a hit from disk, the hit that reads it into memory, one from it
+        assert client.get(f"/files/demo/{WHEEL}").content == BYTES
+    ranged = client.get(f"/files/demo/{WHEEL}", headers={"range": "bytes=5-9"})
+    assert ranged.status_code == 206 and ranged.content == BYTES[5:10]
+    assert ranged.headers["content-range"] == f"bytes 5-9/{len(BYTES)}"
+    assert client.head(f"/files/demo/{WHEEL}").headers["content-length"] == str(len(BYTES))

@@ -11,12 +11,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp
 
-from proxy.answers import Handover, Hit, Partial, Redirect, Refusal, SizeOnly, Stream
+from proxy.answers import Handover, Hit, InMemory, Partial, Redirect, Refusal, SizeOnly, Stream
 from proxy.cache import Mirror
 from proxy.names import is_safe_filename, is_valid_project_name, normalize
 from proxy.web.accel import accel_response
 from proxy.web.counting import mark
-from proxy.web.responses import FileResponse, StreamResponse, error
+from proxy.web.responses import FileResponse, MemoryResponse, StreamResponse, error
 
 REFUSED = {"not_found": 404, "unavailable": 503, "upstream_failed": 502}
 
@@ -77,6 +77,16 @@ async def serve_file(request: Request) -> Response | ASGIApp:
         return FileResponse(
             answer.fd,
             os.fstat(answer.fd),
+            etag=answer.sha256,
+            method=request.method,
+            range_header=request.headers.get("range"),
+            if_range=request.headers.get("if-range"),
+            on_sent=answer.sent,
+        )
+    if isinstance(answer, InMemory):
+        return MemoryResponse(
+            answer.data,
+            answer.mtime,
             etag=answer.sha256,
             method=request.method,
             range_header=request.headers.get("range"),

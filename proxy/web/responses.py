@@ -19,6 +19,7 @@ FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 # reads are small enough to make inline, and the kernel is asked to read ahead so that they
 # come from the page cache rather than block on the disk.
 CHUNK = 64 * 1024
+MEMORY_PIECE = 1024 * 1024  # a hot file held in memory is sent in views of this size
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -106,13 +107,13 @@ def page_response(
     return RawResponse(status, headers, content)
 
 
-class FileResponse:
-    """A stored file: HEAD, Range (one range), If-Range; read in large chunks."""
+class _StoredAnswer:
+    """A stored file's answer: HEAD, Range (one range), If-Range; the body is a subclass's."""
 
     def __init__(
         self,
-        fd: int,
-        stat: os.stat_result,
+        size: int,
+        mtime: float,
         *,
         etag: str,
         method: str,
@@ -120,12 +121,9 @@ class FileResponse:
         if_range: str | None,
         on_sent: Callable[[int], None],
     ) -> None:
-        # Opened by the caller before anything is sent: a file evicted meanwhile is then a
-        # miss, not a 200 whose body never comes. The response owns and closes it.
-        self.fd = fd
-        self.size = stat.st_size
+        self.size = size
         self.etag = f'"{etag}"'
-        self.last_modified = formatdate(stat.st_mtime, usegmt=True)
+        self.last_modified = formatdate(mtime, usegmt=True)
         self.head = method == "HEAD"
         self.on_sent = on_sent
         self.status = 200
@@ -153,10 +151,7 @@ class FileResponse:
         return headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self._send(send)
-        finally:
-            os.close(self.fd)
+        await self._send(send)
 
     async def _send(self, send: Send) -> None:
         if self.status == 416:
@@ -179,6 +174,46 @@ class FileResponse:
         if self.head or length == 0:
             await send({"type": "http.response.body", "body": b""})
             return
+        await self._body(send, start, length)
+
+    async def _body(self, send: Send, start: int, length: int) -> None:
+        raise NotImplementedError
+
+
+class FileResponse(_StoredAnswer):
+    """A stored file on a descriptor, read in chunks as the client takes them."""
+
+    def __init__(
+        self,
+        fd: int,
+        stat: os.stat_result,
+        *,
+        etag: str,
+        method: str,
+        range_header: str | None,
+        if_range: str | None,
+        on_sent: Callable[[int], None],
+    ) -> None:
+        # Opened by the caller before anything is sent: a file evicted meanwhile is then a
+        # miss, not a 200 whose body never comes. The response owns and closes it.
+        self.fd = fd
+        super().__init__(
+            stat.st_size,
+            stat.st_mtime,
+            etag=etag,
+            method=method,
+            range_header=range_header,
+            if_range=if_range,
+            on_sent=on_sent,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._send(send)
+        finally:
+            os.close(self.fd)
+
+    async def _body(self, send: Send, start: int, length: int) -> None:
         fd = self.fd
         sent = 0
         try:
@@ -194,6 +229,50 @@ class FileResponse:
                 )
         finally:
             self.on_sent(sent)
+
+
+class MemoryResponse(_StoredAnswer):
+    """A hot file's verified bytes held in memory (``proxy.memfiles``): no disk read, and no
+    copy in this process. Sent as views of the one shared buffer, in pieces of
+    ``MEMORY_PIECE``: uvloop's transport keeps the view, not a copy, while a slow client
+    drains it, and asyncio's own (which copies what the socket did not take) holds at most
+    one piece per client, since the server waits for the socket to drain between pieces."""
+
+    def __init__(
+        self,
+        data: bytes,
+        mtime: float,
+        *,
+        etag: str,
+        method: str,
+        range_header: str | None,
+        if_range: str | None,
+        on_sent: Callable[[int], None],
+    ) -> None:
+        self.data = data
+        super().__init__(
+            len(data),
+            mtime,
+            etag=etag,
+            method=method,
+            range_header=range_header,
+            if_range=if_range,
+            on_sent=on_sent,
+        )
+
+    async def _body(self, send: Send, start: int, length: int) -> None:
+        view = memoryview(self.data)
+        end = start + length
+        at = start
+        try:
+            while at < end:
+                upto = min(at + MEMORY_PIECE, end)
+                await send(
+                    {"type": "http.response.body", "body": view[at:upto], "more_body": upto < end}
+                )
+                at = upto
+        finally:
+            self.on_sent(at - start)
 
 
 class StreamResponse:

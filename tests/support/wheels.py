@@ -121,3 +121,14 @@ def make_sdist(
             archive.addfile(info, io.BytesIO(data))
     # gzip with a fixed mtime, so the same sdist always has the same sha256.
     return Built(f"{base}.tar.gz", gzip.compress(buffer.getvalue(), mtime=0), pkg_info)
+
+
+def foreign_wheel(filename: str, dist_info: str) -> Built:
+    """A wheel named ``filename`` whose only METADATA is in ``dist_info``."""
+    metadata = b"Metadata-Version: 2.1\nName: evil\nVersion: 1.0\nRequires-Dist: evil-dep\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("demo/__init__.py", b"")
+        archive.writestr(f"{dist_info}/METADATA", metadata)
+        archive.writestr(f"{dist_info}/WHEEL", b"Wheel-Version: 1.0\n")
+    return Built(filename, buffer.getvalue(), metadata)
