@@ -21,6 +21,10 @@ from pathlib import Path
 from proxy.errors import CacheUnusable
 from proxy.locks import lock_held
 
+# A part unwritten for this long is left over even if a process of its pid runs (pid reuse);
+# a live download writes far more often (the read timeout is seconds).
+STALE_PART = 3600.0
+
 
 def unusable(root: Path, exc: OSError | sqlite3.Error) -> CacheUnusable:
     """One line for an operator: which directory, what failed, which setting to change."""
@@ -89,7 +93,33 @@ class WorkFiles:
             lock_path = self.tmp_dir / (entry.name.split(".", 1)[0] + ".lock")
             if lock_held(lock_path):
                 continue
+            # The holder of a lock removes its file while holding it (proxy/locks.py), so an
+            # absent lock says nothing: a part whose writer still runs is a download in
+            # progress (a late worker's start, or verify beside a server, must not cut it),
+            # unless it has not been written to for long (its pid may be another's by now).
+            with contextlib.suppress(FileNotFoundError):
+                idle = time.time() - entry.stat().st_mtime
+                if _writer_running(entry.name) and idle < STALE_PART:
+                    continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
                 removed += 1
         return removed
+
+
+def _writer_running(name: str) -> bool:
+    """Whether the process that named a part (``<key>.<pid>-<token>.part``, see part_path)
+    still runs; a cache directory's tmp/ is one machine's, so the pid is meaningful here."""
+    try:
+        pid = int(name.split(".")[1].split("-")[0])
+    except (IndexError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process, alive
+    return True
