@@ -209,40 +209,51 @@ class Syncer:
         pinned: list[str],
         sizes: dict[tuple[str, str], int | None],
     ) -> tuple[list[HeldFile], int, int]:
-        held: list[HeldFile] = []
-        added = added_bytes = 0
-        for target in self._targets(entry):
-            sha = target.sha256 or await anyio.to_thread.run_sync(
-                self.mirror.hash_for_url, target.url
+        # A distribution and its .metadata at once: one round trip per project, not two.
+        results = await asyncio.gather(
+            *(self._fetch_one(t, claimed, pinned, sizes) for t in self._targets(entry))
+        )
+        held = [h for h, _added in results]
+        added = [h for h, was_added in results if was_added]
+        return held, len(added), sum(h.size or 0 for h in added)
+
+    async def _fetch_one(
+        self,
+        target: Target,
+        claimed: list[tuple[str, str]],
+        pinned: list[str],
+        sizes: dict[tuple[str, str], int | None],
+    ) -> tuple[HeldFile, bool]:
+        """One file held for this sync: claimed if on disk already, else downloaded; and
+        whether it was added."""
+        sha = target.sha256 or await anyio.to_thread.run_sync(
+            self.mirror.hash_for_url, target.url
+        )
+        size = None
+        if sha is not None:
+            # What this mirror verified before, else what the page says.
+            expected = sizes.get((target.filename, sha))
+            if expected is None:
+                expected = target.size
+            size = await anyio.to_thread.run_sync(
+                self._claim, sha, target.filename, claimed, pinned, expected
             )
-            size = None
-            if sha is not None:
-                # What this mirror verified before, else what the page says.
-                expected = sizes.get((target.filename, sha))
-                if expected is None:
-                    expected = target.size
-                size = await anyio.to_thread.run_sync(
-                    self._claim, sha, target.filename, claimed, pinned, expected
-                )
-            if size is None:
-                async with self.downloads:
-                    progress = await self.mirror.fetch(target)
-                if progress.error or progress.final is None or progress.sha256 is None:
-                    raise SyncFailed(f"{target.filename}: {progress.error or 'not stored'}")
-                fetched_sha = progress.sha256
-                if sha is None:  # no hash on the page: pinned only now, so check it stayed
-                    sha = fetched_sha
-                    on_disk = await anyio.to_thread.run_sync(
-                        self._claim, sha, target.filename, claimed, pinned
-                    )
-                    if on_disk is None:
-                        raise SyncFailed(f"{target.filename}: evicted before it was pinned")
-                size = progress.written
-                added += 1
-                added_bytes += size
+        if size is not None:
             assert sha is not None
-            held.append(HeldFile(target.filename, sha, size))
-        return held, added, added_bytes
+            return HeldFile(target.filename, sha, size), False
+        async with self.downloads:
+            progress = await self.mirror.fetch(target)
+        if progress.error or progress.final is None or progress.sha256 is None:
+            raise SyncFailed(f"{target.filename}: {progress.error or 'not stored'}")
+        fetched_sha = progress.sha256
+        if sha is None:  # no hash on the page: pinned only now, so check it stayed
+            sha = fetched_sha
+            on_disk = await anyio.to_thread.run_sync(
+                self._claim, sha, target.filename, claimed, pinned
+            )
+            if on_disk is None:
+                raise SyncFailed(f"{target.filename}: evicted before it was pinned")
+        return HeldFile(target.filename, sha, progress.written), True
 
     async def _release(self, name: str, keep: list[HeldFile]) -> int:
         """Unpin and delete what the mirror held for ``name`` and no longer wants."""

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
-from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
 from proxy.environment import settings_from_environment
 from proxy.errors import SettingsError
@@ -39,6 +38,14 @@ def default_workers() -> int:
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "pypi-proxy"
+
+
+def default_upstream() -> str:
+    """The public index's simple API, from the library that names it. Imported only when no
+    upstream is set: pypi_simple brings requests and bs4, half of a command's start time."""
+    from pypi_simple import PYPI_SIMPLE_ENDPOINT
+
+    return str(PYPI_SIMPLE_ENDPOINT)
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ class PrefetchSettings:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
-    upstream: str = PYPI_SIMPLE_ENDPOINT
+    upstream: str = field(default_factory=lambda: default_upstream())
     cache_dir: Path = field(default_factory=default_cache_dir)
     # Where package files live: None for the cache directory, or s3://bucket/prefix (shared by
     # replicas; see proxy/storefactory.py). The s3_* keys fill in what the AWS_* variables
@@ -587,7 +594,7 @@ def _resolve_secret_files(values: dict[str, Any]) -> None:
             continue
         secret = _read_secret(file_key, path)
         if target == "upstream":
-            values[target] = _with_password(values.get(target, PYPI_SIMPLE_ENDPOINT), secret)
+            values[target] = _with_password(values.get(target) or default_upstream(), secret)
             continue
         if values.get(target):
             raise SettingsError(
