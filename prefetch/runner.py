@@ -189,6 +189,7 @@ class Prefetcher:
                 result.errors.append(f"not whole on disk: {', '.join(wanting[:5])}")
                 await anyio.to_thread.run_sync(state.requeue, wanting, attempt + 1)
         progress.finish()
+        await runtime.mirror.settle_batches()  # durable before the pass says it is whole
         remaining = await anyio.to_thread.run_sync(state.queue_length)
         result.failed = remaining
         result.ok = remaining == 0

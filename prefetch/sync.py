@@ -226,9 +226,7 @@ class Syncer:
     ) -> tuple[HeldFile, bool]:
         """One file held for this sync: claimed if on disk already, else downloaded; and
         whether it was added."""
-        sha = target.sha256 or await anyio.to_thread.run_sync(
-            self.mirror.hash_for_url, target.url
-        )
+        sha = target.sha256 or await anyio.to_thread.run_sync(self.mirror.hash_for_url, target.url)
         size = None
         if sha is not None:
             # What this mirror verified before, else what the page says.
@@ -242,7 +240,7 @@ class Syncer:
             assert sha is not None
             return HeldFile(target.filename, sha, size), False
         async with self.downloads:
-            progress = await self.mirror.fetch(target)
+            progress = await self.mirror.fetch(target, batched=True)
         if progress.error or progress.final is None or progress.sha256 is None:
             raise SyncFailed(f"{target.filename}: {progress.error or 'not stored'}")
         fetched_sha = progress.sha256
