@@ -209,10 +209,17 @@ class Syncer:
         pinned: list[str],
         sizes: dict[tuple[str, str], int | None],
     ) -> tuple[list[HeldFile], int, int]:
-        # A distribution and its .metadata at once: one round trip per project, not two.
-        results = await asyncio.gather(
-            *(self._fetch_one(t, claimed, pinned, sizes) for t in self._targets(entry))
-        )
+        targets = self._targets(entry)
+        if len(targets) == 2 and targets[1].sha256 is not None:
+            # The wheel, then its .metadata read out of it (kept only if it hashes to what
+            # the page says): a round trip less per project than asking the upstream.
+            first = await self._fetch_one(targets[0], claimed, pinned, sizes)
+            wheel = (first[0].sha256, first[0].filename)
+            results = [first, await self._fetch_one(targets[1], claimed, pinned, sizes, wheel)]
+        else:
+            results = await asyncio.gather(
+                *(self._fetch_one(t, claimed, pinned, sizes) for t in targets)
+            )
         held = [h for h, _added in results]
         added = [h for h, was_added in results if was_added]
         return held, len(added), sum(h.size or 0 for h in added)
@@ -223,9 +230,10 @@ class Syncer:
         claimed: list[tuple[str, str]],
         pinned: list[str],
         sizes: dict[tuple[str, str], int | None],
+        wheel: tuple[str, str] | None = None,
     ) -> tuple[HeldFile, bool]:
-        """One file held for this sync: claimed if on disk already, else downloaded; and
-        whether it was added."""
+        """One file held for this sync: claimed if on disk already, else made from ``wheel``
+        (a .metadata) or downloaded; and whether it was added."""
         sha = target.sha256 or await anyio.to_thread.run_sync(self.mirror.hash_for_url, target.url)
         size = None
         if sha is not None:
@@ -239,6 +247,11 @@ class Syncer:
         if size is not None:
             assert sha is not None
             return HeldFile(target.filename, sha, size), False
+        if wheel is not None:
+            made = await self.mirror.metadata_from_wheel(target, wheel, batched=True)
+            if made is not None:
+                assert sha is not None  # a .metadata is made only for a hash the page gives
+                return HeldFile(target.filename, sha, made.size), True
         async with self.downloads:
             progress = await self.mirror.fetch(target, batched=True)
         if progress.error or progress.final is None or progress.sha256 is None:

@@ -23,6 +23,7 @@ mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
       fetch(target, pinned=False, batched=False)  -> Download, ended (prefetch, verify);
                          batched: durable per batch (proxy.batchsync), not with an fsync each
       settle_batches()   the batched files stored so far made durable (a pass's end)
+      metadata_from_wheel(target, (sha256, filename), batched=)  -> StoredFile | None
     projects                                   (async)
       forget(project)    drop its page (memory, disk); its files stay until evicted
       delete(project, record)  drop its page and every file it lists not held -> Forgotten
@@ -90,6 +91,7 @@ from proxy.lease import LeaseKeeper
 from proxy.locks import FileLock
 from proxy.models import PageRecord
 from proxy.pageservice import PageService
+from proxy.sidecar import store_from_wheel
 from proxy.sizecap import SizeCap
 from proxy.stats import Latency, Stats
 from proxy.storage import Storage
@@ -250,6 +252,18 @@ class Mirror:
         """Download ``target`` into the store (or join the download under way) and wait until it
         ended, either way: the caller reads ``error``, ``sha256`` and ``written``."""
         return await self._files.fetch(target, pinned=pinned, batched=batched)
+
+    async def metadata_from_wheel(
+        self, target: Target, wheel: tuple[str, str], *, batched: bool = False
+    ) -> StoredFile | None:
+        """Store a wheel's ``.metadata`` from the stored wheel (``wheel``: sha256, filename),
+        if its bytes hash to what the page says; None: fetch it (see ``proxy.sidecar``)."""
+        if self.filler is None:
+            return None
+        stored = await store_from_wheel(self._storage, self.filler, target, wheel, batched)
+        if stored is not None:
+            self.after_fill()
+        return stored
 
     async def settle_batches(self) -> None:
         if self.filler is not None:

@@ -236,12 +236,12 @@ class Filler:
                 )
             else:
                 stored, due = await anyio.to_thread.run_sync(
-                    self._store, part, fd, digest, target, batched
+                    self.store, part, fd, digest, target, batched
                 )
                 progress.final = stored.path
                 self._on_committed(stored)
                 if due:
-                    self._settle_soon()
+                    self.settle_soon()
                 # A batch's files are logged by their caller, once per project.
                 log.log(
                     logging.DEBUG if batched else logging.INFO,
@@ -287,7 +287,7 @@ class Filler:
                 else:
                     release_lock(*lock)
 
-    def _store(
+    def store(
         self, part: Path, fd: int, digest: str, target: Target, batched: bool
     ) -> tuple[StoredFile, bool]:
         """Make a verified download durable and move it into the store (blocking); whether a
@@ -302,7 +302,7 @@ class Filler:
             self._storage.remember_hash(target.url, digest)
         return stored, journal is not None and journal.committed()
 
-    def _settle_soon(self) -> None:
+    def settle_soon(self) -> None:
         """Settle the batch in the background, one settle at a time."""
         journal = self._journal
         if journal is None or (self._settling is not None and not self._settling.done()):
