@@ -88,10 +88,8 @@ class Syncer:
             done = [r for r in results if not isinstance(r, BaseException)]
             held = [h for files, _added, _bytes in done for h in files]
             removed = await self._release(name, keep=held)
-            await anyio.to_thread.run_sync(self.state.done, name, record.page.serial, held)
-            if removed or any(added for _f, added, _b in done):
-                # Its files are in place now: servers rebuild their views of the page.
-                await anyio.to_thread.run_sync(self.mirror.files_changed, name)
+            changed = bool(removed or any(added for _f, added, _b in done))
+            await anyio.to_thread.run_sync(self._done, name, record.page.serial, held, changed)
         finally:
             await anyio.to_thread.run_sync(self._unclaim, claimed)
         return Synced(
@@ -99,6 +97,12 @@ class Syncer:
             bytes_added=sum(size for _f, _a, size in done),
             files_removed=removed,
         )
+
+    def _done(self, name: str, serial: int | None, held: list[HeldFile], changed: bool) -> None:
+        self.state.done(name, serial, held)
+        if changed:
+            # Its files are in place now: servers rebuild their views of the page.
+            self.mirror.files_changed(name)
 
     async def _page_or_gone(
         self,

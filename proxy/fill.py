@@ -59,6 +59,14 @@ class Target:
         return hashlib.sha256(f"{what}\0{self.filename}".encode()).hexdigest()
 
 
+def _close_all(fd: int, part: Path, failed: bool, lock: tuple[Path, int] | None) -> None:
+    try:
+        close_part(fd, part, failed)
+    finally:
+        if lock is not None:
+            release_lock(*lock)
+
+
 def _write_all(fd: int, hasher: hashlib._Hash, data: bytearray) -> int:
     """Append ``data`` to the file and the digest (in a worker thread); its length."""
     view = memoryview(data)
@@ -269,9 +277,12 @@ class Filler:
         finally:
             failed = error is not None or progress.final is None
             if batched:
-                # Off the loop, which a prefetch pass keeps busy: the same steps, in a thread.
+                # Off the loop, which a prefetch pass keeps busy, in one thread call. The lock
+                # goes before the end is announced: its followers find the stored file (or,
+                # failed, none), as they would a moment later.
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(close_part, fd, part, failed)
+                    await anyio.to_thread.run_sync(_close_all, fd, part, failed, lock)
+                lock = None
             else:
                 close_part(fd, part, failed)
             progress.finish(error)
@@ -281,11 +292,7 @@ class Filler:
                 progress.read_fd = None
             self._inflight.pop(target.key, None)
             if lock is not None:
-                if batched:
-                    with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(release_lock, *lock)
-                else:
-                    release_lock(*lock)
+                release_lock(*lock)
 
     def store(
         self, part: Path, fd: int, digest: str, target: Target, batched: bool

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from pathlib import Path
 
 import anyio
 
@@ -36,12 +35,11 @@ async def store_from_wheel(
     the bytes cannot be had this way."""
     if target.sha256 is None:
         return None
-    stored = await anyio.to_thread.run_sync(storage.stored, *wheel)
-    if stored is None or stored.path is None:
-        return None
     try:
-        data = await _metadata_of(stored.path, stored.size)
+        data = await _metadata_of(storage, wheel)
     except (NoMetadata, OSError):
+        return None
+    if data is None:
         return None
     if hashlib.sha256(data).hexdigest() != target.sha256:
         return None  # the upstream's file differs from the wheel's member: fetch it
@@ -51,15 +49,28 @@ async def store_from_wheel(
     return kept
 
 
-async def _metadata_of(path: Path, size: int) -> bytes:
-    if size > SMALL:
-        return await stored_metadata(path)
-    data = await anyio.to_thread.run_sync(Path.read_bytes, path)
+async def _metadata_of(storage: Storage, wheel: tuple[str, str]) -> bytes | None:
+    """The wheel's METADATA member; None when the wheel is not stored on this disk."""
+    stored, data = await anyio.to_thread.run_sync(_small_wheel, storage, wheel)
+    if stored is None or stored.path is None:
+        return None
+    if data is None:
+        return await stored_metadata(stored.path)
 
     async def read(start: int, end: int) -> bytes:
         return data[start:end]
 
     return await read_metadata(read, len(data))
+
+
+def _small_wheel(
+    storage: Storage, wheel: tuple[str, str]
+) -> tuple[StoredFile | None, bytes | None]:
+    """The stored wheel, and its bytes when it is small (one thread call, one read)."""
+    stored = storage.stored(*wheel)
+    if stored is None or stored.path is None or stored.size > SMALL:
+        return stored, None
+    return stored, stored.path.read_bytes()
 
 
 def _write(
