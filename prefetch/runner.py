@@ -124,6 +124,9 @@ class Prefetcher:
                 result = await self._run(projects, progress_tty)
             except Exception as exc:
                 result = PassResult(ok=False, errors=[f"{type(exc).__name__}: {exc}"])
+                # What it stored is made durable all the same (else the next start re-checks).
+                with contextlib.suppress(OSError):
+                    await self._runtime.mirror.settle_batches()
             result.seconds = time.time() - started
             await self._meta(
                 last_finished=time.time(),
