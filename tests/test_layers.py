@@ -131,3 +131,14 @@ def test_layers__the_stats_command_opens_no_storage_itself() -> None:
     found = _reaches_past_the_facade((ROOT / "proxy/cli.py").read_text())
     assert found == []
     assert "Storage.from_settings" not in (ROOT / "proxy/cli.py").read_text()
+
+
+def test_layers__batch_durability_is_the_fillers_and_the_facades_alone() -> None:
+    # The journal decides what a crash re-checks: one writer (the filler), one reader (the
+    # facade's recover_batches); everyone else asks the mirror (issue 10).
+    users = sorted(
+        str(path.relative_to(ROOT))
+        for path in [*_proxy_modules(), *sorted((ROOT / "prefetch").glob("*.py"))]
+        if "proxy.batchsync" in _imports(path)
+    )
+    assert users == ["proxy/cache.py", "proxy/fill.py"]
