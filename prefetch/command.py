@@ -41,4 +41,14 @@ def run(settings: Settings, projects: Sequence[str]) -> int:
             print(f"  {line}", file=sys.stderr)
         return EXIT_FAILED
 
-    return anyio.run(main)
+    return anyio.run(main, backend_options=loop_options())
+
+
+def loop_options() -> dict[str, object]:
+    """uvloop where it is installed (uvicorn's standard extra brings it, as for ``serve``): a
+    pass is thousands of small requests, and the event loop's own cost per request halves."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}

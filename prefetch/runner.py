@@ -125,6 +125,9 @@ class Prefetcher:
                 result = await self._run(projects, progress_tty)
             except Exception as exc:
                 result = PassResult(ok=False, errors=[f"{type(exc).__name__}: {exc}"])
+                # What it stored is made durable all the same (else the next start re-checks).
+                with contextlib.suppress(OSError):
+                    await self._runtime.mirror.settle_batches()
             result.seconds = time.time() - started
             await self._meta(
                 last_finished=time.time(),
@@ -190,6 +193,7 @@ class Prefetcher:
                 result.errors.append(f"not whole on disk: {', '.join(wanting[:5])}")
                 await anyio.to_thread.run_sync(state.requeue, wanting, attempt + 1)
         progress.finish()
+        await runtime.mirror.settle_batches()  # durable before the pass says it is whole
         # Every held file's pin in the bucket, for the other replicas' eviction: one written
         # at hold time can be missing (the bucket failed then, a list migrated).
         try:

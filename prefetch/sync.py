@@ -90,10 +90,8 @@ class Syncer:
             held = [h for files, _added, _bytes in done for h in files]
             await anyio.to_thread.run_sync(self.mirror.hold, name, held)  # the sizes verified
             removed = await self._release(name, keep=held)
-            await anyio.to_thread.run_sync(self.state.done, name, record.page.serial)
-            if removed or any(added for _f, added, _b in done):
-                # Its files are in place now: servers rebuild their views of the page.
-                await anyio.to_thread.run_sync(self.mirror.files_changed, name)
+            changed = bool(removed or any(added for _f, added, _b in done))
+            await anyio.to_thread.run_sync(self._done, name, record.page.serial, changed)
         finally:
             await anyio.to_thread.run_sync(self._unclaim, claimed)
         return Synced(
@@ -101,6 +99,12 @@ class Syncer:
             bytes_added=sum(size for _f, _a, size in done),
             files_removed=removed,
         )
+
+    def _done(self, name: str, serial: int | None, changed: bool) -> None:
+        self.state.done(name, serial)
+        if changed:
+            # Its files are in place now: servers rebuild their views of the page.
+            self.mirror.files_changed(name)
 
     async def _page_or_gone(
         self,
@@ -211,40 +215,62 @@ class Syncer:
         claimed: list[tuple[str, str]],
         sizes: dict[tuple[str, str], int | None],
     ) -> tuple[list[HeldFile], int, int]:
-        held: list[HeldFile] = []
-        added = added_bytes = 0
-        for target in self._targets(entry):
-            sha = target.sha256 or await anyio.to_thread.run_sync(
-                self.mirror.hash_for_url, target.url
+        targets = self._targets(entry)
+        if len(targets) == 2 and targets[1].sha256 is not None:
+            # The wheel, then its .metadata read out of it (kept only if it hashes to what
+            # the page says): a round trip less per project than asking the upstream.
+            first = await self._fetch_one(name, targets[0], claimed, sizes)
+            wheel = (first[0].sha256, first[0].filename)
+            results = [first, await self._fetch_one(name, targets[1], claimed, sizes, wheel)]
+        else:
+            results = await asyncio.gather(
+                *(self._fetch_one(name, t, claimed, sizes) for t in targets)
             )
-            size = None
-            if sha is not None:
-                # What this mirror verified before, else what the page says.
-                expected = sizes.get((target.filename, sha))
-                if expected is None:
-                    expected = target.size
-                size = await anyio.to_thread.run_sync(
-                    self._claim, name, sha, target.filename, claimed, expected
-                )
-            if size is None:
-                async with self.downloads:
-                    progress = await self.mirror.fetch(target)
-                if progress.error or progress.final is None or progress.sha256 is None:
-                    raise SyncFailed(f"{target.filename}: {progress.error or 'not stored'}")
-                fetched_sha = progress.sha256
-                if sha is None:  # no hash on the page: held only now, so check it stayed
-                    sha = fetched_sha
-                    on_disk = await anyio.to_thread.run_sync(
-                        self._claim, name, sha, target.filename, claimed
-                    )
-                    if on_disk is None:
-                        raise SyncFailed(f"{target.filename}: evicted before it was held")
-                size = progress.written
-                added += 1
-                added_bytes += size
+        held = [h for h, _added in results]
+        added = [h for h, was_added in results if was_added]
+        return held, len(added), sum(h.size or 0 for h in added)
+
+    async def _fetch_one(
+        self,
+        name: str,
+        target: Target,
+        claimed: list[tuple[str, str]],
+        sizes: dict[tuple[str, str], int | None],
+        wheel: tuple[str, str] | None = None,
+    ) -> tuple[HeldFile, bool]:
+        """One file held for this sync: claimed if on disk already, else made from ``wheel``
+        (a .metadata) or downloaded; and whether it was added."""
+        sha = target.sha256 or await anyio.to_thread.run_sync(self.mirror.hash_for_url, target.url)
+        size = None
+        if sha is not None:
+            # What this mirror verified before, else what the page says.
+            expected = sizes.get((target.filename, sha))
+            if expected is None:
+                expected = target.size
+            size = await anyio.to_thread.run_sync(
+                self._claim, name, sha, target.filename, claimed, expected
+            )
+        if size is not None:
             assert sha is not None
-            held.append(HeldFile(target.filename, sha, size))
-        return held, added, added_bytes
+            return HeldFile(target.filename, sha, size), False
+        if wheel is not None:
+            made = await self.mirror.metadata_from_wheel(target, wheel, batched=True)
+            if made is not None:
+                assert sha is not None  # a .metadata is made only for a hash the page gives
+                return HeldFile(target.filename, sha, made.size), True
+        async with self.downloads:
+            progress = await self.mirror.fetch(target, batched=True)
+        if progress.error or progress.final is None or progress.sha256 is None:
+            raise SyncFailed(f"{target.filename}: {progress.error or 'not stored'}")
+        fetched_sha = progress.sha256
+        if sha is None:  # no hash on the page: held only now, so check it stayed
+            sha = fetched_sha
+            on_disk = await anyio.to_thread.run_sync(
+                self._claim, name, sha, target.filename, claimed
+            )
+            if on_disk is None:
+                raise SyncFailed(f"{target.filename}: evicted before it was held")
+        return HeldFile(target.filename, sha, progress.written), True
 
     async def _release(self, name: str, keep: list[HeldFile]) -> int:
         """Release and delete what the mirror held for ``name`` and no longer wants."""

@@ -20,7 +20,10 @@ mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
       file(project, filename, variant, head=, ranged=, range_header=, if_range=)
                                                -> Hit | Handover | Redirect | Stream | SizeOnly
                                                   | Partial | Refusal
-      fetch(target, pinned=False)              -> Download, ended (prefetch, verify)
+      fetch(target, pinned=False, batched=False)  -> Download, ended (prefetch, verify);
+                         batched: durable per batch (proxy.batchsync), not with an fsync each
+      settle_batches()   the batched files stored so far made durable (a pass's end)
+      metadata_from_wheel(target, (sha256, filename), batched=)  -> StoredFile | None
     projects                                   (async)
       forget(project)    drop its page (memory, disk); its files stay until evicted
       delete(project, record)  drop its page and every file it lists not held -> Forgotten
@@ -42,6 +45,7 @@ mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
       hash_of(stored)    -> sha256 of its bytes now | None (gone)
       check_copies(stored) -> its other copies (a bucket's) found damaged and made again
       sweep_partials() -> count / recount()
+      recover_batches()  -> files dropped: those a crashed batch named whose bytes are wrong
     the mirror's own state                     (blocking)
       hold_changes() / settle_changes(serial) / serial_answer(method, params) (the /pypi API)
       lease(name)        -> LeaseKeeper shared with other replicas | None (not shared)
@@ -80,6 +84,7 @@ import anyio
 
 from proxy import serials
 from proxy.answers import Figures, FileAnswer, PageAnswer, RootAnswer
+from proxy.batchsync import batch_journal, recover
 from proxy.catalog import FileFacts, Forgotten, ProjectFacts, SortKey, forget_project
 from proxy.counters import Counters
 from proxy.errors import NotFound
@@ -94,6 +99,7 @@ from proxy.lease import LeaseKeeper
 from proxy.locks import FileLock
 from proxy.models import PageRecord
 from proxy.pageservice import PageService
+from proxy.sidecar import store_from_wheel
 from proxy.sizecap import SizeCap
 from proxy.stats import Latency, Stats
 from proxy.storage import Storage
@@ -126,6 +132,7 @@ class Mirror:
         self._stats = stats
         self._json = json_api  # None: the legacy JSON API is not served
         self._size_cap = SizeCap(storage, stats, max_cache_size)
+        self._journals = storage.state_dir / "journal"
         self.filler: Filler | None = None  # None: offline
         if upstream is not None:
             self.filler = Filler(
@@ -136,6 +143,7 @@ class Mirror:
                 on_committed=lambda _stored: self.after_fill(),
                 remote_timeout=remote_timeout,
                 max_stored_size=max_cache_size,
+                journal=batch_journal(storage, self._journals),
             )
         self._files = FileAnswers(
             storage,
@@ -250,10 +258,31 @@ class Mirror:
             if_range=if_range,
         )
 
-    async def fetch(self, target: Target, *, pinned: bool = False) -> Download:
+    async def fetch(
+        self, target: Target, *, pinned: bool = False, batched: bool = False
+    ) -> Download:
         """Download ``target`` into the store (or join the download under way) and wait until it
         ended, either way: the caller reads ``error``, ``sha256`` and ``written``."""
-        return await self._files.fetch(target, pinned=pinned)
+        return await self._files.fetch(target, pinned=pinned, batched=batched)
+
+    async def metadata_from_wheel(
+        self, target: Target, wheel: tuple[str, str], *, batched: bool = False
+    ) -> StoredFile | None:
+        """Store a wheel's ``.metadata`` from the stored wheel (``wheel``: sha256, filename),
+        if its bytes hash to what the page says; None: fetch it (see ``proxy.sidecar``)."""
+        if self.filler is None:
+            return None
+        stored = await store_from_wheel(self._storage, self.filler, target, wheel, batched)
+        if stored is not None:
+            self.after_fill()
+        return stored
+
+    async def settle_batches(self) -> None:
+        if self.filler is not None:
+            await self.filler.settle()
+
+    def recover_batches(self) -> int:
+        return recover(self._journals, self._held.recheck)
 
     # -- what the mirror holds (blocking: call in a worker thread) ---------------------------
 

@@ -284,12 +284,14 @@ class FileAnswers:
         sha = download.sha256
         return await anyio.to_thread.run_sync(self._storage.stored, sha, target.filename)
 
-    async def fetch(self, target: Target, *, pinned: bool = False) -> Download:
+    async def fetch(
+        self, target: Target, *, pinned: bool = False, batched: bool = False
+    ) -> Download:
         """Download ``target`` into the store (or join the download under way) and wait until it
         ended, either way: the caller reads ``error``, ``sha256`` and ``written``."""
         if self.filler is None:
             raise UpstreamError("the proxy is offline")
-        download = self.filler.start(target, pinned=pinned)
+        download = await self.filler.start_off_loop(target, pinned=pinned, batched=batched)
         await wait_done(download)
         return download
 

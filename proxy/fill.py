@@ -26,11 +26,13 @@ from pathlib import Path
 import anyio
 import httpx
 
+from proxy.batchsync import BatchJournal
 from proxy.errors import IntegrityError, NotFound, UpstreamUnavailable
 from proxy.evict import LOW_WATER
 from proxy.filestore import StoredFile
+from proxy.fillplan import Plan, StoredDownload, close_part, prepare
 from proxy.follow import KEEP_VERIFIED, Download, RemoteDownload, verified_name
-from proxy.locks import release_lock, take_lock
+from proxy.locks import release_lock
 from proxy.names import is_sha256
 from proxy.redact import redact
 from proxy.storage import Storage
@@ -57,6 +59,14 @@ class Target:
         return hashlib.sha256(f"{what}\0{self.filename}".encode()).hexdigest()
 
 
+def _close_all(fd: int, part: Path, failed: bool, lock: tuple[Path, int] | None) -> None:
+    try:
+        close_part(fd, part, failed)
+    finally:
+        if lock is not None:
+            release_lock(*lock)
+
+
 def _write_all(fd: int, hasher: hashlib._Hash, data: bytearray) -> int:
     """Append ``data`` to the file and the digest (in a worker thread); its length."""
     view = memoryview(data)
@@ -69,43 +79,6 @@ def _write_all(fd: int, hasher: hashlib._Hash, data: bytearray) -> int:
 def _unlink_quietly(path: Path) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
-
-
-def _open_stored(stored: StoredFile) -> int | None:
-    """A descriptor on a stored file on this machine; None when it went meanwhile."""
-    if stored.path is None:
-        return None
-    try:
-        return os.open(stored.path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-
-
-class StoredDownload(Download):
-    """A download that ended before it began: the file is stored and verified, and already
-    open, so eviction in the meantime cannot take it from this one reader."""
-
-    def __init__(self, stored: StoredFile, fd: int, target: Target) -> None:
-        super().__init__(total=target.size)
-        self.expected = target.sha256
-        self.final, self.sha256 = stored.path, stored.sha256
-        self._fd: int | None = fd
-        self.written = os.fstat(fd).st_size
-        self.finish(None)
-
-    def take_source(self) -> int | None:
-        return self.open_source()
-
-    def open_source(self) -> int:
-        if self._fd is None:
-            return super().open_source()
-        fd, self._fd = self._fd, None
-        return fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class Filler:
@@ -127,10 +100,15 @@ class Filler:
         on_committed: Callable[[StoredFile], None] = lambda stored: None,
         remote_timeout: float = 60.0,
         max_stored_size: int | None = None,
+        journal: BatchJournal | None = None,
     ) -> None:
         self._storage = storage
+        # Set: downloads started ``batched`` are made durable per batch (see proxy/batchsync)
+        self._journal = journal
+        self._settling: asyncio.Task[None] | None = None
         self._upstream = upstream
         self._inflight: dict[str, Download] = {}
+        self._starting: dict[str, asyncio.Future[Download]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_fetched = on_fetched
         self._on_corrupt = on_corrupt
@@ -163,52 +141,64 @@ class Filler:
         existing = self._inflight.get(target.key)
         if existing is not None:
             return existing
-        if self._too_big(target.size, pinned):
-            # Not stored, so there is nothing for other processes to share: no lock.
-            return self._begin(target, None, pinned)
-        lock_path = self._storage.lock_path(target.key)
+        return self._launch(target, self._prepare(target, pinned), pinned, False)
+
+    async def start_off_loop(
+        self, target: Target, *, pinned: bool = False, batched: bool = False
+    ) -> Download:
+        """``start``, with its file system calls (a lock file, the temporary file) in a worker
+        thread: the prefetcher starts thousands, and each costs the event loop a millisecond.
+        ``batched``: made durable per batch, when this filler has a journal."""
+        existing = self._inflight.get(target.key)
+        if existing is not None:
+            return existing
+        starting = self._starting.get(target.key)
+        if starting is not None:  # another task of this process is taking its lock now
+            return await asyncio.shield(starting)
+        future: asyncio.Future[Download] = asyncio.get_running_loop().create_future()
+        self._starting[target.key] = future
         try:
-            lock_fd = take_lock(lock_path)
-        except OSError as exc:  # a full disk, for one: a clean failure for this request
-            failed = Download(total=target.size)
-            failed.finish(f"cannot start a download: {exc.strerror}")
+            plan = await anyio.to_thread.run_sync(self._prepare, target, pinned)
+            download = self._launch(target, plan, pinned, batched)
+            future.set_result(download)
+            return download
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self._starting[target.key]
+
+    def _prepare(self, target: Target, pinned: bool) -> Plan:
+        unstored = self._too_big(target.size, pinned)
+        return prepare(self._storage, target.key, unstored, self._final(target))
+
+    def _launch(self, target: Target, plan: Plan, pinned: bool, batched: bool) -> Download:
+        """On the event loop: the Download the plan calls for, its task started."""
+        if plan.error is not None:
+            failed = Download(plan.part, target.size)
+            failed.expected = target.sha256
+            failed.finish(plan.error)
             return failed
-        if lock_fd is None:
+        if plan.follow is not None:
+            existing = self._inflight.get(target.key)
+            if existing is not None:  # this process's own, begun while the lock was tried
+                return existing
             log.debug("following another worker's download of %s", target.filename)
             follower = RemoteDownload(
-                lock_path, self._final(target), target.size, self._remote_timeout
+                plan.follow, self._final(target), target.size, self._remote_timeout
             )
             follower.expected = target.sha256
             return follower
-        stored = self._final(target)()
-        if stored is not None:
-            # Stored by a download that ended between this request's look-up and now: never
-            # download it again (a second copy renamed over the first would cut the readers
-            # in other workers that follow the first). Evicted again meanwhile: download it.
-            fd = _open_stored(stored)
-            if fd is not None:
-                release_lock(lock_path, lock_fd)
-                return StoredDownload(stored, fd, target)
-        return self._begin(target, (lock_path, lock_fd), pinned)
-
-    def _begin(self, target: Target, lock: tuple[Path, int] | None, pinned: bool) -> Download:
-        part = self._storage.part_path(target.key, ".part")
-        progress = Download(part, target.size)
+        if plan.stored is not None:
+            return StoredDownload(plan.stored[0], plan.stored[1], target.size, target.sha256)
+        assert plan.part is not None and plan.fds is not None
+        progress = Download(plan.part, target.size)
         progress.expected = target.sha256
-        try:
-            # Opened now, not in the task: a reader that joins before the task runs can take
-            # its own descriptor at once (see Download.take_source).
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            progress.read_fd = os.open(part, os.O_RDONLY)
-        except OSError as exc:  # a full disk, for one: a clean failure for this request
-            if lock is not None:
-                release_lock(*lock)
-            with contextlib.suppress(OSError):
-                os.unlink(part)
-            progress.finish(f"cannot start a download: {exc.strerror}")
-            return progress
+        fd, progress.read_fd = plan.fds
         self._inflight[target.key] = progress
-        task = asyncio.create_task(self._run(target, progress, lock, pinned, fd))
+        batched = batched and self._journal is not None
+        task = asyncio.create_task(self._run(target, progress, plan.lock, pinned, fd, batched))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return progress
@@ -220,6 +210,7 @@ class Filler:
         lock: tuple[Path, int] | None,
         pinned: bool,
         fd: int,
+        batched: bool = False,
     ) -> None:
         assert progress.part is not None
         part = progress.part
@@ -252,15 +243,16 @@ class Filler:
                     progress.written,
                 )
             else:
-                await anyio.to_thread.run_sync(os.fsync, fd)
-                stored = await anyio.to_thread.run_sync(
-                    self._storage.commit, part, digest, target.filename
+                stored, due = await anyio.to_thread.run_sync(
+                    self.store, part, fd, digest, target, batched
                 )
-                if target.sha256 is None:
-                    await anyio.to_thread.run_sync(self._storage.remember_hash, target.url, digest)
                 progress.final = stored.path
                 self._on_committed(stored)
-                log.info(
+                if due:
+                    self.settle_soon()
+                # A batch's files are logged by their caller, once per project.
+                log.log(
+                    logging.DEBUG if batched else logging.INFO,
                     "cached %s (%d bytes in %.2fs)",
                     target.filename,
                     progress.written,
@@ -283,11 +275,16 @@ class Filler:
             error = "cancelled"
             raise
         finally:
-            if fd >= 0:
-                os.close(fd)
-            if error is not None or progress.final is None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(part)
+            failed = error is not None or progress.final is None
+            if batched:
+                # Off the loop, which a prefetch pass keeps busy, in one thread call. The lock
+                # goes before the end is announced: its followers find the stored file (or,
+                # failed, none), as they would a moment later.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_close_all, fd, part, failed, lock)
+                lock = None
+            else:
+                close_part(fd, part, failed)
             progress.finish(error)
             if progress.read_fd is not None:
                 # Readers took their own descriptors; later ones open the stored file.
@@ -296,6 +293,36 @@ class Filler:
             self._inflight.pop(target.key, None)
             if lock is not None:
                 release_lock(*lock)
+
+    def store(
+        self, part: Path, fd: int, digest: str, target: Target, batched: bool
+    ) -> tuple[StoredFile, bool]:
+        """Make a verified download durable and move it into the store (blocking); whether a
+        batch is due to be settled. Alone: an fsync. In a batch: its name in the journal."""
+        journal = self._journal if batched else None
+        if journal is None:
+            os.fsync(fd)
+        else:
+            journal.admit(digest, target.filename)
+        stored = self._storage.commit(part, digest, target.filename)
+        if target.sha256 is None:
+            self._storage.remember_hash(target.url, digest)
+        return stored, journal is not None and journal.committed()
+
+    def settle_soon(self) -> None:
+        """Settle the batch in the background, one settle at a time."""
+        journal = self._journal
+        if journal is None or (self._settling is not None and not self._settling.done()):
+            return
+        self._settling = asyncio.create_task(anyio.to_thread.run_sync(journal.settle))
+
+    async def settle(self) -> None:
+        """Make every batched file stored so far durable (the end of a prefetch pass)."""
+        if self._settling is not None:
+            with contextlib.suppress(Exception):
+                await self._settling
+        if self._journal is not None:
+            await anyio.to_thread.run_sync(self._journal.settle)
 
     async def _download(self, target: Target, progress: Download, fd: int) -> None:
         hasher = hashlib.sha256()

@@ -111,6 +111,14 @@ class Holdings:
             self._stats.add("integrity_errors")
         return self._storage.remove(sha256, filename)
 
+    def recheck(self, sha256: str, filename: str) -> bool:
+        """Hash a stored copy again and drop it if its bytes are wrong; True when dropped."""
+        stored = self._storage.stored(sha256, filename)
+        if stored is None or sha256_of(self._storage, stored) == sha256:
+            return False
+        self.drop(sha256, filename, damaged=True)
+        return True
+
     def hash_of(self, stored: StoredFile) -> str | None:
         return sha256_of(self._storage, stored)
 

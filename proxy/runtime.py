@@ -81,6 +81,11 @@ class Runtime:
             json_api=JsonApi(storage, upstream, settings.upstream_base, ttl=settings.index_ttl),
         )
         runtime.filler = runtime.mirror.filler
+        # Files a crashed prefetch pass stored but had not synced yet: whole, or dropped now
+        # (before anything serves them; the next pass fetches them again).
+        dropped = await anyio.to_thread.run_sync(runtime.mirror.recover_batches)
+        if dropped:
+            log.warning("dropped %d stored files an interrupted pass left damaged", dropped)
         runtime._flusher = asyncio.create_task(runtime._flush_forever())
         if storage.shared is not None:
             runtime._syncer = asyncio.create_task(runtime._sync_pages_forever())

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pypi_simple import PYPI_SIMPLE_ENDPOINT
-
 from proxy.errors import SettingsError
+from proxy.settingvalues import default_upstream
 
 # A setting naming a file that holds a secret, and the setting it fills: secrets given this way
 # appear neither on a command line nor in an environment, which other local processes can read.
@@ -59,7 +58,7 @@ def resolve_secret_files(values: dict[str, Any]) -> None:
             continue
         secret = _read_secret(file_key, path)
         if target == "upstream":
-            values[target] = _with_password(values.get(target, PYPI_SIMPLE_ENDPOINT), secret)
+            values[target] = _with_password(values.get(target) or default_upstream(), secret)
             continue
         if values.get(target):
             raise SettingsError(

@@ -16,12 +16,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
 from proxy.environment import settings_from_environment
 from proxy.errors import SettingsError
 from proxy.secretfiles import resolve_secret_files
-from proxy.settingvalues import CONVERTERS, PREFETCH_CONVERTERS, default_workers
+from proxy.settingvalues import (
+    CONVERTERS,
+    PREFETCH_CONVERTERS,
+    default_upstream,
+    default_workers,
+)
 from proxy.settingvalues import parse_size as parse_size  # importable from here too
 from proxy.settingvalues import upstream_warning as upstream_warning
 
@@ -63,7 +67,7 @@ class PrefetchSettings:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
-    upstream: str = PYPI_SIMPLE_ENDPOINT
+    upstream: str = field(default_factory=lambda: default_upstream())
     cache_dir: Path = field(default_factory=default_cache_dir)
     # Where package files live: None for the cache directory, or s3://bucket/prefix (shared by
     # replicas; see proxy/storefactory.py). The s3_* keys fill in what the AWS_* variables

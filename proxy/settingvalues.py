@@ -21,6 +21,14 @@ from proxy.origins import parse_pattern
 from proxy.s3config import is_s3_url, s3_config_from
 
 
+def default_upstream() -> str:
+    """The public index's simple API, from the library that names it. Imported only when no
+    upstream is set: pypi_simple brings requests and bs4, half of a command's start time."""
+    from pypi_simple import PYPI_SIMPLE_ENDPOINT
+
+    return str(PYPI_SIMPLE_ENDPOINT)
+
+
 def default_workers() -> int:
     """``workers: auto``: one per core this process may run on (a hot hit is CPU-bound, and a
     worker costs about 70 MB of memory)."""

@@ -234,3 +234,14 @@ def test_layers__what_is_held_is_kept_in_one_place() -> None:
     assert sorted(k for k, text in sources.items() if "FROM files" in text) == [
         "proxy/heldmigration.py"
     ]
+
+
+def test_layers__batch_durability_is_the_fillers_and_the_facades_alone() -> None:
+    # The journal decides what a crash re-checks: one writer (the filler), one reader (the
+    # facade's recover_batches); everyone else asks the mirror (issue 10).
+    users = sorted(
+        str(path.relative_to(ROOT))
+        for path in [*_proxy_modules(), *sorted((ROOT / "prefetch").glob("*.py"))]
+        if "proxy.batchsync" in _imports(path)
+    )
+    assert users == ["proxy/cache.py", "proxy/fill.py"]
