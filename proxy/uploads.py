@@ -169,7 +169,13 @@ class Uploads:
                     os.unlink(entry)
                 self._after_damaged(stored)
                 return
-            _, created = self._bucket.put(stored.path, sha256, filename)
+            remote, created = self._bucket.put(stored.path, sha256, filename)
+            if not created and remote.size != stored.size:
+                # Not another replica's copy (its key names these bytes, so their size):
+                # a damaged object, which the conditional write would keep for everyone.
+                log.warning("%s: the bucket's object is %d bytes; replaced", filename, remote.size)
+                self._bucket.remove(sha256, filename)
+                remote, created = self._bucket.put(stored.path, sha256, filename)
             self.done += 1
             log.info(
                 "uploaded %s to %s%s",

@@ -178,3 +178,49 @@ def test_tiered__check_copies_keeps_the_local_copy_queued_before_deleting_the_ob
     assert wait_uploaded(a)
     remote = a.bucket.stat(sha, NAME)
     assert remote is not None and b"".join(a.bucket.read(remote)) == data
+
+
+def test_tiered__two_replicas_mending_one_object_leave_it_whole(
+    s3_config: S3Config, tmp_path: Path
+) -> None:
+    """Both replicas' scrubs find one damaged object; A deletes it and uploads it again between
+    B's read and B's delete, so B deletes A's good object: B then uploads its own good copy, so
+    the bucket never ends without the file."""
+    a, b = _tiered(tmp_path / "a", s3_config), _tiered(tmp_path / "b", s3_config)
+    part, sha, data = _part(tmp_path, 6000)
+    stored_a, _ = a.put(part, sha, NAME)
+    assert wait_uploaded(a)
+    copy = tmp_path / "b.part"
+    copy.write_bytes(data)
+    stored_b, _ = b.put(copy, sha, NAME)
+    assert wait_uploaded(b) and b.uploads.done == 1
+    obstore.put(a.bucket.objects, a.bucket.key_of(sha, NAME), data[:-1] + b"\0")
+    remove = b.bucket.remove
+
+    def a_mends_first(sha256: str, filename: str) -> int:
+        assert a.check_copies(stored_a) == 1 and wait_uploaded(a)
+        return remove(sha256, filename)  # the good object A just uploaded
+
+    b.bucket.remove = a_mends_first  # type: ignore[method-assign]
+    assert b.check_copies(stored_b) == 1
+    b.bucket.remove = remove  # type: ignore[method-assign]
+    assert wait_uploaded(b)
+    remote = a.bucket.stat(sha, NAME)
+    assert remote is not None and b"".join(a.bucket.read(remote)) == data
+    assert a.check_copies(stored_a) == 0 and b.check_copies(stored_b) == 0
+
+
+def test_tiered__upload_finding_an_object_of_another_size_replaces_it(
+    s3_config: S3Config, tmp_path: Path
+) -> None:
+    """check_copies skips a file still queued (its object is not there yet); if an object of
+    another size is there by then (truncated, another writer's), the conditional upload must
+    not take it for another replica's good copy and leave it for every replica."""
+    a = _tiered(tmp_path / "a", s3_config)
+    part, sha, data = _part(tmp_path, 6000)
+    stored, _ = a.put(part, sha, NAME)
+    obstore.put(a.bucket.objects, a.bucket.key_of(sha, NAME), data[:1000])
+    assert a.check_copies(stored) == 0  # queued: not checked
+    assert wait_uploaded(a)
+    remote = a.bucket.stat(sha, NAME)
+    assert remote is not None and b"".join(a.bucket.read(remote)) == data
