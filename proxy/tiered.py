@@ -220,7 +220,7 @@ class TieredFileStore:
         local copy queued for upload again. How many copies were mended (0 or 1). A file
         waiting for upload, or gone from the bucket (evicted), has no object to check."""
         key = (stored.sha256, stored.filename)
-        if stored.path is None or key in set(self.pending()):
+        if stored.path is None or self.uploads.is_queued(*key):
             return 0  # the bucket's object was the one hashed; or not there yet
         remote = self._damaged_object(*key, size=stored.size)
         if remote is None:
@@ -313,7 +313,7 @@ class TieredFileStore:
 
     def presign(self, stored: StoredFile, expires: float) -> str | None:
         """A URL into the bucket, or None while the file is not there yet."""
-        if (stored.sha256, stored.filename) in set(self.pending()):
+        if self.uploads.is_queued(stored.sha256, stored.filename):
             return None
         return self.bucket.presign(stored, expires)
 

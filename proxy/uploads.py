@@ -104,6 +104,11 @@ class Uploads:
                 found.append(parsed)
         return found
 
+    def is_queued(self, sha256: str, filename: str) -> bool:
+        """Whether one file waits for upload: one lookup, not a listing of the queue (a
+        check per file of verify, or per redirect, must not grow with the queue)."""
+        return os.path.exists(self.queue_dir / _entry_name(sha256, filename))
+
     def _upload_forever(self) -> None:
         delay = RETRY_AFTER
         while not self._stop.is_set():
