@@ -43,7 +43,7 @@ from proxy.filestore import StoredFile
 from proxy.localstore import LocalFileStore
 from proxy.names import is_safe_filename, is_sha256
 from proxy.s3store import S3FileStore
-from proxy.uploads import Uploads
+from proxy.uploads import Uploads, hashes_to
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,12 @@ class TieredFileStore:
         self.queue_dir = queue_dir
         self.local_cap = local_cap
         self.uploads = Uploads(
-            queue_dir, local, bucket, before_round=self._send_touches, after_upload=self._trim
+            queue_dir,
+            local,
+            bucket,
+            before_round=self._send_touches,
+            after_upload=self._trim,
+            after_damaged=self._dropped_local,
         )
         self._copying: dict[tuple[str, str], threading.Lock] = {}
         self._copying_lock = threading.Lock()
@@ -204,20 +209,24 @@ class TieredFileStore:
         with contextlib.suppress(StoreUnavailable):
             self.bucket.remove(remote.sha256, remote.filename)
 
+    def _dropped_local(self, stored: StoredFile) -> None:
+        """The uploader found a local copy damaged and removed it (never sent)."""
+        self.damaged_dropped += 1
+        self._grew(-stored.size)
+
     def check_copies(self, stored: StoredFile) -> int:
         """Behind a local copy found whole (verify, the scrub), the bucket's object too: one
         whose bytes are not the local copy's (damaged in the bucket) is deleted and the good
         local copy queued for upload again. How many copies were mended (0 or 1). A file
         waiting for upload, or gone from the bucket (evicted), has no object to check."""
         key = (stored.sha256, stored.filename)
-        if stored.path is None or key in set(self.pending()):
+        if stored.path is None or self.uploads.is_queued(*key):
             return 0  # the bucket's object was the one hashed; or not there yet
         remote = self._damaged_object(*key, size=stored.size)
         if remote is None:
             return 0
-        self._drop_damaged(remote, remote.size)
-        self.uploads.add(*key)  # re-sent from the good local copy, as a fill would be
-        self.uploads.wake()
+        with self.uploads.queued_first(*key):  # re-sent from the good local copy
+            self._drop_damaged(remote, remote.size)
         return 1
 
     def _damaged_object(
@@ -252,12 +261,12 @@ class TieredFileStore:
         the local copy, unless the bucket's object is damaged too: its good object is every
         replica's, maybe the mirror's last."""
         mine = self.local.stat(sha256, filename)
-        if mine is not None and mine.path is not None and not _whole(mine):
+        if mine is not None and mine.path is not None and not hashes_to(mine.path, sha256):
             size = self.local.remove(sha256, filename)
             self._grew(-size)
             log.warning("%s: this replica's local copy was damaged; dropped it", filename)
-            # Its bad bytes may have been uploaded (the uploader sends the local copy as it
-            # is): a damaged object goes too, so the file is fetched again, not kept bad.
+            # Its bad bytes may be in the bucket too (rot between the uploader's hash and its
+            # send): a damaged object goes too, so the file is fetched again, not kept bad.
             bad = self._damaged_object(sha256, filename)
             if bad is not None:
                 self._drop_damaged(bad, bad.size)
@@ -304,7 +313,7 @@ class TieredFileStore:
 
     def presign(self, stored: StoredFile, expires: float) -> str | None:
         """A URL into the bucket, or None while the file is not there yet."""
-        if (stored.sha256, stored.filename) in set(self.pending()):
+        if self.uploads.is_queued(stored.sha256, stored.filename):
             return None
         return self.bucket.presign(stored, expires)
 
@@ -367,16 +376,6 @@ class TieredFileStore:
             return freed
         finally:
             self._trim_lock.release()
-
-
-def _whole(stored: StoredFile) -> bool:
-    """Whether a local copy's bytes hash to its name (read whole: only on removal)."""
-    assert stored.path is not None
-    try:
-        with stored.path.open("rb") as f:
-            return _digest(iter(lambda: f.read(COPY_CHUNK), b"")) == stored.sha256
-    except OSError:
-        return False
 
 
 def _digest(chunks: Iterator[bytes]) -> str:

@@ -4,8 +4,10 @@ not yet in the bucket, and the thread that sends them.
 What waits for upload is an empty file in ``<cache>/uploads/`` named ``<sha256>.<filename>``,
 written (and synced) *before* the local copy appears, so a crash at any point leaves either
 nothing to do or an entry that the next start uploads; an entry whose local copy is gone is
-dropped. Uploads are conditional writes (``If-None-Match: *``, see ``proxy/s3store.py``): of
-two replicas filling one file, the second keeps the first's object.
+dropped, and so is one whose local copy does not hash to its name (rotted on this disk: its
+bytes must not become every replica's). Uploads are conditional writes (``If-None-Match: *``,
+see ``proxy/s3store.py``): of two replicas filling one file, the second keeps the first's
+object.
 
 One uploader thread per process; several worker processes of one replica share the queue
 directory, and an flock on each entry keeps two of them from sending one file at once.
@@ -15,14 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from proxy.errors import StoreUnavailable
+from proxy.filestore import StoredFile
 from proxy.localstore import LocalFileStore
 from proxy.names import is_safe_filename, is_sha256
 from proxy.s3store import S3FileStore
@@ -54,16 +58,19 @@ class Uploads:
         *,
         before_round: Callable[[], None],
         after_upload: Callable[[], object],
+        after_damaged: Callable[[StoredFile], object] = lambda stored: None,
     ) -> None:
         """``before_round`` runs in the uploader thread before each round (the tiered store
         sends its access markers there); ``after_upload`` after each file sent (its local
-        copy may go now)."""
+        copy may go now); ``after_damaged`` after a local copy found damaged was removed
+        instead of sent."""
         self.queue_dir = queue_dir
         queue_dir.mkdir(parents=True, exist_ok=True)
         self._local = local
         self._bucket = bucket
         self._before_round = before_round
         self._after_upload = after_upload
+        self._after_damaged = after_damaged
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,6 +103,11 @@ class Uploads:
             if parsed is not None:
                 found.append(parsed)
         return found
+
+    def is_queued(self, sha256: str, filename: str) -> bool:
+        """Whether one file waits for upload: one lookup, not a listing of the queue (a
+        check per file of verify, or per redirect, must not grow with the queue)."""
+        return os.path.exists(self.queue_dir / _entry_name(sha256, filename))
 
     def _upload_forever(self) -> None:
         delay = RETRY_AFTER
@@ -153,7 +165,22 @@ class Uploads:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry)
                 return
-            _, created = self._bucket.put(stored.path, sha256, filename)
+            if not hashes_to(stored.path, sha256):
+                # Rotted since it was verified: sending it would damage every replica's copy
+                # (and a conditional write would keep it there). The file is fetched again.
+                log.warning("%s: the local copy is damaged; dropped, not uploaded", filename)
+                self._local.remove(sha256, filename)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry)
+                self._after_damaged(stored)
+                return
+            remote, created = self._bucket.put(stored.path, sha256, filename)
+            if not created and remote.size != stored.size:
+                # Not another replica's copy (its key names these bytes, so their size):
+                # a damaged object, which the conditional write would keep for everyone.
+                log.warning("%s: the bucket's object is %d bytes; replaced", filename, remote.size)
+                self._bucket.remove(sha256, filename)
+                remote, created = self._bucket.put(stored.path, sha256, filename)
             self.done += 1
             log.info(
                 "uploaded %s to %s%s",
@@ -176,6 +203,29 @@ class Uploads:
         with contextlib.suppress(FileNotFoundError, ValueError):
             os.unlink(self.queue_dir / _entry_name(sha256, filename))
 
+    @contextlib.contextmanager
+    def queued_first(self, sha256: str, filename: str) -> Iterator[None]:
+        """Queue a file and keep the uploader off it for the block: a caller deleting the
+        bucket's damaged object to upload it again. Queued first, the local copy is never
+        trimmed meanwhile (nor lost with the object in a crash); held, the conditional upload
+        cannot run before the delete and find the damaged object still there."""
+        entry = self.queue_dir / _entry_name(sha256, filename)
+        while True:
+            self.add(sha256, filename)
+            fd = os.open(entry, os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for an upload of it in flight
+            try:
+                if os.fstat(fd).st_ino == os.stat(entry).st_ino:
+                    break  # ours, not an entry just sent and dequeued
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:
+            yield
+        finally:
+            os.close(fd)
+        self.wake()
+
     def add(self, sha256: str, filename: str) -> None:
         """Queue a file, durably: call before its local copy appears."""
         entry = self.queue_dir / _entry_name(sha256, filename)
@@ -189,3 +239,16 @@ class Uploads:
             os.fsync(dir_fd)  # the entry survives a power cut before the local copy exists
         finally:
             os.close(dir_fd)
+
+
+def hashes_to(path: Path, sha256: str) -> bool:
+    """Whether a local copy's bytes hash to its name (False if it cannot be read): read
+    whole, so only before an upload or a removal."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1024 * 1024), b""):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == sha256

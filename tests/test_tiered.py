@@ -373,10 +373,10 @@ def test_tiered__damaged_local_copy_uploaded_damaged_goes_everywhere(
     a = _tiered(tmp_path / "a", s3_config)
     part, sha, data = _part(tmp_path, "demo-6.0.tar.gz", 8000)
     stored, _ = a.put(part, sha, "demo-6.0.tar.gz")
-    assert stored.path is not None
-    stored.path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # rot before the upload
-    assert wait_uploaded(a)  # the uploader sends the local copy as it is
-    assert a.bucket.stat(sha, "demo-6.0.tar.gz") is not None
+    assert stored.path is not None and wait_uploaded(a)
+    damaged = data[:-1] + bytes([data[-1] ^ 1])
+    stored.path.write_bytes(damaged)  # rot on this disk, and the same bad bytes in the bucket
+    obstore.put(a.bucket.objects, a.bucket.key_of(sha, "demo-6.0.tar.gz"), damaged)
     assert a.remove(sha, "demo-6.0.tar.gz") == len(data)
     assert a.local.stat(sha, "demo-6.0.tar.gz") is None
     assert a.bucket.stat(sha, "demo-6.0.tar.gz") is None  # no replica may copy it in now
