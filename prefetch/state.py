@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from proxy.sqlitedb import open_shared
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS projects (name TEXT PRIMARY KEY, serial INTEGER);
@@ -40,9 +42,7 @@ class PrefetchState:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self.implausible_root: tuple[int, int] | None = None  # see root_diff
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_shared(path)
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
         if "gone" not in columns:  # a state file from before the column

@@ -31,6 +31,7 @@ from packaging.utils import (
 )
 
 from proxy.models import ProjectPage
+from proxy.sqlitedb import open_shared
 
 MAX_ROWS = 50_000  # per changelog_since_serial call, as the public index pages it
 REMOVE_PROJECT = "remove project"
@@ -109,9 +110,7 @@ class Changelog:
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_shared(path)
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
