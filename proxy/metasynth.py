@@ -26,7 +26,8 @@ from proxy.locate import METADATA_SUFFIX
 from proxy.models import DistFile
 from proxy.names import is_sha256
 from proxy.storage import Storage
-from proxy.upstream import PartialRead, RangesIgnored, Upstream
+from proxy.upstream import Upstream
+from proxy.upstreamtypes import PartialRead, RangesIgnored
 from proxy.wheelmeta import TAIL, NoMetadata, read_metadata
 
 log = logging.getLogger(__name__)
