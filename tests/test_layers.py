@@ -66,8 +66,9 @@ FACADE_CALLERS = (
     "proxy/cli.py",
 )
 WRAPPED_PARTS = {"storage", "index", "filler", "stats"}
-WRAPPED_MODULES = {"proxy.storage", "proxy.pageservice", "proxy.fill"}
-WRAPPED_NAMES = {"Storage", "PageService", "Filler"}
+# (proxy.rootlisting is the page service's part for /simple/: wrapped with it.)
+WRAPPED_MODULES = {"proxy.storage", "proxy.pageservice", "proxy.rootlisting", "proxy.fill"}
+WRAPPED_NAMES = {"Storage", "PageService", "RootListing", "Filler"}
 
 
 def _runtime_like(node: ast.expr) -> bool:
@@ -111,6 +112,7 @@ def test_layers__the_detector_finds_each_way_past_the_facade() -> None:
         "runtime.stats.request(route, outcome, seconds)\n"
         "runtime.mirror.holds()\n"
         "storage.index.get(key)\n"
+        "from proxy.rootlisting import RootListing\n"
     )
     assert _reaches_past_the_facade(sample) == [
         "1: imports Storage",
@@ -119,6 +121,7 @@ def test_layers__the_detector_finds_each_way_past_the_facade() -> None:
         "4: .filler",
         "5: getattr storage",
         "6: .stats",
+        "9: imports RootListing",
     ]
 
 
