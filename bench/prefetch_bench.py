@@ -33,7 +33,8 @@ from pathlib import Path
 from prefetch.changes import by_json_root
 from prefetch.state import PrefetchState
 from proxy.settings import load_settings
-from proxy.upstream import Upstream, make_http_client
+from proxy.httpclient import make_http_client
+from proxy.upstream import Upstream
 
 async def main():
     settings = load_settings(None, {}, {"upstream": sys.argv[1]})

@@ -9,11 +9,11 @@ ProxyError
  +-- RecordUnreadable       offline, a stored page this version cannot read
  +-- UpstreamError          the upstream could not be used
  |    +-- UpstreamUnavailable   connection refused or reset, timeout, 5xx after retries
- |    |    +-- CircuitOpen          (proxy.upstream) the origin's breaker is open: not sent
+ |    |    +-- CircuitOpen          (proxy.upstreamtypes) the origin's breaker is open: not sent
  |    +-- UpstreamBadResponse   an answer we cannot use: unparsable page, unexpected status
  |    |    +-- PageTooLarge         (proxy.bounded) more than a page may be, sent or inflated
  |    |    +-- Refused              (proxy.origins) an origin not allowed, an internal address
- |    |    +-- RangesIgnored        (proxy.upstream) a Range answered with the whole file
+ |    |    +-- RangesIgnored        (proxy.upstreamtypes) a Range answered with the whole file
  |    +-- StalePage             the upstream's page is older than the serial we need
  |    +-- SuspectPage           a page we do not trust to replace the stored one (no serial
  |    |                         where ours had one, or every file gone without a newer serial)

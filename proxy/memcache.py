@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
+from proxy.models import Rendered
+
 V = TypeVar("V")
 
 
@@ -38,3 +40,9 @@ class MemoryLRU(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._items)  # proxy.generations bounds what it remembers by this count
+
+
+def record_size(rendered: Rendered) -> int:
+    """What a page record costs here, by its rendered forms: the parsed page costs about as
+    much memory as its JSON; count it twice over to be safe."""
+    return (len(rendered.json.raw) + len(rendered.html.raw)) * 3

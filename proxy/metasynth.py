@@ -27,7 +27,8 @@ from proxy.metafailures import Failure, MetadataFailures
 from proxy.models import DistFile
 from proxy.names import is_sha256
 from proxy.storage import Storage
-from proxy.upstream import PartialRead, RangesIgnored, Upstream
+from proxy.upstream import Upstream
+from proxy.upstreamtypes import PartialRead, RangesIgnored
 from proxy.wheelmeta import TAIL, NoMetadata, read_metadata
 
 log = logging.getLogger(__name__)

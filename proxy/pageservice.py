@@ -1,4 +1,5 @@
-"""Cache-or-fetch for index pages: the project pages and the root listing.
+"""Cache-or-fetch for index pages: the project pages, and the root listing through
+``proxy.rootlisting`` (which shares this memory and these fetches under way).
 
 A fresh page is a dictionary lookup. A stale or missing one is fetched from the upstream (one
 request per project however many clients ask at once), revalidated with its ETag, never
@@ -13,46 +14,30 @@ upstream answers may replace a stored page is decided in ``proxy.trust``.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any, TypeVar
+from collections.abc import Collection, Sequence
 
 import anyio
 
 from proxy.errors import NotFound, RecordUnreadable, StalePage, SuspectPage, UpstreamError
+from proxy.fetchedpages import parse_project
 from proxy.generations import Generations
 from proxy.held import HeldViews
-from proxy.memcache import MemoryLRU
-from proxy.models import PageRecord, ProjectListing, ProjectPage, Rendered, RootRecord
-from proxy.names import normalize
-from proxy.origins import host_allowed
-from proxy.parse import (
-    parse_project_html,
-    parse_project_json,
-    parse_root_html,
-    parse_root_json,
-    storable_files,
-)
-from proxy.render import render_project, render_root
+from proxy.memcache import MemoryLRU, record_size
+from proxy.models import PageRecord, Rendered, RootRecord
+from proxy.parse import storable_files
+from proxy.render import render_project
+from proxy.rootlisting import RootListing
+from proxy.singleflight import SharedCalls
 from proxy.stats import Stats
 from proxy.storage import Storage
-from proxy.trust import distrust, distrust_held, distrust_root, older
-from proxy.upstream import Fetched, Upstream
+from proxy.trust import distrust, distrust_held, older
+from proxy.upstream import Upstream
 
 log = logging.getLogger(__name__)
-# The root listing's key in memory and among fetches under way: never a project's name (a
-# project may be called "root"), so the two can never be handed each other's record.
-_ROOT = "/"
-T = TypeVar("T")
-
-
-def _record_size(rendered_sizes: int) -> int:
-    # The parsed page costs about as much memory as its JSON; count it twice over to be safe.
-    return rendered_sizes * 3
 
 
 class PageService:
@@ -80,9 +65,18 @@ class PageService:
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._memory: MemoryLRU[PageRecord | RootRecord] = MemoryLRU(memory_bytes)
-        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._calls = SharedCalls()  # one fetch per project (and root) however many ask
         self._held = HeldViews(storage, memory_bytes // 4, made_metadata)
         self._generations = Generations(storage, lambda: len(self._memory))
+        self._root = RootListing(
+            storage,
+            upstream,
+            stats,
+            self._memory,
+            self._calls,
+            ttl=ttl,
+            negative_ttl=negative_ttl,
+        )
 
     @property
     def offline(self) -> bool:
@@ -98,29 +92,8 @@ class PageService:
     def _fresh(self, fetched_at: float) -> bool:
         return time.time() - fetched_at < self._ttl
 
-    def _remember(self, key: str, record: PageRecord | RootRecord) -> None:
-        r = record.rendered
-        self._memory.put(key, record, _record_size(len(r.json.raw) + len(r.html.raw)))
-
-    async def _shared(self, key: str, make: Callable[[], Awaitable[T]]) -> T:
-        """Run ``make`` once for all concurrent callers asking for ``key``."""
-        future = self._inflight.get(key)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._inflight[key] = future
-            try:
-                result = await make()
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: waiters may be none
-                raise
-            else:
-                future.set_result(result)
-                return result
-            finally:
-                del self._inflight[key]
-        result = await asyncio.shield(future)
-        return result
+    def _remember(self, key: str, record: PageRecord) -> None:
+        self._memory.put(key, record, record_size(record.rendered))
 
     def _unchanged(self, project: str) -> bool:
         """Whether the copy of ``project`` in memory is still what the cache holds; if not,
@@ -179,7 +152,7 @@ class PageService:
             raise NotFound(f"{project} is not in this mirror, and the proxy is offline")
         if current is None and await anyio.to_thread.run_sync(self._storage.is_missing, project):
             raise NotFound(f"the upstream has no project {project} (remembered)")
-        return await self._shared(project, lambda: self._refresh_project(project, current))
+        return await self._calls.run(project, lambda: self._refresh_project(project, current))
 
     async def _refresh_project(
         self, project: str, current: PageRecord | None
@@ -281,7 +254,7 @@ class PageService:
             return current
         dropped: list[str] = []
         page = await anyio.to_thread.run_sync(
-            _parse_project, fetched, project, self._allowed_hosts, dropped
+            parse_project, fetched, project, self._allowed_hosts, dropped
         )
         if dropped:
             # One bad entry must not break the page: it is left out, and said so.
@@ -333,13 +306,6 @@ class PageService:
             self._generations.saw(record.project, generation)
         self._remember(record.project, record)
 
-    async def _save(self, save: Callable[[Any], None], record: Any) -> None:
-        """Store a record; a full or failing disk costs the cache entry, not the answer."""
-        try:
-            await anyio.to_thread.run_sync(save, record)
-        except (OSError, sqlite3.Error) as exc:
-            log.error("could not store %s: %s", getattr(record, "project", "root index"), exc)
-
     async def held_view(self, record: PageRecord) -> Rendered:
         """The page as offline clients must see it: only files the cache can serve, so that
         pip and uv never pick a file they cannot get."""
@@ -360,13 +326,7 @@ class PageService:
     async def upstream_listing(self) -> set[str]:
         """The normalized names the upstream's root index lists now (no cache): what confirms
         that a project which answers 404 has really left."""
-        if self._upstream is None:
-            raise UpstreamError("the proxy is offline")
-        fetched = await self._upstream.get_page("")
-        if fetched is None:
-            raise UpstreamError("upstream answered 304 for the root index without a condition")
-        listing = await anyio.to_thread.run_sync(_parse_root, fetched)
-        return {normalize(name) for name, _serial in listing.projects}
+        return await self._root.upstream_names()
 
     def forget(self, project: str) -> None:
         """Drop a project's page from memory (after another component changed it on disk)."""
@@ -378,97 +338,5 @@ class PageService:
         return (await self.lookup_root())[0]
 
     async def lookup_root(self) -> tuple[RootRecord, str]:
-        """The root listing and how it was found, as ``lookup`` says."""
-        record = self._memory.get(_ROOT)
-        if isinstance(record, RootRecord) and (self.offline or self._fresh(record.fetched_at)):
-            return record, "hit"
-        stored = await anyio.to_thread.run_sync(self._storage.load_root)
-        if stored is not None:
-            self._remember(_ROOT, stored)
-            if self.offline or self._fresh(stored.fetched_at):
-                return stored, "hit"
-        if self._upstream is None:
-            return await anyio.to_thread.run_sync(self._offline_root), "hit"
-        return await self._shared(_ROOT, lambda: self._refresh_root(stored))
-
-    def _offline_root(self) -> RootRecord:
-        # Offline with no stored root: list what the mirror holds, with the serials of its
-        # pages (what a follower of this proxy compares), and the changelog's in meta.
-        names = sorted(self._storage.page_projects())
-        changelog = self._storage.changelog
-        serials = changelog.packages_with_serial()
-        listing = ProjectListing(
-            projects=tuple((n, serials.get(n)) for n in names),
-            serial=changelog.last_serial() or None,
-        )
-        return RootRecord(listing=listing, rendered=render_root(listing), fetched_at=time.time())
-
-    async def _refresh_root(self, current: RootRecord | None) -> tuple[RootRecord, str]:
-        assert self._upstream is not None
-        try:
-            fetched = await self._upstream.get_page("", current.upstream_etag if current else None)
-        except (UpstreamError, NotFound) as exc:
-            self._upstream_error()
-            if current is None:
-                raise UpstreamError(str(exc)) from exc
-            log.warning("serving stale root index: %s", exc)
-            return current, "stale"
-        now = time.time()
-        if fetched is None:
-            assert current is not None
-            current.fetched_at = now
-            await self._save(self._storage.save_root, current)
-            return current, "miss"
-        listing = await anyio.to_thread.run_sync(_parse_root, fetched)
-        if current is not None and (reason := distrust_root(current.listing, listing)):
-            # A maintenance page must not empty /simple/; ask again after negative_ttl.
-            self._stats.add("pages_distrusted")
-            log.warning("not replacing the stored root index: %s", reason)
-            retry_at = now - self._ttl + min(self._negative_ttl, self._ttl)
-            current.fetched_at = max(current.fetched_at, retry_at)
-            return current, "stale"
-        rendered = await anyio.to_thread.run_sync(render_root, listing)
-        record = RootRecord(
-            listing=listing, rendered=rendered, fetched_at=now, upstream_etag=fetched.etag
-        )
-        await self._save(self._storage.save_root, record)
-        self._remember(_ROOT, record)
-        return record, "miss"
-
-
-def _parse_project(
-    fetched: Fetched, project: str, allowed: Sequence[str] = (), dropped: list[str] | None = None
-) -> ProjectPage:
-    if fetched.is_json:
-        page = parse_project_json(fetched.body, fetched.url, dropped)
-    else:
-        page = parse_project_html(fetched.body, fetched.url, project, dropped)
-    if allowed:
-        kept = tuple(f for f in page.files if host_allowed(f.url, fetched.url, allowed))
-        if len(kept) != len(page.files):
-            log.warning(
-                "%s: dropped %d files hosted outside allowed_file_hosts",
-                project,
-                len(page.files) - len(kept),
-            )
-            page = dataclasses.replace(page, files=kept)
-    serial = fetched.serial if fetched.serial is not None else page.serial
-    name = page.name or project
-    if serial != page.serial or name != page.name:
-        page = ProjectPage(
-            name=name,
-            files=page.files,
-            api_version=page.api_version,
-            serial=serial,
-            versions=page.versions,
-            project_status=page.project_status,
-            extra=page.extra,
-        )
-    return page
-
-
-def _parse_root(fetched: Fetched) -> ProjectListing:
-    listing = parse_root_json(fetched.body) if fetched.is_json else parse_root_html(fetched.body)
-    if listing.serial is None and fetched.serial is not None:
-        listing = ProjectListing(listing.projects, listing.api_version, fetched.serial)
-    return listing
+        """The root listing and how it was found, as ``lookup`` says (``proxy.rootlisting``)."""
+        return await self._root.lookup()

@@ -15,6 +15,7 @@ import httpx
 from proxy.breaker import Breakers
 from proxy.cache import Mirror
 from proxy.fill import Filler
+from proxy.httpclient import make_http_client
 from proxy.jsonapi import JsonApi
 from proxy.origins import AddressGuard, origin_of
 from proxy.pageservice import PageService
@@ -22,7 +23,8 @@ from proxy.redact import redact
 from proxy.settings import Settings, upstream_warning
 from proxy.stats import Stats, write
 from proxy.storage import FILES_BYTES, Storage
-from proxy.upstream import Upstream, UpstreamLimits, make_http_client
+from proxy.upstream import Upstream
+from proxy.upstreamtypes import UpstreamLimits
 
 log = logging.getLogger(__name__)
 FLUSH_EVERY = 2.0

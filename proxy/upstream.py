@@ -11,34 +11,30 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from urllib.parse import unquote, urljoin, urlsplit
 
 import anyio
 import httpx
 
-from proxy import __version__
 from proxy.bounded import PageTooLarge, read_bounded
 from proxy.breaker import Breakers, CircuitBreaker
-from proxy.connect import guard_connections
 from proxy.errors import NotFound, UpstreamBadResponse, UpstreamUnavailable
 from proxy.origins import AddressGuard, Origin, OriginPolicy, Refused, origin_of
 from proxy.redact import redact, strip_credentials
-from proxy.settings import Settings
+
+# Its data and errors live in proxy.upstreamtypes; named here too, as callers knew them.
+from proxy.upstreamtypes import PAGE_ACCEPT as PAGE_ACCEPT
+from proxy.upstreamtypes import CircuitOpen as CircuitOpen
+from proxy.upstreamtypes import Fetched as Fetched
+from proxy.upstreamtypes import PartialRead as PartialRead
+from proxy.upstreamtypes import RangesIgnored as RangesIgnored
+from proxy.upstreamtypes import UpstreamLimits as UpstreamLimits
 
 log = logging.getLogger(__name__)
 
-PAGE_ACCEPT = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
-    "text/html;q=0.01"
-)
 _RETRY_STATUS = {500, 502, 503, 504, 429}
 _REDIRECT_STATUS = {301, 302, 303, 307, 308}
 MAX_RETRY_AFTER = 10.0
-
-
-class CircuitOpen(UpstreamUnavailable):
-    """The breaker for an origin is open: the request was not sent."""
 
 
 def _fetched(method: str, shown: str, status: int, size: int, clock: float) -> None:
@@ -55,73 +51,8 @@ def _fetched(method: str, shown: str, status: int, size: int, clock: float) -> N
     )
 
 
-def user_agent(settings: Settings) -> str:
-    return (
-        settings.user_agent
-        or f"pypi-proxy/{__version__} (caching mirror; httpx/{httpx.__version__})"
-    )
-
-
-def make_http_client(
-    settings: Settings, max_connections: int, guard: AddressGuard | None = None
-) -> httpx.AsyncClient:
-    """One connection pool. Pages and files get one each, so that downloads, however many and
-    slow, never leave a page waiting for a connection. With ``guard``, every direct connection
-    goes only to an address it has checked (see proxy/connect.py)."""
-    verify: str | bool = settings.ca_bundle if settings.ca_bundle else True
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=min(20, max_connections),
-        ),
-        headers={"User-Agent": user_agent(settings)},
-        # Redirects are followed by Upstream, one checked hop at a time.
-        follow_redirects=False,
-        verify=verify,
-        trust_env=True,  # HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE, as operators expect
-    )
-    if guard is not None and not guard_connections(client, guard):
-        log.warning("this httpx has no connection pool to guard; only URLs are checked")
-    return client
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamLimits:
-    """What one upstream answer may cost: see max_page_size and friends in config.yaml."""
-
-    max_page_size: int = 64 * 1024**2
-    max_page_inflated: int = 128 * 1024**2
-    deadline: float = 30.0
-    max_redirects: int = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    body: bytes
-    content_type: str
-    etag: str | None
-    serial: int | None
-    url: str  # final URL after redirects, credentials stripped, for resolving relative links
-
-    @property
-    def is_json(self) -> bool:
-        return "json" in self.content_type
-
-
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-class RangesIgnored(UpstreamBadResponse):
-    """The server answered a Range request with the whole file (the caller falls back)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PartialRead:
-    start: int
-    data: bytes
-    total: int
 
 
 def parse_content_range(headers: httpx.Headers, shown: str) -> tuple[int, int, int]:

@@ -66,8 +66,21 @@ FACADE_CALLERS = (
     "proxy/cli.py",
 )
 WRAPPED_PARTS = {"storage", "index", "filler", "stats"}
-WRAPPED_MODULES = {"proxy.storage", "proxy.pageservice", "proxy.fill", "proxy.heldfiles"}
-WRAPPED_NAMES = {"Storage", "PageService", "Filler", "HeldFiles"}  # HeldFile, a value, is fine
+# (proxy.rootlisting is the page service's part for /simple/: wrapped with it.)
+WRAPPED_MODULES = {
+    "proxy.storage",
+    "proxy.pageservice",
+    "proxy.rootlisting",
+    "proxy.fill",
+    "proxy.heldfiles",
+}
+WRAPPED_NAMES = {
+    "Storage",
+    "PageService",
+    "RootListing",
+    "Filler",
+    "HeldFiles",
+}  # HeldFile: a value
 
 
 def _runtime_like(node: ast.expr) -> bool:
@@ -112,6 +125,7 @@ def test_layers__the_detector_finds_each_way_past_the_facade() -> None:
         "runtime.mirror.holds()\n"
         "storage.index.get(key)\n"
         "from proxy.heldfiles import HeldFile, HeldFiles\n"
+        "from proxy.rootlisting import RootListing\n"
     )
     assert _reaches_past_the_facade(sample) == [
         "1: imports Storage",
@@ -121,6 +135,7 @@ def test_layers__the_detector_finds_each_way_past_the_facade() -> None:
         "5: getattr storage",
         "6: .stats",
         "9: imports HeldFiles",
+        "10: imports RootListing",
     ]
 
 

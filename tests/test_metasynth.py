@@ -18,7 +18,8 @@ from proxy.metasynth import MadeMetadata, remote_metadata, stored_metadata
 from proxy.models import DistFile
 from proxy.runtime import Runtime
 from proxy.settings import Settings
-from proxy.upstream import RangesIgnored, Upstream
+from proxy.upstream import Upstream
+from proxy.upstreamtypes import RangesIgnored
 from proxy.wheelmeta import NoMetadata
 from tests.support.fake_upstream import FakeUpstream, RawAnswer
 from tests.support.wheels import Built, foreign_wheel, make_wheel

@@ -120,8 +120,8 @@ def test_host_allowed__origin_not_host() -> None:
 
 
 def _client_resolving(name_to: str, networks: tuple[str, ...] = ()) -> httpx.AsyncClient:
+    from proxy.httpclient import make_http_client
     from proxy.settings import load_settings
-    from proxy.upstream import make_http_client
 
     async def resolver(host: str, port: int) -> list[IPAddress]:
         address = literal_address(name_to if host == "rebind.test" else "8.8.8.8")

@@ -11,7 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.web.status import ErrorRing, age, render_main, render_page, size
+from proxy.web.errorring import ErrorRing
+from proxy.web.status import render_page
+from proxy.web.statusformat import age, size
+from proxy.web.statusparts import render_main
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy_server import SubprocessProxy
 

@@ -9,7 +9,8 @@ from proxy.breaker import Breakers
 from proxy.errors import NotFound, UpstreamBadResponse, UpstreamUnavailable
 from proxy.origins import AddressGuard, IPAddress, literal_address
 from proxy.redact import redact
-from proxy.upstream import PAGE_ACCEPT, Upstream
+from proxy.upstream import Upstream
+from proxy.upstreamtypes import PAGE_ACCEPT
 
 pytestmark = pytest.mark.anyio
 
@@ -152,7 +153,7 @@ async def test_breakers__kept_per_origin() -> None:
 
 
 async def test_post__answer_capped_like_a_page() -> None:
-    from proxy.upstream import UpstreamLimits
+    from proxy.upstreamtypes import UpstreamLimits
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=b"<x>" * (int(request.url.params["n"])))

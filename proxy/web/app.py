@@ -14,7 +14,7 @@ from proxy.access import Access
 from proxy.runtime import Runtime
 from proxy.scrub import scrub_service
 from proxy.settings import Settings
-from proxy.web import admin, api, files, jsonapi, ops, packages, pages, serials, status
+from proxy.web import admin, api, errorring, files, jsonapi, ops, packages, pages, serials, status
 from proxy.web.auth import RequireAuth
 from proxy.web.counting import CountRequests
 from proxy.web.fastpath import FastPages
@@ -33,7 +33,7 @@ def create_app(settings: Settings, services: Sequence[Service] = ()) -> Starlett
         app.state.runtime = runtime
         try:
             async with AsyncExitStack() as stack:
-                app.state.errors = stack.enter_context(status.keep_errors())
+                app.state.errors = stack.enter_context(errorring.keep_errors())
                 if settings.scrub_interval:
                     await stack.enter_async_context(scrub_service(runtime, settings.scrub_interval))
                 for service in services:
