@@ -24,6 +24,7 @@ from proxy.locks import lock_held
 # A part unwritten for this long is left over even if a process of its pid runs (pid reuse);
 # a live download writes far more often (the read timeout is seconds).
 STALE_PART = 3600.0
+_PROC = Path("/proc")
 
 
 def unusable(root: Path, exc: OSError | sqlite3.Error) -> CacheUnusable:
@@ -116,6 +117,17 @@ def _writer_running(name: str) -> bool:
         return False
     if pid <= 0:
         return False
+    if _PROC.is_dir():
+        # A killed process stays a zombie until its parent reaps it (in a container whose
+        # first process reaps nobody, for ever): it is no writer, though kill(pid, 0) works.
+        try:
+            stat = (_PROC / str(pid) / "stat").read_text()
+        except FileNotFoundError:
+            return False
+        except OSError:
+            pass
+        else:
+            return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"], ["x"])
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
