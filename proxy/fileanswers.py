@@ -277,8 +277,12 @@ class FileAnswers:
         return Hit(fd, stored.sha256, outcome, self._served)
 
     async def _fetch_whole(self, target: Target) -> StoredFile | None:
-        """A wheel fetched into the cache (to read its metadata), or None if it failed."""
+        """A wheel fetched into the cache (to read its metadata), or None if it cannot be had
+        (too big to keep, its bytes never verified). Raises UpstreamError when the upstream
+        failed on the way: that is no verdict on the wheel, so it is not remembered."""
         download = await self.fetch(target)
+        if download.upstream_failed:
+            raise UpstreamError(download.error or f"upstream failed sending {target.filename}")
         if download.error or download.sha256 is None:
             return None
         sha = download.sha256

@@ -266,6 +266,7 @@ class Filler:
             progress.not_found = True
             error = str(exc)
         except (UpstreamUnavailable, httpx.TransportError) as exc:
+            progress.upstream_failed = True
             error = f"upstream failed while sending {target.filename}: {type(exc).__name__}"
             log.warning("%s", error)
         except Exception as exc:

@@ -54,6 +54,8 @@ class Download:
         self.final: Path | None = None
         self.sha256: str | None = None
         self.not_found = False
+        # The upstream failed on the way (a transport error, a 5xx): no verdict on the file.
+        self.upstream_failed = False
         self.read_fd: int | None = None  # open while the download runs
         self._ready = asyncio.Event()
         self._changed = asyncio.Event()

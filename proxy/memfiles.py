@@ -9,7 +9,9 @@ Invariants:
   A file replaced, evicted or fetched again is a miss here, and its entry is dropped.
 - Bounded: the held bytes never exceed ``max_bytes``; one file may take at most a quarter of
   it; least recently used entries go first. Files are taken in on their second hit, so a
-  one-off download does not push hot files out.
+  one-off download does not push hot files out. The bytes being read in at once are bounded
+  too (at most a quarter of ``max_bytes``): many hot files' second hits arriving together
+  must not each read a whole file into memory beside the tier.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class MemoryFiles:
         self._held: OrderedDict[tuple[str, str], Held] = OrderedDict()
         self._seen: set[tuple[str, str]] = set()
         self._loading: set[tuple[str, str]] = set()
+        self.loading_bytes = 0
 
     def __len__(self) -> int:
         return len(self._held)
@@ -76,6 +79,8 @@ class MemoryFiles:
         key = (stored.sha256, stored.filename)
         if key in self._loading or key in self._held:
             return False
+        if self.loading_bytes + stored.size > self.max_file:
+            return False  # others are being read in: a later hit takes this one
         if key not in self._seen:
             if len(self._seen) >= MAX_CANDIDATES:
                 self._seen.clear()
@@ -83,13 +88,16 @@ class MemoryFiles:
             return False
         self._seen.discard(key)
         self._loading.add(key)
+        self.loading_bytes += stored.size
         return True
 
     def keep(self, stored: StoredFile, data: bytes | None) -> Held | None:
         """End the load ``wants`` reserved: hold ``data`` (what ``read_verified`` gave for
         ``stored``; None: it did not verify). Called on the event loop, like ``get``."""
         key = (stored.sha256, stored.filename)
-        self._loading.discard(key)
+        if key in self._loading:
+            self._loading.discard(key)
+            self.loading_bytes -= stored.size
         if data is None:
             return None
         held = Held(data, stored.size, stored.mtime, stored.inode)

@@ -8,8 +8,10 @@ Keys under the store's prefix:
 - ``root``  the root listing: names, serials, the upstream's ETag; each replica renders it.
 
 JSON, never pickles (another machine wrote it); a body that does not decode into a complete
-record of the key asked is ignored and logged. A replica reads these only when it has no copy
-of its own (there are no change markers): a stale copy is revalidated upstream as before.
+record of the key asked is ignored and logged (nested past the parser's depth too); a fetch
+time later than now is taken as now, so no record stays fresh past one ttl. A replica reads
+these only when it has no copy of its own (there are no change markers): a stale copy is
+revalidated upstream as before.
 Blocking, as the rest of ``Storage``.
 """
 
@@ -29,7 +31,7 @@ from proxy.jsonapi import JsonRecord, record_key
 from proxy.models import RECORD_FORMAT, ProjectListing, RootRecord
 from proxy.render import render_root
 from proxy.s3store import raise_store_error
-from proxy.sharedrecords import SharedRecords
+from proxy.sharedrecords import SharedRecords, fetch_time
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +72,13 @@ def decode_json(body: bytes, key: str) -> JsonRecord | None:
             token=base64.b64decode(_text(data["token"]), validate=True),
             etag=_text(data["etag"]),
             serial=_number(data["serial"]),
-            fetched_at=float(data["fetched_at"]),
+            fetched_at=fetch_time(data["fetched_at"]),
             upstream_etag=None if data["upstream_etag"] is None else _text(data["upstream_etag"]),
         )
         if data["format"] != JSON_FORMAT or record_key(record.project, record.version) != key:
             return None
         return record
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
 
 
@@ -104,10 +106,10 @@ def decode_root(body: bytes) -> RootRecord | None:
         return RootRecord(
             listing=listing,
             rendered=render_root(listing),
-            fetched_at=float(data["fetched_at"]),
+            fetched_at=fetch_time(data["fetched_at"]),
             upstream_etag=None if etag is None else _text(etag),
         )
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -94,6 +95,15 @@ def _file(item: Any) -> DistFile:
     return f
 
 
+def fetch_time(value: Any) -> float:
+    """A record's fetch time from another machine: a number, and never later than now (a
+    time in the future, or infinity, would keep its copy fresh here for ever)."""
+    when = float(value)
+    if not math.isfinite(when):
+        raise ValueError("not a time")
+    return min(when, time.time())
+
+
 def decode_page(body: bytes, project: str) -> PageRecord | None:
     """The record, or None for anything but a complete record of ``project``."""
     try:
@@ -116,11 +126,11 @@ def decode_page(body: bytes, project: str) -> PageRecord | None:
             project=project,
             page=page,
             rendered=render_project(page, project),
-            fetched_at=float(data["fetched_at"]),
+            fetched_at=fetch_time(data["fetched_at"]),
             upstream_etag=etag if isinstance(etag, str) else None,
             allowed_hosts=tuple(str(h) for h in data["allowed_hosts"]),
         )
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
 
 

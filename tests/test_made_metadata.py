@@ -262,3 +262,23 @@ def test_made_metadata__no_metadata_remembered_after_the_wheel_is_evicted(
         again = httpx.get(url + ".metadata")
         assert again.status_code == 404 and "other-1.0.dist-info" in again.text
         assert upstream.requests == []
+
+
+def test_made_metadata__a_transient_upstream_failure_is_not_remembered(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    """Ranges ignored and the whole wheel cut short on the way (an upstream error, not a
+    verdict on the wheel): a 502, and once the upstream answers again the next ask makes the
+    metadata, rather than the 502 remembered for the page's whole freshness."""
+    built = make_wheel("mt", "1.0", payload_size=100_000)
+    upstream.add_dist("mt", built, with_metadata=False)
+    with ThreadedProxy(settings) as proxy:
+        (entry,) = httpx.get(f"{proxy.url}/simple/mt/", headers=JSON).json()["files"]
+        url = str(httpx.URL(f"{proxy.url}/simple/mt/").join(entry["url"]))
+        upstream.ranges = "ignored"
+        upstream.truncate_files = True
+        assert httpx.get(url + ".metadata").status_code == 502
+        upstream.truncate_files = False  # the upstream mended
+        made = httpx.get(url + ".metadata")
+        assert made.status_code == 200, (made.status_code, made.text)
+        assert made.content == built.metadata

@@ -156,3 +156,20 @@ def test_memory_tier__off_reads_every_hit_from_disk(tmp_path: Path, upstream: Fa
         with path.open("r+b") as f:
             f.write(b"\0" * 64)
         assert httpx.get(proxy.url + WHEEL).content[:64] == b"\0" * 64
+
+
+def test_memfiles__second_hits_arriving_together_read_in_a_bounded_amount(
+    tmp_path: Path,
+) -> None:
+    """Many hot files' second hits at once (each reserved before any read ends): what is
+    being read in beside the tier stays within a quarter of it, not one file per request."""
+    memory = MemoryFiles(400)
+    files = [_stored(tmp_path, f"f{i}.whl", bytes([65 + i]) * 100) for i in range(8)]
+    for stored in files:
+        assert not memory.wants(stored)
+    reserved = [stored for stored in files if memory.wants(stored)]
+    assert sum(stored.size for stored in reserved) <= 100, len(reserved)
+    for stored in reserved:
+        memory.keep(stored, None)  # the reads ended (here: did not verify)
+    assert memory.loading_bytes == 0
+    assert memory.wants(files[-1])  # still a candidate: a later hit takes it in

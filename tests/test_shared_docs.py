@@ -4,6 +4,7 @@ server on loopback (tests/support/s3.py)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import obstore
@@ -13,11 +14,12 @@ from proxy.models import ProjectListing, RootRecord
 from proxy.render import render_root
 from proxy.s3config import S3Config
 from proxy.shareddocs import JSON, ROOT, decode_json, decode_root, encode_json, encode_root
+from proxy.sharedrecords import decode_page, encode_page
 from tests.support.s3 import (
     s3_config_fixture,  # noqa: F401 (a fixture)
     s3_server_fixture,  # noqa: F401 (a fixture)
 )
-from tests.test_tiered import _replica
+from tests.test_tiered import _record, _replica
 
 
 def _json(project: str, version: str | None) -> JsonRecord:
@@ -108,3 +110,28 @@ def test_replicas__root_listing_shared_once_per_listing(
     finally:
         a.close()
         b.close()
+
+
+def test_codecs__hostile_bodies_are_ignored_never_raised() -> None:
+    """What another machine wrote (JSON records, the root listing, page records): nested
+    past the parser's depth is ignored (not a RecursionError on every request), and a fetch
+    time in the future, or not finite, never keeps a copy fresh for ever."""
+    deep = b"[" * 100_000
+    assert decode_json(deep, "demo") is None
+    assert decode_root(deep) is None
+    record = encode_json(_json("demo", None))
+    later = decode_json(record.replace(b'"fetched_at":123.5', b'"fetched_at":1e300'), "demo")
+    assert later is not None and later.fetched_at <= time.time()
+    for bad in (b"NaN", b"Infinity", b'"inf"'):
+        assert (
+            decode_json(record.replace(b'"fetched_at":123.5', b'"fetched_at":' + bad), "demo")
+            is None
+        )
+    root = encode_root(_root(("demo",)))
+    back = decode_root(root.replace(b'"fetched_at":50.0', b'"fetched_at":1e300'))
+    assert back is not None and back.fetched_at <= time.time()
+    assert decode_root(root.replace(b'"fetched_at":50.0', b'"fetched_at":NaN')) is None
+    assert decode_page(deep, "demo") is None  # a page record, the same
+    page = encode_page(_record("demo", 7, "cd" * 32))
+    shared = decode_page(page.replace(b'"fetched_at":107.0', b'"fetched_at":1e300'), "demo")
+    assert shared is not None and shared.fetched_at <= time.time()
