@@ -37,7 +37,7 @@ mirror holds), ``proxy.counters`` (the figures read) and ``proxy.sizecap``
       stored_copy(sha256, filename, expected)  -> StoredFile | None (a wrong-size copy dropped)
       drop(sha256, filename, damaged=False)    -> bytes freed
       hash_for_url(url) / has_page(project) / files_changed(project)
-      holds()                                  -> {"projects", "files", "bytes"}
+      stored_totals()                          -> {"projects", "files", "bytes"} on disk
       list_projects(sort, after=, offset=, limit=)  -> ([ProjectFacts], as_of) (the query API)
       project_facts(record) / project_files(record) -> ProjectFacts / [FileFacts]
     what verify reads                          (blocking)
@@ -333,9 +333,10 @@ class Mirror:
     def has_page(self, project: str) -> bool:
         return self._held.has_page(project)
 
-    def holds(self) -> dict[str, int]:
-        """What the mirror holds: projects with a page, files and their bytes."""
-        return self._held.holds()
+    def stored_totals(self) -> dict[str, int]:
+        """What the cache has on disk: projects with a page, files and their bytes (what it
+        must keep is the held list: ``held_figures``)."""
+        return self._held.stored_totals()
 
     def list_projects(
         self, sort: SortKey, *, after: str | None = None, offset: int = 0, limit: int = 100

@@ -36,9 +36,9 @@ SORTED_MAX_AGE = 30.0  # seconds an order other than by name is kept before it i
 class FileFacts:
     filename: str
     sha256: str | None
-    size: int | None  # on disk when held, else what the page says
-    held: bool
-    pinned: bool
+    size: int | None  # on disk when stored, else what the page says
+    stored: bool  # on disk now
+    pinned: bool  # on the held list (or pinned in the bucket): eviction never takes it
     last_access: float | None
 
     def as_json(self) -> dict[str, Any]:
@@ -46,7 +46,8 @@ class FileFacts:
             "filename": self.filename,
             "sha256": self.sha256,
             "size": self.size,
-            "held": self.held,
+            "stored": self.stored,
+            "held": self.stored,  # its name before "held" came to mean the held list
             "pinned": self.pinned,
             "last_access": self.last_access,
         }
@@ -57,7 +58,7 @@ class ProjectFacts:
     name: str
     serial: int | None
     listed: int  # files the page lists
-    files: int  # files held on disk
+    files: int  # files stored on disk
     bytes: int  # their size
     pinned: int  # held files the mirror keeps
     last_access: float | None
@@ -95,7 +96,7 @@ def file_facts(storage: Storage, entry: DistFile) -> FileFacts:
         filename=entry.filename,
         sha256=sha,
         size=stored.size if stored is not None else entry.size,
-        held=stored is not None,
+        stored=stored is not None,
         pinned=sha is not None and storage.is_held(sha),
         last_access=stored.atime if stored is not None else None,
     )
@@ -106,15 +107,15 @@ def project_files(storage: Storage, record: PageRecord) -> list[FileFacts]:
 
 
 def project_facts(storage: Storage, record: PageRecord) -> ProjectFacts:
-    held = [f for f in project_files(storage, record) if f.held]
-    accessed = [f.last_access for f in held if f.last_access is not None]
+    on_disk = [f for f in project_files(storage, record) if f.stored]
+    accessed = [f.last_access for f in on_disk if f.last_access is not None]
     return ProjectFacts(
         name=record.project,
         serial=record.page.serial,
         listed=len(record.page.files),
-        files=len(held),
-        bytes=sum(f.size or 0 for f in held),
-        pinned=sum(1 for f in held if f.pinned),
+        files=len(on_disk),
+        bytes=sum(f.size or 0 for f in on_disk),
+        pinned=sum(1 for f in on_disk if f.pinned),
         last_access=max(accessed) if accessed else None,
         fetched_at=record.fetched_at,
     )

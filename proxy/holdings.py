@@ -149,7 +149,7 @@ class Holdings:
             if record is not None or project in storage.unreadable:
                 yield project, record  # else dropped since it was listed: nothing to say
 
-    def holds(self) -> dict[str, int]:
+    def stored_totals(self) -> dict[str, int]:
         return self._storage.totals()
 
     def list_projects(

@@ -25,9 +25,9 @@ import anyio
 from proxy.errors import NotFound, RecordUnreadable, StalePage, SuspectPage, UpstreamError
 from proxy.fetchedpages import parse_project
 from proxy.generations import Generations
-from proxy.held import HeldViews
 from proxy.memcache import MemoryLRU, record_size
 from proxy.models import PageRecord, Rendered, RootRecord
+from proxy.offlineviews import OfflineViews
 from proxy.parse import storable_files
 from proxy.render import render_project
 from proxy.rootlisting import RootListing
@@ -66,7 +66,7 @@ class PageService:
         self._negative_ttl = negative_ttl
         self._memory: MemoryLRU[PageRecord | RootRecord] = MemoryLRU(memory_bytes)
         self._calls = SharedCalls()  # one fetch per project (and root) however many ask
-        self._held = HeldViews(storage, memory_bytes // 4, made_metadata)
+        self._offline = OfflineViews(storage, memory_bytes // 4, made_metadata)
         self._generations = Generations(storage, lambda: len(self._memory))
         self._root = RootListing(
             storage,
@@ -101,7 +101,7 @@ class PageService:
         if self._generations.unchanged(project):
             return True
         self._memory.pop(project)
-        self._held.pop(project)
+        self._offline.pop(project)
         return False
 
     def peek(self, project: str) -> PageRecord | None:
@@ -309,7 +309,7 @@ class PageService:
     async def held_view(self, record: PageRecord) -> Rendered:
         """The page as offline clients must see it: only files the cache can serve, so that
         pip and uv never pick a file they cannot get."""
-        return await self._held.view(record, self._generations.files())
+        return await self._offline.view(record, self._generations.files())
 
     def _remember_missing(self, project: str) -> None:
         # Only when nothing is stored: a page someone else stored meanwhile wins.
@@ -331,7 +331,7 @@ class PageService:
     def forget(self, project: str) -> None:
         """Drop a project's page from memory (after another component changed it on disk)."""
         self._memory.pop(project)
-        self._held.pop(project)
+        self._offline.pop(project)
         self._generations.forget(project)
 
     async def root(self) -> RootRecord:

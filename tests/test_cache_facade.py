@@ -160,7 +160,7 @@ async def test_miss_then_hit__fetched_once_and_counted(make: Callable[..., Setup
     assert s.fake.asked[f"/{WHEEL}"] == 1
     assert s.stats.pending["bytes_fetched"] == len(BYTES)
     assert s.stats.pending["bytes_served"] == 2 * len(BYTES)
-    assert s.mirror.holds()["files"] == 1
+    assert s.mirror.stored_totals()["files"] == 1
 
 
 async def test_head_and_range_on_a_miss__one_download_one_miss(make: Callable[..., Setup]) -> None:
@@ -202,7 +202,7 @@ async def test_wrong_bytes__refused_not_stored_counted(make: Callable[..., Setup
         assert isinstance(answer, Refusal) and answer.kind == "upstream_failed"
         assert "sha256" in answer.message
     assert s.stats.pending["integrity_errors"] == 1
-    assert s.mirror.holds()["files"] == 0
+    assert s.mirror.stored_totals()["files"] == 0
     # A HEAD is answered from the page (it sends no byte, so it promises none); a Range
     # that must wait for the file is refused as the GET was, never answered from wrong bytes.
     head = await s.mirror.file("demo", WHEEL, head=True)
@@ -274,7 +274,7 @@ async def test_held_files_survive_eviction(make: Callable[..., Setup]) -> None:
         assert await _body(await s.mirror.file("demo", name)) == bodies[name]
         await s.mirror.settle()
     assert s.storage.stored(kept, names[0]) is not None
-    assert s.mirror.holds()["bytes"] <= 2500
+    assert s.mirror.stored_totals()["bytes"] <= 2500
     assert s.stats.pending["evicted_files"] >= 1
     # Released, it is evicted like any other file once the cache is over its cap again.
     assert s.mirror.release("demo", [row]) == {kept}
@@ -361,7 +361,7 @@ async def test_catalog__projects_and_files_from_the_mirror(make: Callable[..., S
     record = await s.mirror.stored_page("demo")
     assert record is not None
     assert s.mirror.project_facts(record).listed == 2
-    files = {f.filename: (f.held, f.pinned) for f in s.mirror.project_files(record)}
+    files = {f.filename: (f.stored, f.pinned) for f in s.mirror.project_files(record)}
     assert files == {WHEEL: (True, True), other: (False, False)}
 
 

@@ -122,7 +122,7 @@ def test_layers__the_detector_finds_each_way_past_the_facade() -> None:
         "request.app.state.runtime.filler.start(target)\n"
         "getattr(runtime, 'storage')\n"
         "runtime.stats.request(route, outcome, seconds)\n"
-        "runtime.mirror.holds()\n"
+        "runtime.mirror.stored_totals()\n"
         "storage.index.get(key)\n"
         "from proxy.heldfiles import HeldFile, HeldFiles\n"
         "from proxy.rootlisting import RootListing\n"

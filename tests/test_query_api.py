@@ -78,19 +78,20 @@ def test_api_project__files_with_hash_size_pin_and_whether_held(
     assert detail.status_code == 200, detail.text
     body = detail.json()
     assert body["name"] == "demo"
-    assert body["held_files"] == 1
+    assert body["stored_files"] == body["held_files"] == 1
     files = {f["filename"]: f for f in body["files"]}
     held = files["demo-2.0-py3-none-any.whl"]
     assert held == {
         "filename": "demo-2.0-py3-none-any.whl",
         "sha256": entry["hashes"]["sha256"],  # type: ignore[index]
         "size": entry["size"],
+        "stored": True,
         "held": True,
         "pinned": False,
         "last_access": held["last_access"],
     }
     assert held["last_access"] > time.time() - 3600
-    assert files["demo-1.0-py3-none-any.whl"]["held"] is False
+    assert files["demo-1.0-py3-none-any.whl"]["stored"] is False
     assert files["demo-1.0-py3-none-any.whl"]["last_access"] is None
     assert httpx.get(proxy.url + "/api/projects/never-asked").status_code == 404
     assert httpx.get(proxy.url + "/api/projects/bad%20name").status_code == 400

@@ -65,7 +65,7 @@ async def projects(request: Request) -> Response:
         "as_of": as_of,
         "limit": limit,
         "projects": [r.as_json() for r in rows],
-        "totals": await anyio.to_thread.run_sync(mirror.holds),
+        "totals": await anyio.to_thread.run_sync(mirror.stored_totals),
     }
     if len(rows) == limit:
         # Where the next page starts; absent on the last page.
@@ -91,7 +91,9 @@ async def project(request: Request) -> Response:
 
     def gather() -> dict[str, object]:
         summary = mirror.project_facts(record).as_json()
-        summary["held_files"] = summary.pop("files")
+        stored = summary.pop("files")  # "files" lists them below
+        summary["stored_files"] = stored
+        summary["held_files"] = stored  # its name before "held" came to mean the held list
         summary["files"] = [f.as_json() for f in mirror.project_files(record)]
         return summary
 

@@ -15,7 +15,7 @@ from proxy.render import render_project
 from proxy.storage import Storage
 
 
-class HeldViews:
+class OfflineViews:
     def __init__(self, storage: Storage, memory_bytes: int, made_metadata: bool = False) -> None:
         self._storage = storage
         # A wheel listed here is on disk, so its metadata can be made with no network.
