@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from proxy.sqlitedb import open_shared
+from proxy.sqlitedb import SharedDatabase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -37,31 +35,13 @@ CREATE TABLE IF NOT EXISTS queue (
 """
 
 
-class PrefetchState:
+class PrefetchState(SharedDatabase):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
+        super().__init__(path, _SCHEMA)
         self.implausible_root: tuple[int, int] | None = None  # see root_diff
-        self._db = open_shared(path)
-        self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
         if "gone" not in columns:  # a state file from before the column
             self._db.execute("ALTER TABLE queue ADD COLUMN gone INTEGER NOT NULL DEFAULT 0")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     # -- meta --------------------------------------------------------------------------------
 
@@ -71,7 +51,7 @@ class PrefetchState:
         return json.loads(row[0]) if row else default
 
     def set_meta(self, **values: Any) -> None:
-        with self._tx() as db:
+        with self.transaction() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                 [(k, json.dumps(v)) for k, v in values.items()],
@@ -88,7 +68,7 @@ class PrefetchState:
         """Queue projects; an entry already queued keeps the higher serial, and takes the newest
         word on whether the upstream says it is ``gone``. Returns rows seen."""
         rows = [(name, serial, int(gone)) for name, serial in items]
-        with self._tx() as db:
+        with self.transaction() as db:
             db.executemany(
                 "INSERT INTO queue (name, serial, gone) VALUES (?, ?, ?) ON CONFLICT(name) DO "
                 "UPDATE SET serial = max(coalesce(excluded.serial, 0), coalesce(queue.serial, 0)),"
@@ -101,7 +81,7 @@ class PrefetchState:
         """Queue projects found wanting after a round (a page or a held file missing), for the
         round that runs ``attempts``; their serial stays what it was."""
         rows = [(name, attempts) for name in names]
-        with self._tx() as db:
+        with self.transaction() as db:
             db.executemany(
                 "INSERT INTO queue (name, serial, attempts) VALUES (?, NULL, ?) "
                 "ON CONFLICT(name) DO UPDATE SET attempts = excluded.attempts",
@@ -136,7 +116,7 @@ class PrefetchState:
     def done(self, name: str, serial: int | None, *, gone: bool = False) -> None:
         """A project is synced (its files held, ``Mirror.hold``): drop it from the queue,
         record its serial; ``gone``: it left the upstream, and the mirror."""
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute("DELETE FROM queue WHERE name = ?", (name,))
             if gone:
                 db.execute("DELETE FROM projects WHERE name = ?", (name,))
@@ -146,24 +126,24 @@ class PrefetchState:
             )
 
     def failed(self, name: str) -> int:
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute("UPDATE queue SET attempts = attempts + 1 WHERE name = ?", (name,))
             row = db.execute("SELECT attempts FROM queue WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 0
 
     def reset_attempts(self) -> None:
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute("UPDATE queue SET attempts = 0")
 
     # -- diffing a streamed root index -------------------------------------------------------
 
     def root_begin(self) -> None:
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute("DROP TABLE IF EXISTS root")
             db.execute("CREATE TABLE root (name TEXT PRIMARY KEY, serial INTEGER)")
 
     def root_add(self, rows: list[tuple[str, int | None]]) -> None:
-        with self._tx() as db:
+        with self.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO root (name, serial) VALUES (?, ?)", rows)
 
     @staticmethod
@@ -175,7 +155,7 @@ class PrefetchState:
         A root that lists too few of the mirrored projects to be believed flags none as gone,
         and leaves (listed, mirrored) in ``implausible_root``."""
         self.implausible_root = None
-        with self._tx() as db:
+        with self.transaction() as db:
             before = db.execute("SELECT count(*) FROM queue").fetchone()[0]
             if selection is not None:
                 db.execute("CREATE TEMP TABLE IF NOT EXISTS selection (name TEXT PRIMARY KEY)")

@@ -16,10 +16,8 @@ keep; its watermark is simply the newest serial logged (documented in the README
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from packaging.utils import (
 )
 
 from proxy.models import ProjectPage
-from proxy.sqlitedb import open_shared
+from proxy.sqlitedb import SharedDatabase
 
 MAX_ROWS = 50_000  # per changelog_since_serial call, as the public index pages it
 REMOVE_PROJECT = "remove project"
@@ -105,28 +103,11 @@ def page_changes(name: str, before: dict[str, bool], page: ProjectPage, now: int
     return changes
 
 
-class Changelog:
+class Changelog(SharedDatabase):
     """The log in ``<cache>/state/changelog.sqlite``, shared by every process (WAL)."""
 
     def __init__(self, path: Path) -> None:
-        self._lock = threading.RLock()
-        self._db = open_shared(path)
-        self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        super().__init__(path, _SCHEMA)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -134,7 +115,7 @@ class Changelog:
         """Log what a newly stored page changed; the number of rows added."""
         if page.serial is None:
             return 0
-        with self._tx() as db:
+        with self.transaction() as db:
             before = {
                 filename: bool(yanked)
                 for filename, yanked in db.execute(
@@ -166,7 +147,7 @@ class Changelog:
     def project_removed(self, name: str, now: float | None = None) -> bool:
         """Log that the proxy no longer holds ``name``. The row takes the next serial after
         the newest logged: the upstream's own number for the removal is not known here."""
-        with self._tx() as db:
+        with self.transaction() as db:
             if db.execute("SELECT 1 FROM projects WHERE name = ?", (name,)).fetchone() is None:
                 return False
             serial = int(db.execute("SELECT COALESCE(MAX(serial), 0) FROM changes").fetchone()[0])
@@ -180,14 +161,14 @@ class Changelog:
     def hold(self) -> None:
         """A prefetch pass begins: from now on rows show only up to a settled watermark (the
         newest logged so far, if none was settled before)."""
-        with self._tx() as db:
+        with self.transaction() as db:
             newest = db.execute("SELECT COALESCE(MAX(serial), 0) FROM changes").fetchone()[0]
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('watermark', ?)", (newest,))
 
     def settle(self, serial: int | None = None) -> None:
         """A prefetch pass made the mirror whole at ``serial`` (for a pass without a serial of
         its own, at the newest logged): rows up to it are final."""
-        with self._tx() as db:
+        with self.transaction() as db:
             if serial is None:
                 serial = db.execute("SELECT COALESCE(MAX(serial), 0) FROM changes").fetchone()[0]
             db.execute(
@@ -217,7 +198,7 @@ class Changelog:
         logged."""
         count = newest = 0
         stamp = int(time.time())
-        with self._tx() as db:
+        with self.transaction() as db:
             for page in pages:
                 if page.serial is None:
                     continue

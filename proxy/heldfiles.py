@@ -15,13 +15,11 @@ A sha256 is held while any row names it. Every change is a transaction; several 
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.sqlitedb import open_shared
+from proxy.sqlitedb import SharedDatabase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS held (
@@ -40,28 +38,9 @@ class HeldFile:
     size: int | None  # None: not verified yet (held before its download), or an old row
 
 
-class HeldFiles:
+class HeldFiles(SharedDatabase):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = open_shared(path)
-        self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE: writers of every process take turns)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        super().__init__(path, _SCHEMA)
 
     def hold(self, project: str, files: Iterable[HeldFile]) -> set[str]:
         """Record that ``project`` holds ``files``; the sha256s nobody held before. A size
