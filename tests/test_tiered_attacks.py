@@ -4,15 +4,12 @@ uploader sending a local copy that rotted, and a check racing the uploader's tri
 
 from __future__ import annotations
 
-import hashlib
-import os
 import secrets
 from pathlib import Path
 
 import anyio
 import obstore
 
-from proxy.localstore import LocalFileStore
 from proxy.models import DistFile, PageRecord, ProjectPage
 from proxy.render import render_project
 from proxy.runtime import Runtime
@@ -20,7 +17,7 @@ from proxy.s3config import S3Config
 from proxy.s3store import S3FileStore
 from proxy.settings import Settings
 from proxy.storage import Storage
-from proxy.tiered import TieredFileStore, wait_uploaded
+from proxy.tiered import wait_uploaded
 from proxy.verify import REPAIRED, VerifyReport, verify
 from tests.support.s3 import (
     ACCESS_KEY_ID,
@@ -28,27 +25,14 @@ from tests.support.s3 import (
     s3_config_fixture,  # noqa: F401 (a fixture)
     s3_server_fixture,  # noqa: F401 (a fixture)
 )
+from tests.test_tiered import _part as part_file
+from tests.test_tiered import _tiered
 
 NAME = "demo-1.0.tar.gz"
 
 
-def _tiered(root: Path, config: S3Config, cap: int | None = None) -> TieredFileStore:
-    (root / "tmp").mkdir(parents=True, exist_ok=True)
-    return TieredFileStore(
-        LocalFileStore(root / "files"),
-        S3FileStore(config),
-        work_dir=root / "tmp",
-        queue_dir=root / "uploads",
-        local_cap=cap,
-    )
-
-
 def _part(root: Path, size: int) -> tuple[Path, str, bytes]:
-    data = os.urandom(size)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{secrets.token_hex(6)}.part"
-    path.write_bytes(data)
-    return path, hashlib.sha256(data).hexdigest(), data
+    return part_file(root, secrets.token_hex(6), size)
 
 
 def _settings(s3_config: S3Config, cache: Path) -> Settings:
